@@ -1,0 +1,83 @@
+"""One dataclass per concern. A run directory stores them all in config.json, so a model can be
+rebuilt from its run directory alone."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# Class index 0..6 of the reference system: fear, surprise, anger, sadness, neutral, happiness, disgust.
+REFERENCE_LABELS: tuple[str, ...] = ("공포", "놀람", "분노", "슬픔", "중립", "행복", "혐오")
+
+
+@dataclass
+class AudioConfig:
+    sample_rate: int = 48000  # rate of the stored clips
+    resample_rate: int = 16000  # rate the MFCCs are computed at
+    n_fft_size: int = 400  # window and FFT size; hop is n_fft_size // 2
+    n_mfcc: int = 40
+    n_mels: int = 128
+    max_len_for_audio: int = 400  # frames kept per clip
+
+
+@dataclass
+class TextConfig:
+    encoder: str = ""  # local Hugging Face directory; "" means the packaged MiniLM
+    max_len_for_text: int = 64  # tokens, [CLS] and [SEP] included
+
+
+@dataclass
+class ModelConfig:
+    modality: str = "cross"  # "audio", "text" or "cross"
+    n_classes: int = len(REFERENCE_LABELS)
+    audio_dim: int = 40  # n_mfcc
+    text_dim: int = 384  # hidden size of the text encoder
+    d_model: int = 30
+    layers: int = 5
+    num_heads: int = 5
+    attn_dropout: float = 0.1
+    attn_dropout_a: float = 0.0
+    attn_dropout_v: float = 0.0  # kept for flag compatibility: this project has no visual stream
+    relu_dropout: float = 0.1
+    embed_dropout: float = 0.25
+    res_dropout: float = 0.1
+    out_dropout: float = 0.0
+    attn_mask: bool = True  # causal mask on every attention, as the reference
+    merge_how: str = "average"  # "average" (masked mean) or "last" (last real step)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 24
+    batch_chunk: int = 1
+    clip: float = 0.8
+    lr: float = 1e-3
+    optim: str = "Adam"
+    num_epochs: int = 40
+    when: int = 20
+    warmup_percent: float = 0.1
+    logging_steps: int = 30
+    seed: int = 1111
+    no_cuda: bool = False
+
+
+@dataclass
+class RunConfig:
+    name: str = "mult"
+    data_path: str = "data"
+    labels: list[str] = field(default_factory=lambda: list(REFERENCE_LABELS))
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        sections = {"audio": AudioConfig, "text": TextConfig, "model": ModelConfig, "train": TrainConfig}
+        kwargs = {k: v for k, v in d.items() if k not in sections}
+        kwargs.update({k: sections[k](**d[k]) for k in sections if k in d})
+        return cls(**kwargs)
