@@ -25,6 +25,7 @@ class AudioConfig:
 class TextConfig:
     encoder: str = ""  # local Hugging Face directory; "" means the packaged MiniLM
     max_len_for_text: int = 64  # tokens, [CLS] and [SEP] included
+    hidden_size: int | None = None  # read from the encoder's config; a value given up front is checked
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,8 +15,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path in the target's folder; renames it onto `path` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
+    # A unique name rather than mkstemp, whose 0600 mode would make every output owner-only.
+    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}"
     try:
         yield Path(tmp)
         os.replace(tmp, path)

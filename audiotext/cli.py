@@ -1,0 +1,220 @@
+"""Command line: parses arguments and calls plain functions; nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from audiotext.config import REFERENCE_LABELS, AudioConfig, ModelConfig, RunConfig, TextConfig, TrainConfig
+
+# Flags of the reference train.py that have no effect here, and why (see README, "Flags").
+_NOT_APPLICABLE = {
+    "bert_config_path": "the encoder's config is read from its directory (--bert_model_path)",
+    "bert_args_path": "the encoder is frozen; its training arguments are not needed",
+    "local_rank": "multi-GPU training is not implemented yet; training runs in one process",
+}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every flag of the reference train.py, same names, same meaning; defaults that learn."""
+    m, t, a = ModelConfig(), TrainConfig(), AudioConfig()
+    add = parser.add_argument
+    add("--do_audio", action="store_true", help="use only the audio (MFCC) features")
+    add("--do_text", action="store_true", help="use only the text features (frozen encoder + linear head)")
+    add("--merge_how", default=m.merge_how, choices=["average", "last"], help="how to merge a sequence over time")
+    add("--model", default="Transformer", choices=["Transformer", "MULT", "MulT"], help="model family (Transformer)")
+    add("--data_name", default="vat", help="dataset name, recorded in the results (default: vat)")
+    add("--data_path", default="data", help="folder holding train.pkl, dev.pkl, test.pkl, test_stt.pkl")
+    add("--bert_config_path", default=None, help="not needed: " + _NOT_APPLICABLE["bert_config_path"])
+    add("--bert_args_path", default=None, help="not needed: " + _NOT_APPLICABLE["bert_args_path"])
+    add("--bert_model_path", default=None, help="local Hugging Face encoder folder (default: packaged MiniLM)")
+    add("--attn_dropout", type=float, default=m.attn_dropout, help="attention dropout")
+    add("--attn_dropout_a", type=float, default=m.attn_dropout_a, help="attention dropout (audio attending text)")
+    add("--attn_dropout_v", type=float, default=m.attn_dropout_v, help="attention dropout (visual; unused, no video)")
+    add("--relu_dropout", type=float, default=m.relu_dropout, help="relu dropout")
+    add("--embed_dropout", type=float, default=m.embed_dropout, help="embedding dropout")
+    add("--res_dropout", type=float, default=m.res_dropout, help="residual block dropout")
+    add("--out_dropout", type=float, default=m.out_dropout, help="output layer dropout")
+    add("--layers", type=int, default=m.layers, help="number of layers in each stack (default: 5)")
+    add("--d_model", type=int, default=m.d_model, help="width of the cross-modal layers (default: 30)")
+    add("--d_out", type=int, default=None, help="number of classes (default: the number of labels, 7)")
+    add("--num_heads", type=int, default=m.num_heads, help="attention heads (default: 5)")
+    add("--attn_mask", dest="attn_mask", action="store_true", default=m.attn_mask,
+        help="causal mask on every attention, as the reference (default: on)")
+    add("--no_attn_mask", dest="attn_mask", action="store_false", help="no causal mask (padding is always masked)")
+    add("--batch_size", type=int, default=t.batch_size, metavar="N", help="batch size (default: 24)")
+    add("--clip", type=float, default=t.clip, help="gradient-norm clip value (default: 0.8; 0 disables)")
+    add("--lr", type=float, default=t.lr, help="initial learning rate (default: 1e-3)")
+    add("--optim", default=t.optim, help="torch.optim optimizer name (default: Adam)")
+    add("--num_epochs", type=int, default=t.num_epochs, help="number of epochs (default: 40)")
+    add("--when", type=int, default=t.when, help="epochs without dev improvement before the rate decays (default: 20)")
+    add("--batch_chunk", type=int, default=t.batch_chunk, help="chunks per batch, to save memory (default: 1)")
+    add("--local_rank", type=int, default=-1, help="not applied: " + _NOT_APPLICABLE["local_rank"])
+    add("--warmup_percent", type=float, default=t.warmup_percent, help="linear warm-up over this share of all steps")
+    add("--max_len_for_text", type=int, default=TextConfig().max_len_for_text, help="maximum tokens per sentence")
+    add("--hidden_size_for_bert", type=int, default=None, help="encoder width; read from its config, checked if given")
+    add("--max_len_for_audio", type=int, default=a.max_len_for_audio, help="maximum MFCC frames per clip")
+    add("--sample_rate", type=int, default=a.sample_rate, help="sample rate of the stored clips")
+    add("--resample_rate", type=int, default=a.resample_rate, help="rate the MFCCs are computed at")
+    add("--n_fft_size", type=int, default=a.n_fft_size, help="analysis window and FFT size; hop is half")
+    add("--n_mfcc", type=int, default=a.n_mfcc, help="MFCC coefficients kept")
+    add("--logging_steps", type=int, default=t.logging_steps, help="steps between train-loss reports (default: 30)")
+    add("--seed", type=int, default=t.seed, help="random seed")
+    add("--no_cuda", action="store_true", help="do not use CUDA even when available")
+    add("--name", default="mult", help='name of the trial and of its run folder (default: "mult")')
+    add("--output_dir", default="runs", help="runs are saved in OUTPUT_DIR/NAME (default: runs)")
+    add("--results_csv", default=None, help="CSV that gets one row per run (default: OUTPUT_DIR/results.csv)")
+    add("--labels", default=",".join(REFERENCE_LABELS), help="comma-separated label order (class 0 first)")
+    add("--quiet", action="store_true", help="no progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    for flag, reason in _NOT_APPLICABLE.items():
+        value = getattr(args, flag)
+        if value not in (None, -1):
+            warnings.warn(f"--{flag} is accepted for compatibility but has no effect: {reason}", stacklevel=2)
+    if args.do_audio and args.do_text:
+        raise SystemExit("error: --do_audio and --do_text exclude each other")
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()]
+    if args.d_out is not None and args.d_out != len(labels):
+        raise SystemExit(f"error: --d_out {args.d_out} does not match the {len(labels)} labels {labels}")
+    modality = "audio" if args.do_audio else "text" if args.do_text else "cross"
+    return RunConfig(
+        name=args.name,
+        data_path=args.data_path,
+        labels=labels,
+        audio=AudioConfig(
+            sample_rate=args.sample_rate,
+            resample_rate=args.resample_rate,
+            n_fft_size=args.n_fft_size,
+            n_mfcc=args.n_mfcc,
+            max_len_for_audio=args.max_len_for_audio,
+        ),
+        text=TextConfig(
+            encoder=str(Path(args.bert_model_path).resolve()) if args.bert_model_path else "",
+            max_len_for_text=args.max_len_for_text,
+            hidden_size=args.hidden_size_for_bert,
+        ),
+        model=ModelConfig(
+            modality=modality,
+            n_classes=len(labels),
+            audio_dim=args.n_mfcc,
+            d_model=args.d_model,
+            layers=args.layers,
+            num_heads=args.num_heads,
+            attn_dropout=args.attn_dropout,
+            attn_dropout_a=args.attn_dropout_a,
+            attn_dropout_v=args.attn_dropout_v,
+            relu_dropout=args.relu_dropout,
+            embed_dropout=args.embed_dropout,
+            res_dropout=args.res_dropout,
+            out_dropout=args.out_dropout,
+            attn_mask=args.attn_mask,
+            merge_how=args.merge_how,
+        ),
+        train=TrainConfig(
+            batch_size=args.batch_size,
+            batch_chunk=args.batch_chunk,
+            clip=args.clip,
+            lr=args.lr,
+            optim=args.optim,
+            num_epochs=args.num_epochs,
+            when=args.when,
+            warmup_percent=args.warmup_percent,
+            logging_steps=args.logging_steps,
+            seed=args.seed,
+            no_cuda=args.no_cuda,
+        ),
+    )
+
+
+def run_dir_of(args: argparse.Namespace) -> Path:
+    return Path(args.output_dir) / args.name
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from audiotext.training.loop import train
+
+    cfg = config_from_args(args)
+    results_csv = args.results_csv or Path(args.output_dir) / "results.csv"
+    summary = train(cfg, run_dir_of(args), results_csv=results_csv, progress=not args.quiet)
+    print(
+        f"best dev epoch {summary['best_epoch']}: loss {summary['dev_loss']:.4f}  "
+        f"accuracy {summary['dev_accuracy']:.4f}  macro-F1 {summary['dev_macro_f1']:.4f}  → {summary['run_dir']}"
+    )
+
+
+def add_test_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--run_dir", default=None, help="trained run folder (default: OUTPUT_DIR/NAME)")
+    add("--split", nargs="+", default=["test"], help="split names in --data_path, or .pkl files (default: test)")
+    add("--eval_dir", default=None, help="where outputs go (default: RUN_DIR/eval/SPLIT)")
+
+
+def cmd_test(args: argparse.Namespace) -> None:
+    from audiotext.evaluation.evaluate import evaluate
+    from audiotext.evaluation.metrics import format_results_table
+
+    run_dir = Path(args.run_dir) if args.run_dir else run_dir_of(args)
+    rows = []
+    for split in args.split:
+        out_dir = Path(args.eval_dir) / Path(split).stem if args.eval_dir else None
+        metrics = evaluate(run_dir, split, args.data_path, out_dir, no_cuda=args.no_cuda, progress=not args.quiet)
+        rows.append({"model": run_dir.name, "test_set": metrics["split"], "metrics": metrics})
+    print(format_results_table(rows, rows[0]["metrics"]["labels"]))
+
+
+def cmd_demo_corpus(args: argparse.Namespace) -> None:
+    from audiotext.data.demo import build_demo_corpus
+
+    counts = build_demo_corpus(args.out, seed=args.seed, split_by=args.split_by, n_speakers=args.speakers,
+                               progress=not args.quiet)
+    print(f"wrote {args.out}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from audiotext.demo import run_demo
+
+    run_demo(args.out, seed=args.seed, progress=not args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audiotext", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train an audio-only, text-only or cross-modal model")
+    add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
+
+    test = commands.add_parser("test", help="test a trained run on one or more splits")
+    add_train_arguments(test)
+    add_test_arguments(test)
+    # The run remembers its data folder; --data_path only overrides it.
+    test.set_defaults(func=cmd_test, data_path=None)
+
+    corpus = commands.add_parser("demo-corpus", help="synthesize the Korean demo corpus with espeak-ng")
+    corpus.add_argument("--out", required=True, help="folder for train/dev/test/test_stt .pkl")
+    corpus.add_argument("--seed", type=int, default=0)
+    corpus.add_argument("--split_by", "--split-by", default="clip", choices=["clip", "script"],
+                        help="clip: random clips; script: sentence-disjoint splits")
+    corpus.add_argument("--speakers", type=int, default=10, help="number of espeak-ng voice variants")
+    corpus.add_argument("--quiet", action="store_true")
+    corpus.set_defaults(func=cmd_demo_corpus)
+
+    demo = commands.add_parser("demo", help="build the demo corpus, train and test every model, print the table")
+    demo.add_argument("--out", default="demo_runs")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Datasets over features computed once per run, and the batching that pads them.
+
+Shape legend: B batch, T audio frames, L text tokens, F MFCC coefficients, E text-encoder width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import Dataset
+
+from audiotext.config import AudioConfig
+from audiotext.data.corpus import CorpusError, Split
+from audiotext.features.audio import MFCC, clip_features
+from audiotext.features.text import TextEncoder
+
+
+@dataclass
+class EncodedSplit(Dataset):
+    """Per-clip MFCCs and per-sentence encoder states; either is None when the model ignores it."""
+
+    labels: torch.Tensor  # (N,)
+    audio: list[torch.Tensor] | None  # N × (T_i, F)
+    text: list[torch.Tensor] | None  # S × (L_j, E), one per distinct sentence
+    text_index: np.ndarray  # (N,) clip → its sentence in `text`
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        audio = None if self.audio is None else self.audio[i]
+        text = None if self.text is None else self.text[self.text_index[i]]
+        return audio, text, self.labels[i]
+
+
+def encode_split(
+    split: Split,
+    audio_cfg: AudioConfig,
+    text_encoder: TextEncoder | None,
+    use_audio: bool,
+    progress: bool = True,
+) -> EncodedSplit:
+    audio = _audio_features(split, audio_cfg, progress) if use_audio else None
+    distinct, text_index = np.unique(np.asarray(split.sentences, dtype=object), return_inverse=True)
+    text = None
+    if text_encoder is not None:
+        text = text_encoder.encode(list(distinct), progress=progress)
+    return EncodedSplit(torch.as_tensor(split.labels), audio, text, text_index)
+
+
+def _audio_features(split: Split, cfg: AudioConfig, progress: bool) -> list[torch.Tensor]:
+    from tqdm.auto import tqdm
+
+    mfcc = MFCC(cfg.resample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft_size, n_mels=cfg.n_mels)
+    features = []
+    for row, clip in enumerate(tqdm(split.audio, desc=f"MFCC {split.name}", disable=not progress, leave=False)):
+        try:
+            features.append(torch.from_numpy(clip_features(clip, cfg, mfcc)))
+        except ValueError as err:
+            raise CorpusError(f"{split.path}: row {row}: {err}") from None
+    return features
+
+
+def collate(items: Sequence[tuple]) -> dict[str, torch.Tensor]:
+    """Pads a list of (audio, text, label) to the longest item; masks are True on real steps."""
+    audio, text, labels = zip(*items)
+    batch = {"labels": torch.stack(labels)}
+    for name, seqs in (("audio", audio), ("text", text)):
+        if seqs[0] is None:
+            batch[name] = batch[f"{name}_mask"] = None
+            continue
+        lengths = torch.tensor([len(s) for s in seqs])
+        batch[name] = pad_sequence(list(seqs), batch_first=True)  # (B, T or L, F or E)
+        batch[f"{name}_mask"] = torch.arange(batch[name].shape[1])[None, :] < lengths[:, None]
+    return batch

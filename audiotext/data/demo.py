@@ -1,0 +1,368 @@
+"""The built-in demo corpus: Korean scripts read by espeak-ng voices with emotional prosody.
+
+`build_demo_corpus` writes `train.pkl`, `dev.pkl`, `test.pkl` and `test_stt.pkl` in the
+reference's pickle format (see `audiotext.data.corpus`), plus `corpus.json` describing them.
+
+- Scripts: `demo_scripts.tsv` beside this file, 15 per emotion. In each emotion the first ten say
+  how the speaker feels ("와 정말 신난다 오늘 최고의 날이야!"); the last five are worded neutrally
+  ("시험 결과가 방금 나왔어요."), so the text alone cannot always tell the emotion.
+- Speakers: espeak-ng's Korean voice with one variant per speaker (`ko+f1`, `ko+m1`, ...).
+  Every speaker reads every script once.
+- Emotion is in the prosody: per-emotion pitch, pitch range, rate, loudness and word gap,
+  jittered per clip so that emotions overlap and the audio alone cannot always tell either.
+- Recording: background noise at a random SNR inside the speech, runs of exact zeros at both
+  ends (as the reference's clips have), 48 kHz mono int16.
+- `test_stt.pkl` replaces each test sentence with a simulated speech-recognizer transcript.
+
+Every random draw comes from a generator seeded by (seed, speaker, script_id) or (seed, split),
+so a seed gives byte-identical pickles whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import multiprocessing
+import os
+import shutil
+import subprocess
+from importlib import resources
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import soxr
+from tqdm import tqdm
+
+from audiotext.config import REFERENCE_LABELS, AudioConfig
+from audiotext.io import atomic_path, write_json
+
+SAMPLE_RATE = AudioConfig().sample_rate
+SPLIT_BY = ("clip", "script")
+SPLITS = ("train", "dev", "test")
+HELD_OUT_FRACTION = 0.1  # of each emotion, for dev and again for test: ~80/10/10 as the reference
+
+# espeak-ng voice variants, one per speaker, female and male alternating so that any prefix is mixed.
+SPEAKER_VARIANTS: tuple[str, ...] = (
+    "f1", "m1", "f2", "m2", "f3", "m3", "f4", "m4", "f5", "m6", "linda", "m7", "steph", "m8", "belinda", "m5",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Prosody:
+    pitch: float  # espeak-ng -p, 0..99
+    pitch_range: float  # SSML <prosody range>, percent of the voice's own range
+    rate: float  # espeak-ng -s, words per minute
+    amplitude: float  # espeak-ng -a, 0..200
+    word_gap: float  # espeak-ng -g, pause between words in units of 10 ms
+
+
+# The acted-emotion stereotypes: anger loud and fast, sadness slow, low, flat and quiet, fear high,
+# fast-ish, narrow and quiet, surprise high and wide, happiness higher and faster, disgust low and slow.
+EMOTION_PROSODY: dict[str, Prosody] = {
+    "공포": Prosody(pitch=68, pitch_range=70, rate=190, amplitude=70, word_gap=1),
+    "놀람": Prosody(pitch=75, pitch_range=170, rate=175, amplitude=110, word_gap=0),
+    "분노": Prosody(pitch=55, pitch_range=140, rate=210, amplitude=140, word_gap=0),
+    "슬픔": Prosody(pitch=30, pitch_range=50, rate=130, amplitude=65, word_gap=3),
+    "중립": Prosody(pitch=48, pitch_range=100, rate=170, amplitude=95, word_gap=0),
+    "행복": Prosody(pitch=65, pitch_range=150, rate=195, amplitude=115, word_gap=0),
+    "혐오": Prosody(pitch=35, pitch_range=80, rate=145, amplitude=90, word_gap=2),
+}
+# Standard deviations of the per-clip jitter: wide enough that neighbouring emotions overlap.
+PROSODY_JITTER = Prosody(pitch=10, pitch_range=30, rate=18, amplitude=20, word_gap=1)
+PROSODY_LIMITS = Prosody(pitch=99, pitch_range=250, rate=400, amplitude=200, word_gap=10)
+
+SNR_DB = (15.0, 30.0)  # background noise level, uniform per clip
+ZERO_RUN_S = (0.05, 0.4)  # exact silence before and after the speech, uniform per end
+HEADROOM = 0.5  # espeak-ng peaks near full scale; keep room for the noise before int16
+SPEECH_THRESHOLD = 1e-3  # below this espeak-ng's leading and trailing samples are silence
+
+
+def load_demo_scripts() -> pd.DataFrame:
+    """The packaged scripts: columns script_id (int), emotion, sentence; one row per script."""
+    text = resources.files("audiotext.data").joinpath("demo_scripts.tsv").read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
+    scripts = pd.DataFrame(
+        {
+            "script_id": [int(row["script_id"]) for row in rows],
+            "emotion": pd.Series([row["emotion"] for row in rows], dtype=object),
+            "sentence": pd.Series([row["sentence"] for row in rows], dtype=object),
+        }
+    )
+    unknown = set(scripts["emotion"]) - set(REFERENCE_LABELS)
+    if unknown or scripts["script_id"].duplicated().any() or scripts["sentence"].duplicated().any():
+        raise ValueError(f"demo_scripts.tsv: unknown emotions {sorted(unknown)} or duplicate ids/sentences")
+    return scripts
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipJob:
+    """Everything one worker needs to synthesise one clip."""
+
+    seed: int
+    speaker: int
+    variant: str
+    script_id: int
+    sentence: str
+    emotion: str
+
+
+def _espeak_executable() -> str:
+    executable = shutil.which("espeak-ng")
+    if executable is None:
+        raise RuntimeError(
+            "espeak-ng is not installed; the demo corpus is synthesised with it. "
+            "Install it with `sudo apt-get install espeak-ng` (Debian/Ubuntu) or run `make setup`."
+        )
+    return executable
+
+
+def _espeak_version(executable: str) -> str:
+    banner = subprocess.run([executable, "--version"], capture_output=True, text=True, check=True).stdout
+    return banner.split("Data at:")[0].strip()
+
+
+def _jittered_prosody(emotion: str, rng: np.random.Generator) -> Prosody:
+    base = dataclasses.astuple(EMOTION_PROSODY[emotion])
+    jitter = dataclasses.astuple(PROSODY_JITTER)
+    limits = dataclasses.astuple(PROSODY_LIMITS)
+    drawn = np.clip(np.add(base, np.multiply(jitter, rng.standard_normal(len(base)))), 0, limits)
+    return Prosody(*drawn.tolist())
+
+
+def _speak(job: ClipJob, prosody: Prosody) -> tuple[np.ndarray, int]:
+    """espeak-ng's float waveform and its sample rate (22050 Hz for its own voices)."""
+    ssml = f'<speak><prosody range="{prosody.pitch_range:.0f}%">{escape(job.sentence)}</prosody></speak>'
+    command = [
+        _espeak_executable(), "-m", "--stdout", "-v", f"ko+{job.variant}",
+        "-p", f"{prosody.pitch:.0f}", "-s", f"{prosody.rate:.0f}",
+        "-a", f"{prosody.amplitude:.0f}", "-g", f"{prosody.word_gap:.0f}", ssml,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True)
+    if result.returncode != 0 or len(result.stdout) <= 44:
+        raise RuntimeError(
+            f"espeak-ng failed on script {job.script_id} with voice ko+{job.variant}: "
+            f"{result.stderr.decode(errors='replace').strip()}"
+        )
+    wave, rate = sf.read(io.BytesIO(result.stdout), dtype="float32")
+    return wave, rate
+
+
+def _background_noise(n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-power noise, its spectral tilt random from white (0) past pink (1), halfway to brown (2)."""
+    fft_size = 1 << (n_samples - 1).bit_length()  # a power of two: odd clip lengths make the FFT slow
+    spectrum = np.fft.rfft(rng.standard_normal(fft_size))
+    frequencies = np.fft.rfftfreq(fft_size)
+    tilt = rng.uniform(0.0, 1.5)
+    spectrum[1:] /= frequencies[1:] ** (tilt / 2)
+    spectrum[0] = 0.0
+    noise = np.fft.irfft(spectrum, fft_size)[:n_samples]
+    return noise / np.sqrt(np.mean(noise**2))
+
+
+def _synthesise_clip(job: ClipJob) -> np.ndarray:
+    """One clip: speech with jittered prosody, noise, exact-zero runs at both ends; int16 at 48 kHz."""
+    rng = np.random.default_rng([job.seed, job.speaker, job.script_id])
+    wave, rate = _speak(job, _jittered_prosody(job.emotion, rng))
+    voiced = np.flatnonzero(np.abs(wave) > SPEECH_THRESHOLD)
+    speech = soxr.resample(wave[voiced[0] : voiced[-1] + 1], rate, SAMPLE_RATE).astype(np.float64) * HEADROOM
+
+    snr_db = rng.uniform(*SNR_DB)
+    noise_scale = np.sqrt(np.mean(speech**2) / 10 ** (snr_db / 10))
+    speech += noise_scale * _background_noise(len(speech), rng)
+
+    lead, trail = (int(rng.uniform(*ZERO_RUN_S) * SAMPLE_RATE) for _ in range(2))
+    samples = np.clip(np.round(speech * 32767), -32768, 32767).astype(np.int16)
+    return np.concatenate([np.zeros(lead, np.int16), samples, np.zeros(trail, np.int16)])
+
+
+# Hangul syllable = 0xAC00 + (initial * 21 + medial) * 28 + final.
+_INITIALS = "ㄱㄲㄴㄷㄸㄹㅁㅂㅃㅅㅆㅇㅈㅉㅊㅋㅌㅍㅎ"
+_MEDIALS = "ㅏㅐㅑㅒㅓㅔㅕㅖㅗㅘㅙㅚㅛㅜㅝㅞㅟㅠㅡㅢㅣ"
+_FINALS = ("", *"ㄱㄲㄳㄴㄵㄶㄷㄹㄺㄻㄼㄽㄾㄿㅀㅁㅂㅄㅅㅆㅇㅈㅊㅋㅌㅍㅎ")
+# Jamo a recognizer mixes up: lax/tense/aspirated consonants, vowels merged in Seoul speech
+# (ㅐ/ㅔ, 의 read as 이 or 에), and codas that all sound as [t], [k] or [p], or assimilate (ㄴ/ㅇ).
+_CONFUSABLE = (
+    (_INITIALS, ("ㄱㄲㅋ", "ㄷㄸㅌ", "ㅂㅃㅍ", "ㅈㅉㅊ", "ㅅㅆ")),
+    (_MEDIALS, ("ㅐㅔ", "ㅒㅖ", "ㅙㅞㅚ", "ㅓㅗ", "ㅜㅡ", "ㅕㅛ", "ㅢㅣ", "ㅢㅔ")),
+    (_FINALS, ("ㄷㅅㅆㅈㅊㅌㅎ", "ㄱㄲㅋ", "ㅂㅍ", "ㄴㅇ")),
+)
+STT_VERBATIM = 0.15  # share of clips the recognizer gets exactly right
+STT_SYLLABLE_ERRORS = (0.3, 0.5, 0.2)  # probability of 0, 1, 2 misheard syllables
+STT_DROPPED_SYLLABLE = 0.25  # share of misheard syllables lost rather than confused
+STT_MERGED_SPACE = 0.15  # per space
+STT_SPLIT_WORD = 0.1  # per sentence
+STT_NO_PUNCTUATION = 0.7  # per sentence: most recognizers emit no punctuation
+STT_STREAM = 1  # appended to (seed, speaker, script_id) to seed the transcript draws
+
+
+def _is_hangul(char: str) -> bool:
+    return "가" <= char <= "힣"
+
+
+def _confused_syllables(syllable: str, vocabulary: frozenset[str]) -> list[str]:
+    """Syllables one confusable jamo away that the recognizer can write (those in `vocabulary`)."""
+    initial, rest = divmod(ord(syllable) - ord("가"), 21 * 28)
+    parts = (initial, *divmod(rest, 28))
+    confused = []
+    for slot, (alphabet, groups) in enumerate(_CONFUSABLE):
+        jamo = alphabet[parts[slot]]
+        for alternative in {a for group in groups if jamo and jamo in group for a in group} - {jamo}:
+            swapped = list(parts)
+            swapped[slot] = alphabet.index(alternative)
+            confused.append(chr(ord("가") + (swapped[0] * 21 + swapped[1]) * 28 + swapped[2]))
+    # Sorted: set order varies between processes, and the draw must not.
+    return sorted(c for c in confused if c in vocabulary)
+
+
+def _stt_transcript(sentence: str, vocabulary: frozenset[str], rng: np.random.Generator) -> str:
+    """What a speech recognizer might have heard: misheard or lost syllables, spacing, no punctuation.
+
+    Misheard syllables are similar-sounding ones from `vocabulary`: a recognizer's language model
+    writes syllables it knows, not arbitrary jamo combinations such as 홒.
+    """
+    if rng.random() < STT_VERBATIM:
+        return sentence
+    chars = list(sentence)
+    for _ in range(rng.choice(len(STT_SYLLABLE_ERRORS), p=STT_SYLLABLE_ERRORS)):
+        syllables = [i for i, char in enumerate(chars) if _is_hangul(char)]
+        if rng.random() < STT_DROPPED_SYLLABLE and len(syllables) > 4:
+            chars[syllables[rng.integers(len(syllables))]] = ""
+            continue
+        for i in rng.permutation(syllables):
+            confused = _confused_syllables(chars[i], vocabulary)
+            if confused:
+                chars[i] = confused[rng.integers(len(confused))]
+                break
+    words = "".join(chars).split()
+    text = words[0]
+    for word in words[1:]:
+        text += word if rng.random() < STT_MERGED_SPACE else " " + word
+    if rng.random() < STT_SPLIT_WORD:
+        cuts = [i for i in range(1, len(text)) if _is_hangul(text[i - 1]) and _is_hangul(text[i])]
+        if cuts:
+            cut = cuts[rng.integers(len(cuts))]
+            text = text[:cut] + " " + text[cut:]
+    if rng.random() < STT_NO_PUNCTUATION:
+        text = " ".join(text.translate(str.maketrans("", "", ".?!")).split())
+    return text
+
+
+def _assign_splits(
+    emotions: np.ndarray, script_ids: np.ndarray, split_by: str, rng: np.random.Generator
+) -> np.ndarray:
+    """Each clip's split name, stratified by emotion; by script, every script's clips stay together."""
+    assignment = np.empty(len(emotions), dtype=object)
+    for emotion in REFERENCE_LABELS:
+        in_emotion = emotions == emotion
+        # Units drawn into splits: clip indices, or script ids (each unit then takes all its clips).
+        units = np.flatnonzero(in_emotion) if split_by == "clip" else np.unique(script_ids[in_emotion])
+        units = rng.permutation(units)
+        n_held_out = max(1, int(HELD_OUT_FRACTION * len(units) + 0.5))
+        unit_split = {unit: "test" for unit in units[:n_held_out]}
+        unit_split.update({unit: "dev" for unit in units[n_held_out : 2 * n_held_out]})
+        for i in np.flatnonzero(in_emotion):
+            unit = i if split_by == "clip" else script_ids[i]
+            assignment[i] = unit_split.get(unit, "train")
+    return assignment
+
+
+def _synthesise_all(jobs: list[ClipJob], workers: int, progress: bool) -> list[np.ndarray]:
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(multiprocessing.get_context().Pool(workers))
+            clips = pool.imap(_synthesise_clip, jobs, chunksize=8)
+        else:
+            clips = map(_synthesise_clip, jobs)
+        clips = tqdm(clips, total=len(jobs), desc="demo corpus", unit="clip", disable=not progress)
+        # A clip unpickled from a worker has a dtype instance of its own, which to_pickle writes out
+        # differently from numpy's shared int16; rebuilding every clip on the shared one keeps the
+        # files byte-identical whatever the number of workers.
+        return [np.frombuffer(clip, dtype=np.int16).copy() for clip in clips]
+
+
+def _write_pickle(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_pickle(tmp)
+
+
+def build_demo_corpus(
+    out_dir: str | Path,
+    seed: int = 0,
+    split_by: str = "clip",
+    n_speakers: int = 10,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Writes train.pkl, dev.pkl, test.pkl, test_stt.pkl (+ corpus.json describing it) into out_dir;
+    returns clip counts per split.
+
+    `split_by="clip"` splits clips at random (a sentence can be in train and test, as the
+    reference's main partition); `split_by="script"` assigns whole scripts, so no test sentence
+    is ever heard in training. Both are stratified by emotion, about 80/10/10. `workers` defaults
+    to os.cpu_count(); the output does not depend on it.
+    """
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
+    if not 1 <= n_speakers <= len(SPEAKER_VARIANTS):
+        raise ValueError(f"n_speakers must be between 1 and {len(SPEAKER_VARIANTS)}, got {n_speakers}")
+    espeak = _espeak_executable()
+    workers = workers or os.cpu_count() or 1
+
+    scripts = load_demo_scripts()
+    speakers = SPEAKER_VARIANTS[:n_speakers]
+    jobs = [
+        ClipJob(seed, speaker, variant, script.script_id, script.sentence, script.emotion)
+        for speaker, variant in enumerate(speakers)
+        for script in scripts.itertuples()
+    ]
+    audio = _synthesise_all(jobs, workers, progress)
+
+    clips = pd.DataFrame(
+        {
+            "person_ix": np.array([job.speaker for job in jobs], dtype=np.int64),
+            "audio": pd.Series(audio, dtype=object),
+            # object, not pandas' string dtype, so that the pickles load with older pandas too.
+            "Sentence": pd.Series([job.sentence for job in jobs], dtype=object),
+            "Emotion": pd.Series([job.emotion for job in jobs], dtype=object),
+        }
+    )
+    script_ids = np.array([job.script_id for job in jobs])
+    split_rng = np.random.default_rng([seed])
+    split_of = _assign_splits(clips["Emotion"].to_numpy(), script_ids, split_by, split_rng)
+
+    frames = {name: clips[split_of == name].reset_index(drop=True) for name in SPLITS}
+    vocabulary = frozenset(char for sentence in scripts["sentence"] for char in sentence if _is_hangul(char))
+    # A random stream of its own per clip, so that transcripts do not move when the audio draws do.
+    stt_rngs = (np.random.default_rng([seed, job.speaker, job.script_id, STT_STREAM]) for job in jobs)
+    transcripts = [
+        _stt_transcript(job.sentence, vocabulary, rng)
+        for job, rng, name in zip(jobs, stt_rngs, split_of)
+        if name == "test"
+    ]
+    frames["test_stt"] = frames["test"].assign(Sentence=pd.Series(transcripts, dtype=object))
+    out_dir = Path(out_dir)
+    for name, frame in frames.items():
+        _write_pickle(frame, out_dir / f"{name}.pkl")
+
+    write_json(
+        out_dir / "corpus.json",
+        {
+            "seed": seed,
+            "split_by": split_by,
+            "speakers": list(speakers),  # index = person_ix
+            "n_scripts": len(scripts),
+            "sample_rate": SAMPLE_RATE,
+            "synthesiser": _espeak_version(espeak),
+            "counts": {
+                name: {emotion: int((frame["Emotion"] == emotion).sum()) for emotion in REFERENCE_LABELS}
+                for name, frame in frames.items()
+            },
+            "script_ids": {name: sorted(set(script_ids[split_of == name].tolist())) for name in SPLITS},
+        },
+    )
+    return {name: len(frame) for name, frame in frames.items()}

@@ -1,0 +1,136 @@
+"""Transformer building blocks shared by every encoder.
+
+Shape legend: B batch, N query steps, M key/value steps, D width, H heads.
+Masks are boolean and True where a step is real (not padding).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head attention; self-attention when `context` is None, cross-attention otherwise."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.dropout = dropout
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(dim, dim)
+        self.to_v = nn.Linear(dim, dim)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, N, D)
+        context: torch.Tensor | None = None,  # (B, M, D)
+        context_mask: torch.Tensor | None = None,  # (B, M)
+        causal: bool = False,
+    ) -> torch.Tensor:
+        context = x if context is None else context
+        b, n, d = x.shape
+        m = context.shape[1]
+
+        def split_heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, -1, self.heads, d // self.heads).transpose(1, 2)  # (B, H, *, D/H)
+
+        q, k, v = split_heads(self.to_q(x)), split_heads(self.to_k(context)), split_heads(self.to_v(context))
+        allowed = torch.ones(b, 1, n, m, dtype=torch.bool, device=x.device)
+        if context_mask is not None:
+            allowed = allowed & context_mask[:, None, None, :]
+        if causal:
+            # The reference's "future" mask, rectangular when query and key lengths differ.
+            allowed = allowed & torch.ones(n, m, dtype=torch.bool, device=x.device).tril()
+        # A query whose every key is masked would give NaN; let such rows see all keys: they are
+        # padded queries whose output the caller discards.
+        allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, N, D/H)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, d))
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, dim: int, relu_dropout: float):
+        super().__init__(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Dropout(relu_dropout), nn.Linear(4 * dim, dim))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block; one LayerNorm serves query, key and value, as in the reference."""
+
+    def __init__(self, dim: int, heads: int, attn_dropout: float, relu_dropout: float, res_dropout: float):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, attn_dropout)
+        self.ff_norm = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, relu_dropout)
+        self.res_dropout = nn.Dropout(res_dropout)
+
+    def forward(self, x, context=None, context_mask=None, causal=False):
+        normed_context = None if context is None else self.attn_norm(context)
+        x = self.res_dropout(self.attn(self.attn_norm(x), normed_context, context_mask, causal)) + x
+        return self.res_dropout(self.ff(self.ff_norm(x))) + x
+
+
+def sinusoidal_positions(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """(B, N) mask → (B, N, D) sinusoidal embeddings of positions 1..n; padded steps get zeros."""
+    positions = mask.long().cumsum(dim=1) * mask  # 0 marks padding
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=mask.device) / max(half - 1, 1))
+    angles = positions[..., None].float() * freqs  # (B, N, D/2)
+    emb = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb * mask[..., None]
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of blocks over `x`, attending to `context` when one is given (cross-modal stack).
+
+    Inputs are scaled by sqrt(D) and given sinusoidal positions, then dropout, as in the reference.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        layers: int,
+        attn_dropout: float,
+        relu_dropout: float,
+        res_dropout: float,
+        embed_dropout: float,
+        causal: bool,
+    ):
+        super().__init__()
+        self.scale = math.sqrt(dim)
+        self.causal = causal
+        self.embed_dropout = nn.Dropout(embed_dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, heads, attn_dropout, relu_dropout, res_dropout) for _ in range(layers)
+        )
+
+    def embed(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.embed_dropout(self.scale * x + sinusoidal_positions(mask, x.shape[-1]))
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, N, D)
+        mask: torch.Tensor,  # (B, N)
+        context: torch.Tensor | None = None,  # (B, M, D)
+        context_mask: torch.Tensor | None = None,  # (B, M)
+    ) -> torch.Tensor:
+        x = self.embed(x, mask)
+        if context is None:
+            context, context_mask = None, mask
+        else:
+            context = self.embed(context, context_mask)
+        for block in self.blocks:
+            x = block(x, context, context_mask, self.causal)
+        return x  # (B, N, D)

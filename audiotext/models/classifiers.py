@@ -1,0 +1,144 @@
+"""Audio-only, text-only and cross-modal emotion classifiers, all feeding one classification head.
+
+Shape legend: B batch, T audio frames, L text tokens, F MFCC coefficients, E text-encoder width,
+D model width, C classes. Masks are boolean, True on real (unpadded) steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from audiotext.config import ModelConfig
+from audiotext.models.blocks import TransformerEncoder
+
+MODALITIES = ("audio", "text", "cross")
+MERGES = ("average", "last")
+
+
+def merge_over_time(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """(B, N, D) → (B, D): masked mean, or the last real step."""
+    if how == "average":
+        weights = mask.unsqueeze(-1).to(x.dtype)
+        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+    last = mask.long().sum(dim=1).clamp(min=1) - 1
+    return x[torch.arange(x.shape[0], device=x.device), last]
+
+
+class ClassificationHead(nn.Module):
+    """Residual two-layer projection, then the class logits."""
+
+    def __init__(self, dim: int, n_classes: int, out_dropout: float):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(out_dropout), nn.Linear(dim, dim))
+        self.out = nn.Linear(dim, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) → (B, C)
+        return self.out(self.proj(x) + x)
+
+
+class Standardize(nn.Module):
+    """Per-coefficient standardisation with statistics of the training set.
+
+    Raw MFCCs span hundreds of dB-units in c0 and a few in the high coefficients; the reference fed
+    them unscaled, which left its audio model at chance. The statistics are buffers, so they travel
+    with the weights.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def fit(self, frames: torch.Tensor) -> None:  # (frames, F) from the training clips
+        self.mean.copy_(frames.mean(dim=0))
+        self.std.copy_(frames.std(dim=0).clamp(min=1e-5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _encoder(cfg: ModelConfig, dim: int, attn_dropout: float) -> TransformerEncoder:
+    return TransformerEncoder(
+        dim,
+        cfg.num_heads,
+        cfg.layers,
+        attn_dropout=attn_dropout,
+        relu_dropout=cfg.relu_dropout,
+        res_dropout=cfg.res_dropout,
+        embed_dropout=cfg.embed_dropout,
+        causal=cfg.attn_mask,
+    )
+
+
+class AudioClassifier(nn.Module):
+    """Self-attention over MFCC frames at width F (no projection), as the reference."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.merge_how = cfg.merge_how
+        self.audio_norm = Standardize(cfg.audio_dim)
+        self.encoder = _encoder(cfg, cfg.audio_dim, cfg.attn_dropout)
+        self.head = ClassificationHead(cfg.audio_dim, cfg.n_classes, cfg.out_dropout)
+
+    def forward(self, audio, audio_mask, text=None, text_mask=None):
+        x = self.encoder(self.audio_norm(audio), audio_mask)  # (B, T, F)
+        return self.head(merge_over_time(x, audio_mask, self.merge_how))
+
+
+class TextClassifier(nn.Module):
+    """Frozen-encoder baseline: mean of the encoder's last layer, then a linear layer."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.dropout = nn.Dropout(cfg.out_dropout)
+        self.out = nn.Linear(cfg.text_dim, cfg.n_classes)
+
+    def forward(self, audio, audio_mask, text, text_mask):
+        return self.out(self.dropout(merge_over_time(text, text_mask, "average")))
+
+
+class CrossModalClassifier(nn.Module):
+    """Audio attends to text and text attends to audio, each then attends to itself.
+
+    Both streams are projected to D by a kernel-3 convolution without padding, which shortens each
+    sequence by 2; the masks are shortened to match so padding never leaks into real steps.
+    """
+
+    kernel = 3
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.merge_how = cfg.merge_how
+        self.audio_norm = Standardize(cfg.audio_dim)
+        self.text_dropout = nn.Dropout(cfg.embed_dropout)
+        self.audio_proj = nn.Conv1d(cfg.audio_dim, d, self.kernel, bias=False)
+        self.text_proj = nn.Conv1d(cfg.text_dim, d, self.kernel, bias=False)
+        self.audio_with_text = _encoder(cfg, d, cfg.attn_dropout_a)
+        self.text_with_audio = _encoder(cfg, d, cfg.attn_dropout)
+        self.audio_self = _encoder(cfg, d, cfg.attn_dropout)
+        self.text_self = _encoder(cfg, d, cfg.attn_dropout)
+        self.head = ClassificationHead(2 * d, cfg.n_classes, cfg.out_dropout)
+
+    def _project(self, conv: nn.Conv1d, x: torch.Tensor, mask: torch.Tensor):
+        # Output step t sees input steps t..t+2, so it is real exactly when step t+2 is.
+        return conv(x.transpose(1, 2)).transpose(1, 2), mask[:, self.kernel - 1 :]
+
+    def forward(self, audio, audio_mask, text, text_mask):
+        a, a_mask = self._project(self.audio_proj, self.audio_norm(audio), audio_mask)  # (B, T-2, D)
+        t, t_mask = self._project(self.text_proj, self.text_dropout(text), text_mask)  # (B, L-2, D)
+        a_cross = self.audio_with_text(a, a_mask, context=t, context_mask=t_mask)
+        t_cross = self.text_with_audio(t, t_mask, context=a, context_mask=a_mask)
+        a_out = merge_over_time(self.audio_self(a_cross, a_mask), a_mask, self.merge_how)  # (B, D)
+        t_out = merge_over_time(self.text_self(t_cross, t_mask), t_mask, self.merge_how)  # (B, D)
+        return self.head(torch.cat([a_out, t_out], dim=-1))  # (B, C)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    if cfg.merge_how not in MERGES:
+        raise ValueError(f"merge_how must be one of {', '.join(MERGES)}, got {cfg.merge_how!r}")
+    classes = {"audio": AudioClassifier, "text": TextClassifier, "cross": CrossModalClassifier}
+    if cfg.modality not in classes:
+        raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {cfg.modality!r}")
+    return classes[cfg.modality](cfg)

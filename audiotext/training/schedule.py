@@ -1,0 +1,37 @@
+"""Learning-rate schedule: linear warm-up per optimizer step, then ReduceLROnPlateau on dev loss.
+
+The reference meant this but stepped its warm-up once per epoch; here warm-up counts steps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class WarmupThenPlateau:
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, patience: int, factor: float = 0.1):
+        self.optimizer = optimizer
+        self.warmup_steps = warmup_steps
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.steps = 0
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=factor, patience=patience)
+        self._set_warmup_lr()
+
+    @property
+    def warming_up(self) -> bool:
+        return self.steps < self.warmup_steps
+
+    def _set_warmup_lr(self) -> None:
+        scale = min(1.0, (self.steps + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * scale
+
+    def step_batch(self) -> None:
+        if self.warming_up:
+            self.steps += 1
+            self._set_warmup_lr()
+
+    def step_epoch(self, dev_loss: float) -> None:
+        # Plateau counting starts once warm-up is over, so a slow start cannot decay the rate.
+        if not self.warming_up:
+            self.plateau.step(dev_loss)

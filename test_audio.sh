@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Tests the audio-only run on the test split and on the speech-recognizer transcripts.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+"$PYTHON" test.py --do_audio --name="${NAME:-audio}" --split test test_stt "$@"

@@ -1,0 +1,162 @@
+"""Audio features: MFCC equals librosa's torchaudio-equivalent pipeline, batching and trimming are
+invisible, and bad input fails with a reason."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import warnings
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audiotext.config import AudioConfig
+from audiotext.features.audio import MFCC, clip_features, extract_audio_features, resample, trim_zeros
+
+# float32 MFCCs against a float64 librosa reference. Coefficients span about ±600 (c0), so this is
+# a relative error of a few 1e-6; the residue is float32 rounding of the window and the spectrum.
+MFCC_ATOL = 2e-3
+
+
+def harmonic(sr: int, seconds: float = 1.0, f0: float = 180.0) -> np.ndarray:
+    """A deterministic voiced-like signal: harmonics of f0 with 1/k amplitudes and a slow vibrato."""
+    t = np.arange(int(sr * seconds)) / sr
+    phase = 2 * np.pi * f0 * t + 3.0 * np.sin(2 * np.pi * 5.0 * t)
+    wave = sum(np.sin(k * phase) / k for k in range(1, 12 if sr >= 16000 else 6))
+    return (0.3 * wave * np.hanning(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def speech() -> tuple[np.ndarray, int]:
+    """A Korean espeak-ng utterance as int16 samples and its rate."""
+    assert shutil.which("espeak-ng"), "espeak-ng is missing: `make test` installs it"
+    command = ["espeak-ng", "-v", "ko", "--stdout", "안녕하세요 오늘 날씨가 정말 좋네요"]
+    out = subprocess.run(command, check=True, capture_output=True).stdout
+    audio, sr = sf.read(io.BytesIO(out), dtype="int16")
+    return audio, sr
+
+
+def librosa_mfcc(wave: np.ndarray, sr: int, n_fft: int = 400, n_mels: int = 128, n_mfcc: int = 40) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Empty filters detected")
+        mel = librosa.feature.melspectrogram(
+            y=wave.astype(np.float64), sr=sr, n_fft=n_fft, hop_length=n_fft // 2, n_mels=n_mels,
+            htk=True, norm=None, center=True, pad_mode="reflect", power=2.0,
+        )  # fmt: skip
+    db = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=80)
+    return librosa.feature.mfcc(S=db, n_mfcc=n_mfcc, dct_type=2, norm="ortho").T  # (T, n_mfcc)
+
+
+@pytest.mark.parametrize("sr", [16000, 8000])
+def test_mfcc_equals_librosa_on_speech(speech, sr):
+    audio, orig_sr = speech
+    wave = resample(audio, orig_sr, sr)
+    ours = MFCC(sr)(torch.from_numpy(wave)).numpy()
+    ref = librosa_mfcc(wave, sr)
+    assert ours.shape == ref.shape == (1 + len(wave) // 200, 40)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=MFCC_ATOL)
+
+
+@pytest.mark.parametrize("sr,n_fft,n_mels,n_mfcc", [(16000, 400, 128, 40), (8000, 256, 40, 13)])
+def test_mfcc_equals_librosa_on_harmonic_signal(sr, n_fft, n_mels, n_mfcc):
+    wave = harmonic(sr)
+    ours = MFCC(sr, n_mfcc=n_mfcc, n_fft=n_fft, n_mels=n_mels)(torch.from_numpy(wave)).numpy()
+    np.testing.assert_allclose(ours, librosa_mfcc(wave, sr, n_fft, n_mels, n_mfcc), rtol=0, atol=MFCC_ATOL)
+
+
+def test_batched_equals_per_item():
+    # Different loudness per item: a batch-wide top_db floor (torchaudio's for 3-D input) would differ.
+    waves = torch.from_numpy(np.stack([harmonic(16000, f0=f0) * g for f0, g in [(120, 1.0), (210, 0.01), (300, 0.3)]]))
+    mfcc = MFCC(16000)
+    batched = mfcc(waves)
+    assert batched.shape == (3, 1 + 16000 // 200, 40)
+    for i in range(3):
+        torch.testing.assert_close(batched[i], mfcc(waves[i]), rtol=0, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_mfcc_on_cuda_equals_cpu():
+    waves = torch.from_numpy(np.stack([harmonic(16000, f0=f0) for f0 in (120, 250)]))
+    mfcc = MFCC(16000)
+    torch.testing.assert_close(mfcc.to("cuda")(waves.to("cuda")).cpu(), mfcc.cpu()(waves), rtol=0, atol=1e-3)
+    cfg = AudioConfig()
+    clip = (harmonic(48000) * 20000).astype(np.int16)
+    np.testing.assert_allclose(clip_features(clip, cfg, MFCC(16000).to("cuda")), clip_features(clip, cfg), atol=1e-3)
+
+
+def test_mfcc_module_moves_with_its_buffers():
+    mfcc = MFCC(16000, n_mfcc=13, n_mels=40)
+    assert {name for name, _ in mfcc.named_buffers()} == {"window", "fbank", "dct"}
+    assert mfcc.fbank.shape == (201, 40) and mfcc.dct.shape == (40, 13)
+    # Orthonormal DCT rows: the transform preserves energy.
+    torch.testing.assert_close(mfcc.dct.T @ mfcc.dct, torch.eye(13), rtol=0, atol=1e-6)
+    assert mfcc.hop_length == 200
+
+
+@pytest.mark.parametrize(
+    "kwargs,reason",
+    [
+        (dict(sample_rate=16000, n_mfcc=129), "n_mfcc"),
+        (dict(sample_rate=16000, n_fft=0), "n_fft"),
+        (dict(sample_rate=16000, n_fft=1), "hop_length"),
+        (dict(sample_rate=0), "sample_rate"),
+        (dict(sample_rate=16000, top_db=-1), "top_db"),
+    ],
+)
+def test_invalid_arguments_raise(kwargs, reason):
+    with pytest.raises(ValueError, match=reason):
+        MFCC(**kwargs)
+
+
+def test_trim_strips_only_the_ends():
+    audio = np.array([0, 0, 3, 0, 0, -2, 0, 5, 0, 0, 0], dtype=np.int16)
+    np.testing.assert_array_equal(trim_zeros(audio), [3, 0, 0, -2, 0, 5])
+    np.testing.assert_array_equal(trim_zeros(np.array([1, 0, 2])), [1, 0, 2])
+    assert trim_zeros(np.zeros(5, dtype=np.int16)).size == 0
+
+
+def test_resample_length_rate_and_scaling():
+    t = np.arange(48000) / 48000
+    audio = (0.5 * 32767 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
+    out = resample(audio, 48000, 16000)
+    assert out.dtype == np.float32 and len(out) == 16000
+    assert abs(np.abs(out[1000:-1000]).max() - 0.5) < 0.01  # int16 scaled by 32768
+    assert np.argmax(np.abs(np.fft.rfft(out))) == 1000  # 1 Hz bins: the tone stays at 1 kHz
+    # Above the new Nyquist frequency: filtered out, not folded back.
+    alias = resample(np.sin(2 * np.pi * 6000 * t).astype(np.float32), 48000, 8000)
+    assert np.abs(alias[500:-500]).max() < 1e-3
+    np.testing.assert_array_equal(resample(np.array([-32768, 16384], np.int16), 16000, 16000), [-1.0, 0.5])
+    with pytest.raises(ValueError, match="dtype"):
+        resample(np.array([1, 2], dtype=np.uint8), 16000, 8000)
+
+
+def test_clip_features_shape_and_cap():
+    cfg = AudioConfig(max_len_for_audio=50)
+    clip = (harmonic(48000) * 20000).astype(np.int16)
+    clip = np.concatenate([np.zeros(4800, np.int16), clip, np.zeros(9600, np.int16)])
+    feats = clip_features(clip, cfg)
+    assert feats.dtype == np.float32 and feats.shape == (50, 40)
+    uncapped = clip_features(clip, AudioConfig(max_len_for_audio=10_000))
+    nonzero = np.flatnonzero(clip)
+    n_trimmed = round((nonzero[-1] + 1 - nonzero[0]) / 3)  # the zero padding (0.3 s, 30 frames) is gone
+    assert uncapped.shape == (1 + n_trimmed // 200, 40)
+    np.testing.assert_array_equal(uncapped[:50], feats)
+    assert [f.shape for f in extract_audio_features([clip, clip[:48000]], cfg, progress=False)] == [(50, 40)] * 2
+
+
+def test_short_clip_error_says_how_short():
+    clip = np.concatenate([np.zeros(1000, np.int16), np.ones(300, np.int16), np.zeros(1000, np.int16)])
+    with pytest.raises(ValueError, match=r"has 100 samples at 16000 Hz .* needs at least one window of 400"):
+        clip_features(clip, AudioConfig())
+    with pytest.raises(ValueError, match="has 0 samples"):
+        clip_features(np.zeros(48000, np.int16), AudioConfig())
+
+
+def test_clip_features_rejects_an_mfcc_built_for_other_settings():
+    clip = (harmonic(48000) * 20000).astype(np.int16)
+    with pytest.raises(ValueError, match="disagrees"):
+        clip_features(clip, AudioConfig(resample_rate=8000), MFCC(16000))

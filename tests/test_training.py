@@ -1,0 +1,95 @@
+"""Training on real speech: it learns, it repeats itself under a seed, and checkpoints round-trip."""
+
+import json
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+import torch
+
+from audiotext.config import ModelConfig, RunConfig, TrainConfig
+from audiotext.data.dataset import collate
+from audiotext.evaluation.evaluate import evaluate
+from audiotext.models.classifiers import build_model
+from audiotext.training.checkpoint import load_run, save_config, save_weights
+from audiotext.training.loop import load_encoded, text_encoder_for, train
+
+CHANCE = 1 / 7
+
+
+def small_config(demo_corpus, modality="cross", **train_overrides) -> RunConfig:
+    return RunConfig(
+        name=modality,
+        data_path=str(demo_corpus),
+        model=ModelConfig(modality=modality, layers=2, attn_dropout_a=0.1, out_dropout=0.1),
+        train=replace(TrainConfig(num_epochs=12, when=3, logging_steps=5), **train_overrides),
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_cross(demo_corpus, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "cross"
+    results = run_dir.parent / "results.csv"
+    summary = train(small_config(demo_corpus), run_dir, results_csv=results, progress=False)
+    return run_dir, results, summary
+
+
+@pytest.mark.slow
+def test_short_cross_modal_run_beats_chance_clearly(trained_cross):
+    run_dir, _, summary = trained_cross
+    metrics = evaluate(run_dir, "test", progress=False)
+    assert metrics["accuracy"] > 3 * CHANCE, metrics
+    assert summary["dev_accuracy"] > 3 * CHANCE
+
+
+def test_run_directory_holds_config_weights_logs_and_results_row(trained_cross):
+    run_dir, results, summary = trained_cross
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    assert config["model"]["modality"] == "cross" and config["model"]["text_dim"] == 384
+    assert (run_dir / "model.safetensors").stat().st_size > 0
+    epochs = pd.read_csv(run_dir / "epochs.csv")
+    assert list(epochs["epoch"]) == list(range(1, 13))
+    assert epochs["dev_loss"].min() == pytest.approx(summary["dev_loss"])
+    assert epochs["train_loss"].iloc[-1] < epochs["train_loss"].iloc[0]
+    table = pd.read_csv(results)
+    assert len(table) == 1 and table.loc[0, "name"] == "cross" and table.loc[0, "lr"] == 1e-3
+
+
+def test_test_outputs_metrics_predictions_and_confusion_png(trained_cross):
+    run_dir, _, _ = trained_cross
+    metrics = evaluate(run_dir, "test_stt", progress=False)
+    out = run_dir / "eval" / "test_stt"
+    saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert saved["accuracy"] == metrics["accuracy"] and len(saved["confusion_matrix"]) == 7
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert len(predictions) == saved["n"] and set(predictions.columns) == {"id", "prediction", "true_value"}
+    assert (predictions["prediction"] == predictions["true_value"]).mean() == pytest.approx(saved["accuracy"])
+    assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_seed_gives_the_same_metrics(demo_corpus, tmp_path):
+    cfg = small_config(demo_corpus, "audio", num_epochs=2)
+    first = train(cfg, tmp_path / "a", progress=False)
+    second = train(small_config(demo_corpus, "audio", num_epochs=2), tmp_path / "b", progress=False)
+    assert (first["dev_loss"], first["dev_macro_f1"]) == (second["dev_loss"], second["dev_macro_f1"])
+    assert pd.read_csv(tmp_path / "a" / "epochs.csv")["train_loss"].tolist() == pd.read_csv(
+        tmp_path / "b" / "epochs.csv"
+    )["train_loss"].tolist()
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(demo_corpus, tmp_path):
+    cfg = small_config(demo_corpus)
+    encoder = text_encoder_for(cfg, torch.device("cpu"))
+    cfg.model.text_dim = encoder.hidden_size
+    data = load_encoded(cfg, "dev", encoder, progress=False)
+    model = build_model(cfg.model).eval()
+    model.audio_norm.fit(torch.cat(data.audio))  # buffers must travel with the weights too
+    save_config(tmp_path, cfg)
+    save_weights(tmp_path, model)
+
+    _, reloaded = load_run(tmp_path)
+    batch = collate([data[i] for i in range(8)])
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.inference_mode():
+        assert torch.equal(model(**inputs), reloaded(**inputs))
+    assert not any(p.suffix == ".pt" or p.suffix == ".bin" for p in tmp_path.iterdir())
