@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from audiotext.config import ModelConfig, RunConfig, TrainConfig
+from audiotext.config import AudioConfig, ModelConfig, RunConfig, TrainConfig
 from audiotext.data.demo import build_demo_corpus
 from audiotext.evaluation.evaluate import evaluate
 from audiotext.evaluation.metrics import format_results_table
@@ -20,14 +20,16 @@ from audiotext.training.loop import train
 
 TEST_SETS = ("test", "test_stt")
 
-# The reference's architecture and defaults; the only changes are fewer epochs, so the whole demo
-# fits in a few minutes on two CPU cores, and per-model settings that its own scripts used.
+# The reference's architecture and defaults, changed only so the whole demo fits in a few minutes
+# on two CPU cores: its scripts' 8 kHz MFCCs (half the frames), fewer epochs, and no attention
+# dropout, without which PyTorch runs its fused attention kernel, about five times faster on CPU.
+DEMO_AUDIO = AudioConfig(resample_rate=8000)
 DEMO_MODELS = {
     "text-only (frozen encoder)": ModelConfig(modality="text", out_dropout=0.1),
-    "audio-only": ModelConfig(modality="audio", attn_dropout=0.1, embed_dropout=0.1, out_dropout=0.1),
-    "cross-modal": ModelConfig(modality="cross", attn_dropout_a=0.1, out_dropout=0.1),
+    "audio-only": ModelConfig(modality="audio", attn_dropout=0.0, embed_dropout=0.1, out_dropout=0.1),
+    "cross-modal": ModelConfig(modality="cross", attn_dropout=0.0, out_dropout=0.1),
 }
-DEMO_TRAINING = TrainConfig(num_epochs=20, when=5)
+DEMO_TRAINING = TrainConfig(num_epochs=10, when=3)
 
 
 def run_demo(out: str | Path, seed: int = 0, progress: bool = True) -> list[dict]:
@@ -38,7 +40,11 @@ def run_demo(out: str | Path, seed: int = 0, progress: bool = True) -> list[dict
     for title, model_cfg in DEMO_MODELS.items():
         run_name = model_cfg.modality
         cfg = RunConfig(
-            name=run_name, data_path=str(corpus), model=replace(model_cfg), train=replace(DEMO_TRAINING, seed=seed)
+            name=run_name,
+            data_path=str(corpus),
+            audio=replace(DEMO_AUDIO),
+            model=replace(model_cfg),
+            train=replace(DEMO_TRAINING, seed=seed),
         )
         _say(f"== training {title} ==", progress)
         run_dir = out / "runs" / run_name

@@ -14,8 +14,8 @@ reference's pickle format (see `audiotext.data.corpus`), plus `corpus.json` desc
   ends (as the reference's clips have), 48 kHz mono int16.
 - `test_stt.pkl` replaces each test sentence with a simulated speech-recognizer transcript.
 
-Every random draw comes from a generator seeded by (seed, speaker, script_id) or (seed, split),
-so a seed gives byte-identical pickles whatever the number of worker processes.
+Every random draw comes from a generator seeded by (seed, speaker, script_id), or by the seed
+alone for the split, so a seed gives byte-identical pickles whatever the number of worker processes.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ EMOTION_PROSODY: dict[str, Prosody] = {
     "혐오": Prosody(pitch=35, pitch_range=80, rate=145, amplitude=90, word_gap=2),
 }
 # Standard deviations of the per-clip jitter: wide enough that neighbouring emotions overlap.
-PROSODY_JITTER = Prosody(pitch=10, pitch_range=30, rate=18, amplitude=20, word_gap=1)
+PROSODY_JITTER = Prosody(pitch=8.5, pitch_range=25, rate=15, amplitude=17, word_gap=0.85)
 PROSODY_LIMITS = Prosody(pitch=99, pitch_range=250, rate=400, amplitude=200, word_gap=10)
 
 SNR_DB = (15.0, 30.0)  # background noise level, uniform per clip
@@ -274,7 +274,7 @@ def _assign_splits(
 def _synthesise_all(jobs: list[ClipJob], workers: int, progress: bool) -> list[np.ndarray]:
     with contextlib.ExitStack() as stack:
         if workers > 1:
-            pool = stack.enter_context(multiprocessing.get_context().Pool(workers))
+            pool = stack.enter_context(multiprocessing.Pool(workers))
             clips = pool.imap(_synthesise_clip, jobs, chunksize=8)
         else:
             clips = map(_synthesise_clip, jobs)

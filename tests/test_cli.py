@@ -1,0 +1,90 @@
+"""The reference-compatible entry points, run as a user runs them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from audiotext.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Every flag of the reference train.py (its README's usage block).
+REFERENCE_FLAGS = """
+--do_audio --merge_how --model --data_name --data_path --bert_config_path --bert_args_path --bert_model_path
+--attn_dropout --attn_dropout_a --attn_dropout_v --relu_dropout --embed_dropout --res_dropout --out_dropout
+--layers --d_model --d_out --num_heads --attn_mask --batch_size --clip --lr --optim --num_epochs --when
+--batch_chunk --local_rank --warmup_percent --max_len_for_text --hidden_size_for_bert --max_len_for_audio
+--sample_rate --resample_rate --n_fft_size --n_mfcc --logging_steps --seed --no_cuda --name
+""".split()
+
+FAST = ["--num_epochs=1", "--layers=1", "--resample_rate=8000", "--attn_dropout=0", "--quiet"]
+
+
+def run(*args, env=None):
+    result = subprocess.run(
+        [*args], cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "test"])
+def test_every_reference_flag_is_accepted(command):
+    parser = build_parser()
+    subparser = parser._subparsers._group_actions[0].choices[command]
+    known = {opt for action in subparser._actions for opt in action.option_strings}
+    assert not set(REFERENCE_FLAGS) - known
+
+
+def test_flag_values_reach_the_configuration():
+    from audiotext.cli import config_from_args
+
+    args = build_parser().parse_args(
+        ["train", "--do_audio", "--merge_how=last", "--layers=3", "--n_mfcc=20", "--lr=0.01", "--when=4",
+         "--no_attn_mask", "--batch_chunk=2", "--resample_rate=8000", "--optim=AdamW"]
+    )
+    cfg = config_from_args(args)
+    assert (cfg.model.modality, cfg.model.merge_how, cfg.model.layers, cfg.model.attn_mask) == ("audio", "last", 3, False)
+    assert (cfg.audio.n_mfcc, cfg.model.audio_dim, cfg.audio.resample_rate) == (20, 20, 8000)
+    assert (cfg.train.lr, cfg.train.when, cfg.train.batch_chunk, cfg.train.optim) == (0.01, 4, 2, "AdamW")
+
+
+def test_d_out_must_match_the_labels():
+    from audiotext.cli import config_from_args
+
+    with pytest.raises(SystemExit, match="does not match"):
+        config_from_args(build_parser().parse_args(["train", "--d_out=5"]))
+
+
+@pytest.mark.slow
+def test_train_py_then_test_py_on_the_reference_pickles(demo_corpus, tmp_path):
+    out = tmp_path / "runs"
+    run(sys.executable, "train.py", "--do_audio", f"--data_path={demo_corpus}", f"--output_dir={out}",
+        "--name=audio", "--batch_chunk=2", *FAST)
+    assert (out / "audio" / "model.safetensors").exists()
+    assert len(pd.read_csv(out / "results.csv")) == 1
+
+    printed = run(sys.executable, "test.py", f"--output_dir={out}", "--name=audio", "--split", "test", "test_stt",
+                  "--quiet")
+    assert "| test |" in printed and "| test_stt |" in printed
+    for split in ("test", "test_stt"):
+        metrics = json.loads((out / "audio" / "eval" / split / "metrics.json").read_text(encoding="utf-8"))
+        assert metrics["n"] == len(pd.read_pickle(demo_corpus / f"{split}.pkl"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["audio", "cross"])
+def test_shell_scripts_train_and_test(demo_corpus, tmp_path, model):
+    env = {"DATA_PATH": str(demo_corpus), "EPOCHS": "1", "PYTHON": sys.executable}
+    out = tmp_path / "runs"
+    run("bash", f"train_{model}.sh", f"--output_dir={out}", "--layers=1", "--attn_dropout=0", "--quiet", env=env)
+    printed = run("bash", f"test_{model}.sh", f"--output_dir={out}", "--quiet", env=env)
+    assert (out / model / "eval" / "test_stt" / "confusion_matrix.png").exists()
+    assert f"| {model} | test_stt |" in printed
+    config = json.loads((out / model / "config.json").read_text(encoding="utf-8"))
+    assert config["audio"]["resample_rate"] == 8000 and config["model"]["modality"] == model
