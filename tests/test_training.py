@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from audiotext.config import ModelConfig, RunConfig, TrainConfig
+from audiotext.config import AudioConfig, ModelConfig, RunConfig, TrainConfig
 from audiotext.data.dataset import collate
 from audiotext.evaluation.evaluate import evaluate
 from audiotext.models.classifiers import build_model
@@ -21,7 +21,8 @@ def small_config(demo_corpus, modality="cross", **train_overrides) -> RunConfig:
     return RunConfig(
         name=modality,
         data_path=str(demo_corpus),
-        model=ModelConfig(modality=modality, layers=2, attn_dropout_a=0.1, out_dropout=0.1),
+        audio=AudioConfig(resample_rate=8000),
+        model=ModelConfig(modality=modality, layers=2, attn_dropout=0.0, out_dropout=0.1),
         train=replace(TrainConfig(num_epochs=12, when=3, logging_steps=5), **train_overrides),
     )
 
