@@ -63,3 +63,15 @@ def test_not_a_dataframe_and_missing_file(tmp_path):
     garbage.write_bytes(b"not a pickle at all")
     with pytest.raises(CorpusError, match="not a readable pandas pickle"):
         load_split(garbage, REFERENCE_LABELS)
+
+
+def test_clip_shorter_than_one_window_names_file_and_row(frame, tmp_path):
+    from audiotext.config import AudioConfig
+    from audiotext.data.dataset import encode_split
+
+    short = frame.assign(audio=list(frame["audio"][:4]) + [np.array([0, 120, -80, 0] * 20, dtype=np.int16)])
+    path = write(short, tmp_path)
+    split = load_split(path, REFERENCE_LABELS)
+    with pytest.raises(CorpusError, match=r"row 4: clip has \d+ samples") as err:
+        encode_split(split, AudioConfig(), text_encoder=None, use_audio=True, progress=False)
+    assert str(path) in str(err.value)

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from audiotext.config import AudioConfig
 from audiotext.data.corpus import CorpusError, Split
-from audiotext.features.audio import MFCC, clip_features
+from audiotext.features.audio import extract_audio_features
 from audiotext.features.text import TextEncoder
 
 
@@ -53,16 +53,11 @@ def encode_split(
 
 
 def _audio_features(split: Split, cfg: AudioConfig, progress: bool) -> list[torch.Tensor]:
-    from tqdm.auto import tqdm
-
-    mfcc = MFCC(cfg.resample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft_size, n_mels=cfg.n_mels)
-    features = []
-    for row, clip in enumerate(tqdm(split.audio, desc=f"MFCC {split.name}", disable=not progress, leave=False)):
-        try:
-            features.append(torch.from_numpy(clip_features(clip, cfg, mfcc)))
-        except ValueError as err:
-            raise CorpusError(f"{split.path}: row {row}: {err}") from None
-    return features
+    try:
+        features = extract_audio_features(split.audio, cfg, progress, desc=f"MFCC {split.name}")
+    except ValueError as err:
+        raise CorpusError(f"{split.path}: {err}") from None
+    return [torch.from_numpy(f) for f in features]
 
 
 def collate(items: Sequence[tuple]) -> dict[str, torch.Tensor]:

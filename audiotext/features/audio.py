@@ -140,6 +140,14 @@ def clip_features(audio: np.ndarray, cfg: AudioConfig, mfcc: MFCC | None = None)
 def extract_audio_features(
     clips: Sequence[np.ndarray], cfg: AudioConfig, progress: bool = True, desc: str = "MFCC"
 ) -> list[np.ndarray]:
-    """MFCCs (T_i, n_mfcc) of every clip, with one MFCC module shared by all of them."""
+    """MFCCs (T_i, n_mfcc) of every clip, with one MFCC module shared by all of them.
+
+    A clip that has no features (too short) raises ValueError naming its row."""
     mfcc = MFCC(cfg.resample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft_size, n_mels=cfg.n_mels)
-    return [clip_features(clip, cfg, mfcc) for clip in tqdm(clips, desc=desc, disable=not progress)]
+    features = []
+    for row, clip in enumerate(tqdm(clips, desc=desc, disable=not progress, leave=False)):
+        try:
+            features.append(clip_features(clip, cfg, mfcc))
+        except ValueError as err:
+            raise ValueError(f"row {row}: {err}") from None
+    return features

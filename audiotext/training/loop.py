@@ -85,6 +85,8 @@ def evaluate_loss_and_metrics(model, loader, device, labels: list[str]) -> dict:
 def train(cfg: RunConfig, run_dir: str | Path, results_csv: str | Path | None = None, progress: bool = True) -> dict:
     """Trains the model cfg describes; returns the best dev metrics and where the run was saved."""
     run_dir = Path(run_dir)
+    if cfg.train.num_epochs < 1 or cfg.train.batch_size < 1:
+        raise ValueError(f"num_epochs and batch_size must be at least 1, got {cfg.train.num_epochs}, {cfg.train.batch_size}")
     seed_everything(cfg.train.seed)
     device = select_device(cfg.train.no_cuda)
     text_encoder = text_encoder_for(cfg, device)
