@@ -62,7 +62,8 @@ def run_demo(out: str | Path, seed: int = 0, progress: bool = True) -> list[dict
 
 def _corpus(folder: Path, seed: int, progress: bool) -> Path:
     description = folder / "corpus.json"
-    if description.exists() and json.loads(description.read_text(encoding="utf-8")).get("seed") == seed:
+    built = json.loads(description.read_text(encoding="utf-8")) if description.exists() else {}
+    if (built.get("seed"), built.get("split_by")) == (seed, "clip"):
         _say(f"reusing the demo corpus in {folder}", progress)
     else:
         _say(f"== synthesizing the demo corpus in {folder} ==", progress)

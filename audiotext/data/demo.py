@@ -320,6 +320,10 @@ def build_demo_corpus(
         for speaker, variant in enumerate(speakers)
         for script in scripts.itertuples()
     ]
+    out_dir = Path(out_dir)
+    # corpus.json is written last and marks a finished build; a rebuild that stops halfway
+    # must not leave an old one vouching for a mix of old and new pickles.
+    (out_dir / "corpus.json").unlink(missing_ok=True)
     audio = _synthesise_all(jobs, workers, progress)
 
     clips = pd.DataFrame(
@@ -345,7 +349,6 @@ def build_demo_corpus(
         if name == "test"
     ]
     frames["test_stt"] = frames["test"].assign(Sentence=pd.Series(transcripts, dtype=object))
-    out_dir = Path(out_dir)
     for name, frame in frames.items():
         _write_pickle(frame, out_dir / f"{name}.pkl")
 
