@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from audiotext.config import REFERENCE_LABELS, AudioConfig, ModelConfig, RunConfig, TextConfig, TrainConfig
+from audiotext.data.manifest import data_labels
 
 # Flags of the reference train.py that have no effect here, and why (see README, "Flags").
 _NOT_APPLICABLE = {
@@ -26,7 +27,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--merge_how", default=m.merge_how, choices=["average", "last"], help="how to merge a sequence over time")
     add("--model", default="Transformer", choices=["Transformer", "MULT", "MulT"], help="model family (Transformer)")
     add("--data_name", default="vat", help="dataset name, recorded in the results (default: vat)")
-    add("--data_path", default="data", help="folder holding train.pkl, dev.pkl, test.pkl, test_stt.pkl")
+    add("--data_path", default="data",
+        help="folder holding train.pkl, dev.pkl, test.pkl (test_stt.pkl), or a manifest (.csv/.jsonl) with a split column")
     add("--bert_config_path", default=None, help="not needed: " + _NOT_APPLICABLE["bert_config_path"])
     add("--bert_args_path", default=None, help="not needed: " + _NOT_APPLICABLE["bert_args_path"])
     add("--bert_model_path", default=None, help="local Hugging Face encoder folder (default: packaged MiniLM)")
@@ -66,7 +68,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--name", default="mult", help='name of the trial and of its run folder (default: "mult")')
     add("--output_dir", default="runs", help="runs are saved in OUTPUT_DIR/NAME (default: runs)")
     add("--results_csv", default=None, help="CSV that gets one row per run (default: OUTPUT_DIR/results.csv)")
-    add("--labels", default=",".join(REFERENCE_LABELS), help="comma-separated label order (class 0 first)")
+    add("--labels", default=None,
+        help="comma-separated label order, class 0 first (default: the data's labels.json or manifest "
+             "labels, else the reference's " + ",".join(REFERENCE_LABELS) + ")")
     add("--quiet", action="store_true", help="no progress bars")
 
 
@@ -77,7 +81,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             warnings.warn(f"--{flag} is accepted for compatibility but has no effect: {reason}", stacklevel=2)
     if args.do_audio and args.do_text:
         raise SystemExit("error: --do_audio and --do_text exclude each other")
-    labels = [label.strip() for label in args.labels.split(",") if label.strip()]
+    if args.labels:
+        labels = [label.strip() for label in args.labels.split(",") if label.strip()]
+    else:
+        labels = data_labels(args.data_path) or list(REFERENCE_LABELS)
     if args.d_out is not None and args.d_out != len(labels):
         raise SystemExit(f"error: --d_out {args.d_out} does not match the {len(labels)} labels {labels}")
     modality = "audio" if args.do_audio else "text" if args.do_text else "cross"
@@ -174,6 +181,41 @@ def cmd_demo_corpus(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
 
 
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from audiotext.data.prepare import PrepareError, prepare_korean, prepare_manifest
+
+    options = dict(ratios=tuple(args.ratios), seed=args.seed, strict=args.strict, progress=not args.quiet)
+    try:
+        if args.source == "korean":
+            report = prepare_korean(args.raw, args.script, args.out, split_by=args.split_by, **options)
+        else:
+            split_by = None if args.split_by == "manifest" else args.split_by
+            report = prepare_manifest(args.manifest, args.out, split_by=split_by, **options)
+    except PrepareError as err:
+        raise SystemExit(f"error: {err}") from None
+    if args.quiet:
+        print(report.summary())
+
+
+def add_prepare_parsers(commands) -> None:
+    prepare = commands.add_parser("prepare", help="turn a raw corpus or a manifest into training data")
+    sources = prepare.add_subparsers(dest="source", required=True)
+    korean = sources.add_parser("korean", help="the reference's actor folders of {actor}-{script}.m2ts videos")
+    korean.add_argument("--raw", required=True, help="folder of actor folders 000 ... 099")
+    korean.add_argument("--script", required=True, help="the script file (350 bracketed scripts under emotion headings)")
+    manifest = sources.add_parser("manifest", help="a CSV/JSONL manifest: audio, text, label [, speaker, split, start, end]")
+    manifest.add_argument("--manifest", required=True)
+    for parser, split_choices in ((korean, ["clip", "sentence", "speaker"]), (manifest, ["clip", "sentence", "speaker", "manifest"])):
+        parser.add_argument("--out", required=True, help="output folder: pickles, manifest.csv, labels.json, rejects.csv")
+        parser.add_argument("--split-by", "--split_by", dest="split_by", default="clip", choices=split_choices,
+                            help="what never crosses splits (manifest: keep its split column)")
+        parser.add_argument("--ratios", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "DEV", "TEST"))
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--strict", action="store_true", help="fail on the first bad input")
+        parser.add_argument("--quiet", action="store_true")
+        parser.set_defaults(func=cmd_prepare)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from audiotext.demo import run_demo
 
@@ -202,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--speakers", type=int, default=10, help="number of espeak-ng voice variants")
     corpus.add_argument("--quiet", action="store_true")
     corpus.set_defaults(func=cmd_demo_corpus)
+
+    add_prepare_parsers(commands)
 
     demo = commands.add_parser("demo", help="build the demo corpus, train and test every model, print the table")
     demo.add_argument("--out", default="demo_runs")

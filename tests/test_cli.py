@@ -88,3 +88,30 @@ def test_shell_scripts_train_and_test(demo_corpus, tmp_path, model):
     assert f"| {model} | test_stt |" in printed
     config = json.loads((out / model / "config.json").read_text(encoding="utf-8"))
     assert config["audio"]["resample_rate"] == 8000 and config["model"]["modality"] == model
+
+
+@pytest.mark.slow
+def test_prepare_a_manifest_then_train_and_test_on_it(demo_corpus, tmp_path):
+    import soundfile as sf
+
+    frame = pd.read_pickle(demo_corpus / "train.pkl")
+    rows = []
+    for i, clip in enumerate(frame.itertuples()):
+        sf.write(tmp_path / f"clip{i}.flac", clip.audio, 48000)
+        rows.append({"audio": f"clip{i}.flac", "text": clip.Sentence, "label": clip.Emotion, "speaker": clip.person_ix})
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+
+    prepared = tmp_path / "prepared"
+    printed = run(sys.executable, "-m", "audiotext.cli", "prepare", "manifest", f"--manifest={tmp_path / 'manifest.csv'}",
+                  f"--out={prepared}", "--split-by=sentence", "--quiet")
+    assert "prepared" in printed
+    out = tmp_path / "runs"
+    run(sys.executable, "train.py", "--do_audio", f"--data_path={prepared / 'manifest.csv'}", f"--output_dir={out}",
+        "--name=manifest", *FAST)
+    config = json.loads((out / "manifest" / "config.json").read_text(encoding="utf-8"))
+    assert config["labels"] == json.loads((prepared / "labels.json").read_text(encoding="utf-8"))
+    run(sys.executable, "test.py", f"--output_dir={out}", "--name=manifest", "--split", "test", "--quiet")
+    metrics = json.loads((out / "manifest" / "eval" / "test" / "metrics.json").read_text(encoding="utf-8"))
+    test_rows = pd.read_csv(prepared / "manifest.csv").query("split == 'test'")
+    assert metrics["n"] == len(test_rows)
+    assert not set(test_rows["text"]) & set(pd.read_csv(prepared / "manifest.csv").query("split == 'train'")["text"])

@@ -1,0 +1,194 @@
+"""Manifests: one row per clip, in CSV (header row) or JSON Lines (one object per line).
+
+Columns:
+- `audio`: media file, relative to the manifest's folder (or absolute); any format `media.load_audio`
+  reads: wav, flac, mp3, ogg, m4a, or the audio track of an mp4/mkv/m2ts video.
+- `text`: what is said; `label`: the class, any string in any language.
+- optional `speaker` (integer id, or any name: names get the index of their sorted position),
+  `split` (train/dev/test or any name), `start` and `end` (seconds: a segment of a longer file).
+
+Row numbers in errors count data rows from 1 (a CSV's header is not a row; a JSON Lines file's
+row n is its line n).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import soxr
+from tqdm import tqdm
+
+from audiotext.data.corpus import CorpusError, Split
+from audiotext.data.media import MediaError, load_audio
+
+REQUIRED_COLUMNS = ("audio", "text", "label")
+OPTIONAL_COLUMNS = ("speaker", "split", "start", "end")
+LABELS_FILE = "labels.json"
+
+
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
+
+
+def is_manifest(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in MANIFEST_SUFFIXES
+
+
+def data_labels(data_path: str | Path) -> list[str] | None:
+    """The label set a data source declares (a manifest, or a folder with labels.json); None if none."""
+    data_path = Path(data_path)
+    if is_manifest(data_path) or (data_path / LABELS_FILE).is_file():
+        return read_label_set(data_path)
+    return None
+
+
+class ManifestError(CorpusError):
+    """A manifest that cannot be used; the message names the manifest, the row and the column."""
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """The manifest's rows as strings (start/end as floats or NaN), columns as in the module docstring,
+    plus `row` (1-based) and `audio_path` (resolved against the manifest's folder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such manifest file")
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        frame = _read_jsonl(path)
+    elif path.suffix.lower() in (".csv", ".tsv"):
+        # All strings: pandas would turn speaker "007" into 7 and a label "NA" into NaN.
+        sep = "\t" if path.suffix.lower() == ".tsv" else ","
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
+    else:
+        raise ManifestError(f"{path}: unknown manifest format {path.suffix!r} (expected .csv, .tsv or .jsonl)")
+    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ManifestError(
+            f"{path}: missing column(s) {', '.join(missing)} (found {', '.join(map(str, frame.columns))})"
+        )
+    frame = frame[[c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in frame.columns]].copy()
+    frame.insert(0, "row", np.arange(1, len(frame) + 1))
+    for column in REQUIRED_COLUMNS + tuple(c for c in ("speaker", "split") if c in frame.columns):
+        # None and NaN: a key absent from some JSON lines.
+        frame[column] = frame[column].map(lambda v: "" if v is None or v != v else str(v).strip())
+    for column in ("start", "end"):
+        frame[column] = (
+            [_seconds(value, path, row, column) for row, value in zip(frame["row"], frame[column])]
+            if column in frame.columns
+            else math.nan
+        )
+    for row, audio in zip(frame["row"], frame["audio"]):
+        if not audio:
+            raise ManifestError(f"{path}: row {row}, column 'audio' is empty")
+    frame["audio_path"] = [str(path.parent / audio) for audio in frame["audio"]]  # an absolute one wins
+    return frame
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ManifestError(f"{path}: row {number} is not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise ManifestError(f"{path}: row {number} is not a JSON object")
+        rows.append(row)
+    return pd.DataFrame(rows, dtype=object)
+
+
+def _seconds(value: object, path: Path, row: int, column: str) -> float:
+    if value is None or (isinstance(value, str) and not value.strip()) or value != value:
+        return math.nan
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ManifestError(f"{path}: row {row}, column {column!r} is not a number of seconds: {value!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ManifestError(f"{path}: row {row}, column {column!r} must be a non-negative time, got {value!r}")
+    return seconds
+
+
+def read_label_set(path: str | Path) -> list[str]:
+    """The class labels: from a `labels.json` (or a folder holding one), else those the manifest's
+    rows use, sorted by code point so that every reader derives the same class indices (for the
+    reference's Korean labels this is the reference's own order)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LABELS_FILE
+    if path.suffix.lower() == ".json":
+        try:
+            labels = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ManifestError(f"{path}: not a readable label list ({err})") from None
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
+            raise ManifestError(f"{path}: expected a non-empty JSON list of label strings")
+        return labels
+    frame = read_manifest(path)
+    for row, label in zip(frame["row"], frame["label"]):
+        if not label:
+            raise ManifestError(f"{path}: row {row}, column 'label' is empty")
+    return sorted(set(frame["label"]))
+
+
+def speaker_ids(speakers: Sequence[str]) -> list[int]:
+    """Integer ids as they are; otherwise each name's index among the sorted names; blank → -1."""
+    named = sorted({s for s in speakers if s})
+    if all(s.lstrip("-").isdigit() for s in named):
+        return [int(s) if s else -1 for s in speakers]
+    index = {name: i for i, name in enumerate(named)}
+    return [index[s] if s else -1 for s in speakers]
+
+
+def load_manifest_split(
+    path: str | Path,
+    split: str | None,
+    labels: Sequence[str] | None,
+    sample_rate: int,
+    progress: bool = False,
+) -> Split:
+    """The rows of `split` (all rows when None) as a `Split`, every clip mono at `sample_rate`
+    (resampled with soxr where the file's rate differs; int16 sources stay int16).
+
+    `labels` defaults to `read_label_set(path)`.
+    """
+    path = Path(path)
+    frame = read_manifest(path)
+    labels = list(labels) if labels is not None else read_label_set(path)
+    if split is not None:
+        if "split" not in frame.columns:
+            raise ManifestError(f"{path}: asked for split {split!r} but the manifest has no 'split' column")
+        frame = frame[frame["split"] == split]
+        if frame.empty:
+            raise ManifestError(f"{path}: no rows with split {split!r}")
+    label_index = {label: i for i, label in enumerate(labels)}
+    audio, label_ids = [], []
+    rows = tqdm(frame.itertuples(index=False), total=len(frame), desc=f"{path.name}", disable=not progress)
+    for row in rows:
+        where = f"{path}: row {row.row}"
+        if not row.text:
+            raise ManifestError(f"{where}, column 'text' is empty")
+        if row.label not in label_index:
+            raise ManifestError(
+                f"{where}, column 'label' has unknown label {row.label!r}; known labels: {', '.join(labels)}"
+            )
+        label_ids.append(label_index[row.label])
+        start = None if math.isnan(row.start) else row.start
+        end = None if math.isnan(row.end) else row.end
+        try:
+            clip, rate = load_audio(row.audio_path, start, end)
+        except MediaError as err:
+            raise ManifestError(f"{where}, column 'audio': {err}") from None
+        audio.append(resample(clip, rate, sample_rate))
+    speakers = speaker_ids(list(frame["speaker"])) if "speaker" in frame.columns else [-1] * len(frame)
+    return Split(split or path.stem, path, speakers, audio, list(frame["text"]), np.asarray(label_ids, np.int64))
+
+
+def resample(clip: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """soxr's high-quality resampling; int16 in, int16 out."""
+    if rate == target_rate:
+        return clip
+    return soxr.resample(clip, rate, target_rate)

@@ -1,0 +1,151 @@
+"""Audio from media files through PyAV (FFmpeg): wav, flac, mp3, ogg, m4a, and the audio track of
+mp4/mkv/m2ts videos.
+
+`load_audio` decodes one file (or one segment of it), downmixes to mono and keeps the native rate:
+int16 when the codec decodes to 16-bit integers (PCM, 16-bit FLAC), so lossless sources come back
+sample for sample, float32 in [-1, 1] otherwise (lossy codecs decode to float). `write_media` is
+the inverse, used to build test fixtures and benchmark corpora.
+
+A truncated compressed file (FLAC, MP4, MPEG-TS cut mid-packet) fails to decode and raises
+`MediaError`; a WAV or an MPEG-TS cut at a packet boundary reads as a shorter clip, as FFmpeg and
+libsndfile both take its length from the file's size.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+# Decoded sample formats that are 16-bit (or narrower) integers: these stay int16.
+_INTEGER_FORMATS = {"s16", "s16p", "u8", "u8p"}
+
+
+class MediaError(ValueError):
+    """A file that yields no usable audio; the message names the file and the reason."""
+
+
+def load_audio(
+    path: str | Path, start: float | None = None, end: float | None = None
+) -> tuple[np.ndarray, int]:
+    """The first audio track of `path` between `start` and `end` seconds: (mono samples, rate).
+
+    Samples are int16 for 16-bit integer codecs and float32 otherwise. Multi-channel audio is the
+    mean of its channels (as `ffmpeg -ac 1`, without the clipping a sum could cause).
+    """
+    path = Path(path)
+    if start is not None and end is not None and end <= start:
+        raise MediaError(f"{path}: segment end {end} s is not after its start {start} s")
+    try:
+        container = av.open(str(path))
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        raise MediaError(f"{path}: unreadable path ({err.strerror or type(err).__name__})") from None
+    except av.FFmpegError as err:
+        raise MediaError(f"{path}: not a readable media file ({err.strerror or err})") from None
+    with container:
+        if not container.streams.audio:
+            raise MediaError(f"{path}: no audio track")
+        stream = container.streams.audio[0]
+        try:
+            chunks, rate = _decode(container, stream, start, end)
+        except av.FFmpegError as err:
+            raise MediaError(f"{path}: corrupt audio ({err.strerror or err})") from None
+        if not chunks:
+            raise MediaError(f"{path}: no audio decoded" + (f" between {start} and {end} s" if start or end else ""))
+    return _mono(np.concatenate(chunks, axis=1)), rate  # chunks: (channels, samples)
+
+
+def _decode(
+    container: av.container.InputContainer, stream: av.AudioStream, start: float | None, end: float | None
+) -> tuple[list[np.ndarray], int]:
+    """Planar (channels, n) chunks covering [start, end), cut at sample precision."""
+    integer = stream.codec_context.format is not None and stream.codec_context.format.name in _INTEGER_FORMATS
+    resampler = None  # built on the first frame, whose layout and rate it keeps: only the format changes
+    # Timestamps count from the stream's start time, not zero (an MPEG-TS starts at about 1.4 s).
+    origin = stream.start_time or 0
+    if start:
+        # Seeks to a point at or before `start`; the frames' timestamps place the exact cut below.
+        container.seek(origin + int(start / stream.time_base), stream=stream)
+    chunks, rate, position = [], 0, None
+    for frame in container.decode(stream):
+        if resampler is None:
+            rate = frame.sample_rate
+            resampler = av.AudioResampler(format="s16p" if integer else "fltp", layout=frame.layout, rate=rate)
+            first = round(start * rate) if start else 0
+            last = round(end * rate) if end is not None else None
+        if frame.pts is not None:
+            position = round((frame.pts - origin) * frame.time_base * rate)
+        elif position is None:
+            position = 0
+        for converted in resampler.resample(frame):
+            chunk = converted.to_ndarray()
+            lo, hi = max(first - position, 0), chunk.shape[1] if last is None else min(last - position, chunk.shape[1])
+            if hi > lo:
+                chunks.append(chunk[:, lo:hi])
+            position += chunk.shape[1]
+        if last is not None and position >= last:
+            break
+    return chunks, rate
+
+
+def _mono(samples: np.ndarray) -> np.ndarray:
+    """(channels, n) → (n,): int16 stays int16 (rounded mean), anything else becomes float32."""
+    if samples.dtype == np.int16:
+        if samples.shape[0] == 1:
+            return np.ascontiguousarray(samples[0])
+        return np.round(samples.mean(axis=0)).astype(np.int16)
+    return samples.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def to_int16(samples: np.ndarray) -> np.ndarray:
+    """int16 unchanged; float in [-1, 1] scaled to full scale and clipped."""
+    if samples.dtype == np.int16:
+        return samples
+    return np.clip(np.round(samples.astype(np.float64) * 32767), -32768, 32767).astype(np.int16)
+
+
+def write_media(
+    path: str | Path,
+    samples: np.ndarray,
+    sample_rate: int,
+    codec: str,
+    container_format: str | None = None,
+    channels: int = 1,
+    video: bool = False,
+    audio: bool = True,
+) -> None:
+    """Encodes int16 mono `samples` into `path` (repeated over `channels`); `video` adds a tiny black
+    video stream at 1 fps, as a camera file has. `container_format` defaults to the suffix's;
+    `m2ts` writes an MPEG-TS in Blu-ray (192-byte packet) mode.
+    """
+    path = Path(path)
+    options = {}
+    if container_format is None and path.suffix == ".m2ts":
+        container_format, options = "mpegts", {"mpegts_m2ts_mode": "1"}
+    with av.open(str(path), "w", format=container_format, options=options) as container:
+        if video:
+            picture = container.add_stream("mpeg2video", rate=1)
+            picture.width, picture.height, picture.pix_fmt = 16, 16, "yuv420p"
+        if audio:
+            sound = container.add_stream(codec, rate=sample_rate, layout="mono" if channels == 1 else "stereo")
+            frame_size = sound.codec_context.frame_size or 1024
+            planar = np.repeat(samples.astype(np.int16)[None, :], channels, axis=0)
+            for offset in range(0, planar.shape[1], frame_size):
+                # Every encoder takes s16p: the resampler inside `encode` converts to what it needs.
+                frame = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(planar[:, offset : offset + frame_size]), format="s16p",
+                    layout=sound.layout,
+                )  # fmt: skip
+                frame.sample_rate, frame.pts, frame.time_base = sample_rate, offset, Fraction(1, sample_rate)
+                container.mux(sound.encode(frame))
+            container.mux(sound.encode(None))
+        if video:
+            seconds = max(1, int(np.ceil(len(samples) / sample_rate)))
+            black = np.zeros((16, 16, 3), np.uint8)
+            for second in range(seconds):
+                frame = av.VideoFrame.from_ndarray(black, format="rgb24")
+                frame.pts = second
+                container.mux(picture.encode(frame))
+            container.mux(picture.encode(None))

@@ -1,0 +1,310 @@
+"""Turns a raw corpus into the reference's split pickles, once, resumably.
+
+`prepare_korean` reads the raw Korean corpus (actor folders `000` … `099` of `{actor}-{script_id}.m2ts`
+videos and the script file); `prepare_manifest` reads any manifest (`audiotext.data.manifest`).
+Both write into `out_dir`:
+
+- `audio/{clip}.flac`: each clip's audio track, mono int16 at `sample_rate`, the cache a rerun
+  resumes from (a clip already there at that rate is not decoded again; delete the folder to redo it);
+- `train.pkl`, `dev.pkl`, `test.pkl`: the reference's pickles (person_ix, audio int16, Sentence, Emotion);
+- `manifest.csv` (audio, text, label, speaker, split; audio pointing into `audio/`), `labels.json`,
+  `splits.json` (how the partition was drawn, counts per label, clips per split), `rejects.csv`
+  (path, row, reason of every input left out).
+
+Every file is written beside its target and renamed into place, so an interrupted run leaves
+nothing half-written. Bad inputs are left out and reported; the run fails only when nothing usable
+remains, or at the first bad input's report with `strict`. Audio is decoded one file at a time and
+only one split's clips are in memory at once (while its pickle is written).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from tqdm import tqdm
+
+from audiotext.config import REFERENCE_LABELS, AudioConfig
+from audiotext.data.manifest import LABELS_FILE, read_manifest, resample, speaker_ids
+from audiotext.data.media import MediaError, load_audio, to_int16
+from audiotext.data.splits import SPLITS, assign_splits, check_leakage, split_counts
+from audiotext.io import atomic_path, write_json
+
+AUDIO_DIR = "audio"
+_ACTOR_DIR = re.compile(r"\d{3}")
+_VIDEO_NAME = re.compile(r"(?P<actor>\d{3})-(?P<script_id>\d+)")
+
+
+class PrepareError(RuntimeError):
+    """Nothing usable remains, or (with strict) something was rejected; the message has the summary."""
+
+
+@dataclass
+class Reject:
+    path: str
+    reason: str
+    row: int | None = None  # the manifest's row, where there is one
+
+
+@dataclass
+class PrepareReport:
+    out_dir: Path
+    labels: list[str]
+    counts: pd.DataFrame  # clips per label (rows) and split (columns)
+    n_decoded: int  # clips decoded in this run
+    n_cached: int  # clips found in the cache from an earlier run
+    rejects: list[Reject] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"prepared {int(self.counts['total'].sum())} clips into {self.out_dir} "
+            f"({self.n_decoded} decoded, {self.n_cached} from cache)",
+            self.counts.to_string(),
+        ]
+        return "\n".join(lines + [_rejects_summary(self.rejects)] if self.rejects else lines)
+
+
+def _rejects_summary(rejects: Sequence[Reject]) -> str:
+    lines = [f"{len(rejects)} input(s) rejected:"]
+    lines += [f"  {r.path}" + (f" (row {r.row})" if r.row else "") + f": {r.reason}" for r in rejects]
+    return "\n".join(lines)
+
+
+def min_samples(sample_rate: int, audio: AudioConfig = AudioConfig()) -> int:
+    """The shortest usable clip at `sample_rate`: one MFCC window at the feature rate."""
+    return int(np.ceil(audio.n_fft_size * sample_rate / audio.resample_rate))
+
+
+def parse_script_file(path: str | Path) -> pd.DataFrame:
+    """Scripts of the Korean corpus: columns script_id, emotion, sentence; one row per script.
+
+    Plain text. Each script is written inside `[` `]`; a number just before the bracket on its line
+    is its id, else it takes the previous id + 1. An emotion block is headed by a line outside
+    brackets whose words, numbering and punctuation removed ("2. 놀람 (51~100)" → "놀람"), are one
+    word: the block's label, kept as written (an unknown one rejects its clips later). Lines of
+    several words (titles, notes) are ignored.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise PrepareError(f"{path}: unreadable script file ({err})") from None
+    rows, emotion, script_id = [], None, 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        scripts = list(re.finditer(r"\[([^\]]*)\]", line))
+        if not scripts:
+            words = re.sub(r"[\d\W_]+", " ", line).split()
+            if len(words) == 1:
+                emotion = words[0]
+            continue
+        for match in scripts:
+            if emotion is None:
+                raise PrepareError(f"{path}: line {number}: script before any emotion heading")
+            given = re.search(r"(\d+)\s*[.):-]?\s*$", line[: match.start()])
+            script_id = int(given.group(1)) if given else script_id + 1
+            rows.append((script_id, emotion, " ".join(match.group(1).split())))
+    scripts = pd.DataFrame(rows, columns=["script_id", "emotion", "sentence"])
+    duplicated = scripts["script_id"][scripts["script_id"].duplicated()].tolist()
+    if duplicated:
+        raise PrepareError(f"{path}: script id(s) {duplicated[:5]} appear more than once")
+    if scripts.empty:
+        raise PrepareError(f"{path}: no scripts in [ ] found")
+    return scripts
+
+
+def prepare_korean(
+    raw_dir: str | Path,
+    script_file: str | Path,
+    out_dir: str | Path,
+    split_by: str = "clip",
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    strict: bool = False,
+    sample_rate: int = 48000,
+    progress: bool = True,
+) -> PrepareReport:
+    """The raw Korean corpus (see the module docstring) prepared into `out_dir`; split_by is
+    "clip", "sentence" (whole scripts) or "speaker" (whole actors)."""
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise PrepareError(f"{raw_dir}: no such corpus folder")
+    scripts = parse_script_file(script_file).set_index("script_id")
+    rows, rejects = [], []
+    for actor_dir in sorted(p for p in raw_dir.iterdir() if _ACTOR_DIR.fullmatch(p.name)):
+        try:
+            videos = sorted(p for p in actor_dir.iterdir() if p.suffix.lower() == ".m2ts")
+        except OSError as err:
+            rejects.append(Reject(str(actor_dir), f"unreadable path ({err.strerror or err})"))
+            continue
+        for video in videos:
+            name = _VIDEO_NAME.fullmatch(video.stem)
+            if name is None or name["actor"] != actor_dir.name:
+                rejects.append(Reject(str(video), f"name is not {actor_dir.name}-{{script_id}}.m2ts"))
+            elif int(name["script_id"]) not in scripts.index:
+                rejects.append(Reject(str(video), f"unknown script id {int(name['script_id'])} (not in {script_file})"))
+            else:
+                script = scripts.loc[int(name["script_id"])]
+                rows.append((video.stem, str(video), script.sentence, script.emotion, int(name["actor"])))
+    clips = pd.DataFrame(rows, columns=["key", "audio_path", "text", "label", "speaker"])
+    clips["row"], clips["start"], clips["end"] = 0, np.nan, np.nan
+    return _prepare(
+        clips, Path(out_dir), list(REFERENCE_LABELS), split_by, ratios, seed, strict, sample_rate, progress, rejects
+    )
+
+
+def prepare_manifest(
+    manifest: str | Path,
+    out_dir: str | Path,
+    split_by: str | None = "clip",
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    strict: bool = False,
+    labels: Sequence[str] | None = None,
+    sample_rate: int = 48000,
+    progress: bool = True,
+) -> PrepareReport:
+    """A manifest's clips prepared into `out_dir`. `split_by=None` keeps the manifest's own `split`
+    column. `labels` defaults to the labels the rows use (sorted); rows with others are rejected."""
+    manifest = Path(manifest)
+    clips = read_manifest(manifest)
+    if split_by is None:
+        if "split" not in clips.columns:
+            raise PrepareError(f"{manifest}: split_by=None keeps the manifest's splits, but it has no 'split' column")
+        blank = clips["row"][clips["split"] == ""].tolist()
+        if blank:
+            raise PrepareError(f"{manifest}: row {blank[0]}, column 'split' is empty (split_by=None keeps its splits)")
+    clips["key"] = [_clip_key(*row) for row in zip(clips["audio_path"], clips["start"], clips["end"])]
+    clips["speaker"] = speaker_ids(list(clips["speaker"])) if "speaker" in clips.columns else -1
+    if labels is None:
+        labels = sorted({label for label in clips["label"] if label})
+    return _prepare(clips, Path(out_dir), list(labels), split_by, ratios, seed, strict, sample_rate, progress, [])
+
+
+def _clip_key(audio_path: str, start: float, end: float) -> str:
+    """A cache name unique to the file and segment, readable by its file name."""
+    digest = hashlib.sha1(f"{Path(audio_path).resolve()}|{start}|{end}".encode()).hexdigest()[:12]
+    return f"{re.sub(r'[^0-9A-Za-z_-]+', '_', Path(audio_path).stem)[:40]}-{digest}"
+
+
+def _prepare(
+    clips: pd.DataFrame,
+    out_dir: Path,
+    labels: list[str],
+    split_by: str | None,
+    ratios: Sequence[float],
+    seed: int,
+    strict: bool,
+    sample_rate: int,
+    progress: bool,
+    rejects: list[Reject],
+) -> PrepareReport:
+    """Validates, extracts (or finds cached) every clip, splits, writes everything; see module docstring."""
+    known = set(labels)
+    kept, n_decoded, n_cached = [], 0, 0
+    for clip in tqdm(clips.itertuples(index=False), total=len(clips), desc="extract", disable=not progress):
+        cached = out_dir / AUDIO_DIR / f"{clip.key}.flac"
+        if not clip.text:
+            reason = "empty transcript"
+        elif clip.label not in known:
+            reason = f"unknown label {clip.label!r} (known: {', '.join(labels)})"
+        elif cached.exists() and sf.info(cached).samplerate == sample_rate:
+            n_cached, reason = n_cached + 1, None
+        else:
+            reason = _extract(clip, cached, sample_rate)
+            n_decoded += reason is None
+        if reason is None:
+            kept.append(clip)
+        else:
+            rejects.append(Reject(clip.audio_path, reason, clip.row or None))
+    if not kept or (strict and rejects):
+        problem = "nothing usable remains" if not kept else "strict mode and some inputs were rejected"
+        _write_rejects(out_dir, rejects)
+        raise PrepareError(f"{problem}\n{_rejects_summary(rejects)}")
+
+    kept = pd.DataFrame(kept).reset_index(drop=True)
+    splits = kept["split"] if split_by is None else assign_splits(kept, split_by, ratios, seed)
+    if split_by is not None:
+        check_leakage(kept, splits, split_by)
+    kept["split"] = splits.to_numpy()
+    counts = split_counts(kept["label"], kept["split"])
+    # Only splits that have clips: an empty pickle is no split at all (load_split refuses it).
+    names = [name for name in counts.columns.drop("total") if counts[name].any()]
+    for name in tqdm(names, desc="pickles", disable=not progress):
+        _write_split_pickle(kept[kept["split"] == name], out_dir, out_dir / f"{name}.pkl")
+    _write_manifest(kept, out_dir)
+    write_json(out_dir / LABELS_FILE, labels)
+    write_json(
+        out_dir / "splits.json",
+        {
+            "split_by": split_by or "manifest",
+            "ratios": list(ratios),
+            "seed": seed,
+            "sample_rate": sample_rate,
+            "counts": {name: counts[name].to_dict() for name in counts.columns},
+            "clips": {name: kept["key"][kept["split"] == name].tolist() for name in names},
+        },
+    )
+    _write_rejects(out_dir, rejects)
+    report = PrepareReport(out_dir, labels, counts, n_decoded, n_cached, rejects)
+    if progress:
+        print(report.summary())
+    return report
+
+
+def _extract(clip, cached: Path, sample_rate: int) -> str | None:
+    """Decodes one clip into the cache as mono int16 FLAC; the reason it is unusable, or None."""
+    start, end = (None if np.isnan(t) else float(t) for t in (clip.start, clip.end))
+    try:
+        samples, rate = load_audio(clip.audio_path, start, end)
+    except MediaError as err:
+        return str(err).removeprefix(f"{clip.audio_path}: ")
+    samples = to_int16(resample(samples, rate, sample_rate))
+    shortest = min_samples(sample_rate)
+    if len(samples) < shortest:
+        return f"too short: {len(samples)} samples at {sample_rate} Hz, under one {shortest}-sample window"
+    with atomic_path(cached) as tmp:
+        sf.write(tmp, samples, sample_rate, format="FLAC", subtype="PCM_16")
+    return None
+
+
+def _write_split_pickle(clips: pd.DataFrame, out_dir: Path, path: Path) -> None:
+    audio = [sf.read(out_dir / AUDIO_DIR / f"{key}.flac", dtype="int16")[0] for key in clips["key"]]
+    frame = pd.DataFrame(
+        {
+            "person_ix": clips["speaker"].to_numpy(dtype=np.int64),
+            "audio": pd.Series(audio, dtype=object),
+            # object, not pandas' string dtype, so that the pickles load with older pandas too.
+            "Sentence": pd.Series(clips["text"].tolist(), dtype=object),
+            "Emotion": pd.Series(clips["label"].tolist(), dtype=object),
+        }
+    )
+    with atomic_path(path) as tmp:
+        frame.to_pickle(tmp)
+
+
+def _write_manifest(clips: pd.DataFrame, out_dir: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "audio": [f"{AUDIO_DIR}/{key}.flac" for key in clips["key"]],
+            "text": clips["text"],
+            "label": clips["label"],
+            "speaker": clips["speaker"],
+            "split": clips["split"],
+        }
+    )
+    with atomic_path(out_dir / "manifest.csv") as tmp:
+        frame.to_csv(tmp, index=False, encoding="utf-8")
+
+
+def _write_rejects(out_dir: Path, rejects: Sequence[Reject]) -> None:
+    with atomic_path(out_dir / "rejects.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["path", "row", "reason"])
+        writer.writerows([r.path, r.row or "", r.reason] for r in rejects)

@@ -1,0 +1,119 @@
+"""Train/dev/test partitions that keep a promise about what the test set has never been seen.
+
+- `clip`: clips drawn at random within each label. A sentence (and every speaker) can be in train
+  and test, as the reference's main partition: a text model can memorise sentences.
+- `sentence`: whole sentences drawn within each label (a sentence's label is its most common one),
+  so no test sentence is ever in train: the honest test of text.
+- `speaker`: whole speakers drawn, so no test speaker is ever in train. Speakers usually speak every
+  label, so this cannot stratify by drawing within a label; it draws speakers by their number, and
+  the per-label counts follow the speakers' own mixes (printed by `split_counts`). Each split with a
+  non-zero ratio needs at least one speaker: with fewer speakers than such splits it raises
+  `ValueError`; with few speakers the shares are coarse (3 speakers always give 1/1/1).
+
+Within a label, units are shuffled with `seed` and allocated by largest remainder, test first and
+dev second getting at least one unit each when the label has enough units (a label with a single
+unit stays in train).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+SPLIT_BY = ("clip", "sentence", "speaker")
+SPLITS = ("train", "dev", "test")
+
+
+class LeakageError(AssertionError):
+    """A partition breaks the promise its `split_by` makes."""
+
+
+def _allocate(n_units: int, ratios: Sequence[float]) -> list[int]:
+    """Units per split (train, dev, test): largest remainder, at least one held-out unit where possible."""
+    shares = np.asarray(ratios, dtype=np.float64) / np.sum(ratios) * n_units
+    counts = np.floor(shares).astype(int)
+    for i in np.argsort(-(shares - counts), kind="stable")[: n_units - counts.sum()]:
+        counts[i] += 1
+    for held_out in (2, 1):  # test, then dev, take a unit from train rather than stay empty
+        if ratios[held_out] > 0 and counts[held_out] == 0 and counts[0] > 1:
+            counts[held_out], counts[0] = 1, counts[0] - 1
+    return counts.tolist()
+
+
+def _draw(units: np.ndarray, ratios: Sequence[float], rng: np.random.Generator) -> dict:
+    units = rng.permutation(units)
+    n_train, n_dev, _ = _allocate(len(units), ratios)
+    names = ["train"] * n_train + ["dev"] * n_dev
+    return {unit: names[i] if i < len(names) else "test" for i, unit in enumerate(units.tolist())}
+
+
+def assign_splits(
+    frame: pd.DataFrame,
+    split_by: str,
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    label: str = "label",
+    sentence: str = "text",
+    speaker: str = "speaker",
+) -> pd.Series:
+    """Each row's split ("train", "dev" or "test"), indexed like `frame`; see the module docstring."""
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
+    if len(ratios) != 3 or min(ratios) < 0 or ratios[0] <= 0:
+        raise ValueError(f"ratios must be three non-negative shares (train, dev, test), train > 0; got {ratios}")
+    rng = np.random.default_rng([seed])
+    labels = frame[label].to_numpy()
+    if split_by == "speaker":
+        speakers = frame[speaker].to_numpy()
+        units = np.unique(speakers)
+        needed = sum(r > 0 for r in ratios)
+        if len(units) < needed:
+            raise ValueError(
+                f"a speaker split with ratios {tuple(ratios)} needs at least {needed} speakers, got {len(units)}"
+            )
+        split_of = _draw(units, ratios, rng)
+        return pd.Series([split_of[s] for s in speakers], index=frame.index, name="split", dtype=object)
+
+    assignment = np.empty(len(frame), dtype=object)
+    if split_by == "clip":
+        for value in sorted(set(labels)):
+            rows = np.flatnonzero(labels == value)
+            split_of = _draw(rows, ratios, rng)
+            assignment[rows] = [split_of[i] for i in rows]
+    else:
+        sentences = frame[sentence].to_numpy()
+        # A sentence's stratum is its most common label (ties: the first in sorted order).
+        stratum = frame.groupby(sentence, sort=True)[label].agg(lambda s: sorted(s.mode())[0])
+        for value in sorted(set(stratum)):
+            split_of = _draw(np.asarray(stratum.index[stratum == value], dtype=object), ratios, rng)
+            rows = np.flatnonzero(np.isin(sentences, list(split_of)))
+            assignment[rows] = [split_of[s] for s in sentences[rows]]
+    return pd.Series(assignment, index=frame.index, name="split", dtype=object)
+
+
+def check_leakage(
+    frame: pd.DataFrame, splits: pd.Series, split_by: str, sentence: str = "text", speaker: str = "speaker"
+) -> None:
+    """Raises `LeakageError` naming the offenders if a test sentence (split_by="sentence") or test
+    speaker (split_by="speaker") is also in train or dev; a clip split promises nothing of the kind."""
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
+    if split_by == "clip":
+        return
+    column = frame[sentence if split_by == "sentence" else speaker]
+    held_out = set(column[splits == "test"])
+    for other in ("train", "dev"):
+        leaked = held_out & set(column[splits == other])
+        if leaked:
+            shown = ", ".join(map(repr, sorted(map(str, leaked))[:5]))
+            raise LeakageError(f"{len(leaked)} test {split_by}(s) also in {other}: {shown}")
+
+
+def split_counts(labels: pd.Series, splits: pd.Series) -> pd.DataFrame:
+    """Clips per label (rows) and split (columns train, dev, test, any other split names, total)."""
+    table = pd.crosstab(labels, splits).reindex(columns=[*SPLITS, *sorted(set(splits) - set(SPLITS))], fill_value=0)
+    table["total"] = table.sum(axis=1)
+    table.index.name, table.columns.name = "label", None
+    return table
