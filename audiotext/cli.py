@@ -184,7 +184,9 @@ def cmd_demo_corpus(args: argparse.Namespace) -> None:
 def cmd_prepare(args: argparse.Namespace) -> None:
     from audiotext.data.prepare import PrepareError, prepare_korean, prepare_manifest
 
-    options = dict(ratios=tuple(args.ratios), seed=args.seed, strict=args.strict, progress=not args.quiet)
+    options = dict(
+        ratios=tuple(args.ratios), seed=args.seed, strict=args.strict, progress=not args.quiet, pickles=not args.no_pickles
+    )
     try:
         if args.source == "korean":
             report = prepare_korean(args.raw, args.script, args.out, split_by=args.split_by, **options)
@@ -212,6 +214,8 @@ def add_prepare_parsers(commands) -> None:
         parser.add_argument("--ratios", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "DEV", "TEST"))
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--strict", action="store_true", help="fail on the first bad input")
+        parser.add_argument("--no-pickles", "--no_pickles", dest="no_pickles", action="store_true",
+                            help="write manifest.csv only (memory stays at one clip; train on the manifest)")
         parser.add_argument("--quiet", action="store_true")
         parser.set_defaults(func=cmd_prepare)
 

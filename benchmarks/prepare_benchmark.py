@@ -67,9 +67,9 @@ def _make_corpus(tmp: Path, actors: int, workers: int | None) -> None:
         pool.map(_write_video, jobs, chunksize=16)
 
 
-def _timed_prepare(tmp: Path) -> tuple[float, PrepareReport]:
+def _timed_prepare(tmp: Path, pickles: bool) -> tuple[float, PrepareReport]:
     started = time.perf_counter()
-    report = prepare_korean(tmp / "raw", tmp / "scripts.txt", tmp / "out", progress=False)
+    report = prepare_korean(tmp / "raw", tmp / "scripts.txt", tmp / "out", progress=False, pickles=pickles)
     return time.perf_counter() - started, report
 
 
@@ -93,17 +93,21 @@ def main() -> None:
         video_bytes = sum(p.stat().st_size for p in videos)
         print(f"wrote {len(videos)} videos ({video_bytes / 2**20:.1f} MiB) in {time.perf_counter() - started:.1f} s")
 
+        # Manifest only first: getrusage keeps the maximum, so the smaller peak must come first.
         rss_before = _peak_rss_bytes()
-        elapsed, report = _timed_prepare(tmp)
+        elapsed, report = _timed_prepare(tmp, pickles=False)
+        peak_manifest_only = _peak_rss_bytes()
+        rerun_elapsed, rerun = _timed_prepare(tmp, pickles=True)
         peak = _peak_rss_bytes()
-        rerun_elapsed, rerun = _timed_prepare(tmp)
         audio_bytes = sum(sf.info(p).frames * 2 for p in (tmp / "out" / "audio").glob("*.flac"))
 
-    print(f"prepare_korean: {len(videos)} files in {elapsed:.1f} s = {len(videos) / elapsed:.1f} files/s")
-    print(f"resumed rerun: {rerun.n_cached} cached, {rerun.n_decoded} decoded, in {rerun_elapsed:.1f} s")
+    print(f"prepare_korean (manifest only): {len(videos)} files in {elapsed:.1f} s = {len(videos) / elapsed:.1f} files/s")
+    print(f"resumed rerun writing the pickles: {rerun.n_cached} cached, {rerun.n_decoded} decoded, in {rerun_elapsed:.1f} s")
     print(f"rejects: {len(report.rejects)}; clips per split: {report.counts[['train', 'dev', 'test']].sum().to_dict()}")
     print(f"total audio (int16, 48 kHz mono): {audio_bytes / 2**20:.1f} MiB")
-    print(f"peak RSS: {peak / 2**20:.1f} MiB (before prepare: {rss_before / 2**20:.1f} MiB)")
+    print(f"peak RSS, manifest only: {peak_manifest_only / 2**20:.1f} MiB; growth / audio bytes: "
+          f"{(peak_manifest_only - rss_before) / audio_bytes:.2f}")  # fmt: skip
+    print(f"peak RSS with pickles: {peak / 2**20:.1f} MiB (before prepare: {rss_before / 2**20:.1f} MiB)")
     print(f"peak RSS / audio bytes: {peak / audio_bytes:.2f}; growth during prepare / audio bytes: "
           f"{(peak - rss_before) / audio_bytes:.2f}")  # fmt: skip
 

@@ -135,6 +135,15 @@ def test_rerun_resumes_from_the_cache(korean, tmp_path):
     assert not list(tmp_path.rglob(".*.tmp*"))  # no temporary file left behind
 
 
+def test_manifest_only_writes_no_pickles_and_its_manifest_loads(korean, tmp_path):
+    from audiotext.data.manifest import load_manifest_split
+
+    report = prepare_korean(*korean, tmp_path, progress=False, pickles=False)
+    assert not list(tmp_path.glob("*.pkl"))
+    train = load_manifest_split(tmp_path / "manifest.csv", "train", report.labels, 48000)
+    assert len(train) == report.counts["train"].sum() > 0
+
+
 def test_strict_and_nothing_usable(korean, tmp_path):
     raw, scripts = _copy(korean, tmp_path)
     (raw / "001" / "001-1.m2ts").write_bytes(b"not a video")

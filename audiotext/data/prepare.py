@@ -129,6 +129,7 @@ def prepare_korean(
     strict: bool = False,
     sample_rate: int = 48000,
     progress: bool = True,
+    pickles: bool = True,
 ) -> PrepareReport:
     """The raw Korean corpus (see the module docstring) prepared into `out_dir`; split_by is
     "clip", "sentence" (whole scripts) or "speaker" (whole actors)."""
@@ -155,7 +156,8 @@ def prepare_korean(
     clips = pd.DataFrame(rows, columns=["key", "audio_path", "text", "label", "speaker"])
     clips["row"], clips["start"], clips["end"] = 0, np.nan, np.nan
     return _prepare(
-        clips, Path(out_dir), list(REFERENCE_LABELS), split_by, ratios, seed, strict, sample_rate, progress, rejects
+        clips, Path(out_dir), list(REFERENCE_LABELS), split_by, ratios, seed, strict, sample_rate, progress, rejects,
+        pickles,
     )
 
 
@@ -169,6 +171,7 @@ def prepare_manifest(
     labels: Sequence[str] | None = None,
     sample_rate: int = 48000,
     progress: bool = True,
+    pickles: bool = True,
 ) -> PrepareReport:
     """A manifest's clips prepared into `out_dir`. `split_by=None` keeps the manifest's own `split`
     column. `labels` defaults to the labels the rows use (sorted); rows with others are rejected."""
@@ -184,7 +187,9 @@ def prepare_manifest(
     clips["speaker"] = speaker_ids(list(clips["speaker"])) if "speaker" in clips.columns else -1
     if labels is None:
         labels = sorted({label for label in clips["label"] if label})
-    return _prepare(clips, Path(out_dir), list(labels), split_by, ratios, seed, strict, sample_rate, progress, [])
+    return _prepare(
+        clips, Path(out_dir), list(labels), split_by, ratios, seed, strict, sample_rate, progress, [], pickles
+    )
 
 
 def _clip_key(audio_path: str, start: float, end: float) -> str:
@@ -204,6 +209,7 @@ def _prepare(
     sample_rate: int,
     progress: bool,
     rejects: list[Reject],
+    pickles: bool,
 ) -> PrepareReport:
     """Validates, extracts (or finds cached) every clip, splits, writes everything; see module docstring."""
     known = set(labels)
@@ -236,7 +242,9 @@ def _prepare(
     counts = split_counts(kept["label"], kept["split"])
     # Only splits that have clips: an empty pickle is no split at all (load_split refuses it).
     names = [name for name in counts.columns.drop("total") if counts[name].any()]
-    for name in tqdm(names, desc="pickles", disable=not progress):
+    # A split's pickle holds all its audio at once; without pickles memory stays at one clip, and
+    # training reads manifest.csv instead.
+    for name in tqdm(names if pickles else [], desc="pickles", disable=not progress):
         _write_split_pickle(kept[kept["split"] == name], out_dir, out_dir / f"{name}.pkl")
     _write_manifest(kept, out_dir)
     write_json(out_dir / LABELS_FILE, labels)
