@@ -220,6 +220,88 @@ def add_prepare_parsers(commands) -> None:
         parser.set_defaults(func=cmd_prepare)
 
 
+def cmd_text_pretrain(args: argparse.Namespace) -> None:
+    from audiotext.text.pretrain import pretrain
+
+    stats = pretrain(
+        args.corpus, args.encoder, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        mlm_probability=args.mlm_probability, warmup_percent=args.warmup_percent, seed=args.seed,
+        new_tokenizer_vocab_size=args.new_tokenizer, max_len=args.max_len, no_cuda=args.no_cuda,
+        progress=not args.quiet,
+    )  # fmt: skip
+    print(f"masked-LM pre-training → {args.out}: " + ", ".join(f"{k} {v}" for k, v in stats.items() if not isinstance(v, (list, dict))))
+
+
+def cmd_text_finetune(args: argparse.Namespace) -> None:
+    from audiotext.text.finetune import finetune
+
+    labels = args.labels.split(",") if args.labels else data_labels(args.data) or list(REFERENCE_LABELS)
+    best = finetune(
+        args.data, args.encoder, args.out, labels=labels, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, warmup_percent=args.warmup_percent, max_len=args.max_len, seed=args.seed,
+        pooling=args.pooling, clip=args.clip, no_cuda=args.no_cuda, progress=not args.quiet,
+    )  # fmt: skip
+    print(f"fine-tuned text classifier → {args.out}: best dev epoch {best['best_epoch']}: accuracy {best['dev_accuracy']:.4f}  macro-F1 {best['dev_macro_f1']:.4f}")
+
+
+def cmd_text_test(args: argparse.Namespace) -> None:
+    from audiotext.data.corpus import resolve_split_path
+    from audiotext.evaluation.metrics import format_results_table
+    from audiotext.text.finetune import evaluate_text_classifier
+
+    rows = []
+    for split in args.split:
+        path = resolve_split_path(args.data_path, split)
+        out_dir = Path(args.eval_dir or Path(args.model) / "eval") / path.stem
+        metrics = evaluate_text_classifier(args.model, path, out_dir, no_cuda=args.no_cuda)
+        rows.append({"model": Path(args.model).name, "test_set": path.stem, "metrics": metrics})
+    print(format_results_table(rows, list(rows[0]["metrics"]["per_class"])))
+
+
+def add_text_parsers(commands) -> None:
+    text = commands.add_parser("text", help="the text branch: masked-LM pre-training, fine-tuning, testing")
+    steps = text.add_subparsers(dest="step", required=True)
+
+    pre = steps.add_parser("pretrain", help="continue masked-LM training of an encoder on plain text")
+    pre.add_argument("--corpus", nargs="+", required=True, help="plain-text files, one sentence per line")
+    pre.add_argument("--encoder", default=None, help="local Hugging Face or legacy KorBERT folder (default: MiniLM)")
+    pre.add_argument("--out", required=True, help="output Hugging Face folder")
+    pre.add_argument("--new-tokenizer", "--new_tokenizer", dest="new_tokenizer", type=int, default=None,
+                     metavar="VOCAB_SIZE", help="train a WordPiece vocabulary and a small BERT from scratch")
+    pre.add_argument("--epochs", type=int, default=5)
+    pre.add_argument("--lr", type=float, default=5e-5)
+    pre.add_argument("--batch_size", type=int, default=32)
+    pre.add_argument("--mlm_probability", type=float, default=0.15)
+    pre.set_defaults(func=cmd_text_pretrain)
+
+    fine = steps.add_parser("finetune", help="train the text-only emotion classifier (the reference's text baseline)")
+    fine.add_argument("--data", required=True, help="folder of train/dev .pkl")
+    fine.add_argument("--encoder", default=None, help="local Hugging Face or legacy KorBERT folder (default: MiniLM)")
+    fine.add_argument("--out", required=True, help="output folder; usable as --bert_model_path afterwards")
+    fine.add_argument("--epochs", type=int, default=25)
+    fine.add_argument("--lr", type=float, default=2e-4)
+    fine.add_argument("--batch_size", type=int, default=16)
+    fine.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip value")
+    fine.add_argument("--pooling", default="auto", choices=["auto", "pooler", "cls"],
+                      help="pooled [CLS] when the checkpoint has a trained pooler (auto), else the [CLS] state")
+    fine.add_argument("--labels", default=None, help="comma-separated label order (default: the data's)")
+    for parser in (pre, fine):
+        parser.add_argument("--warmup_percent", type=float, default=0.1)
+        parser.add_argument("--max_len", type=int, default=64, help="tokens per sentence, [CLS] and [SEP] included")
+        parser.add_argument("--seed", type=int, default=1111)
+
+    test = steps.add_parser("test", help="test a fine-tuned text classifier on one or more splits")
+    test.add_argument("--model", required=True, help="folder written by `audiotext text finetune`")
+    test.add_argument("--data_path", default="data")
+    test.add_argument("--split", nargs="+", default=["test"], help="split names in --data_path, or .pkl files")
+    test.add_argument("--eval_dir", default=None, help="where outputs go (default: MODEL/eval/SPLIT)")
+    test.set_defaults(func=cmd_text_test)
+    for parser in (pre, fine, test):
+        parser.add_argument("--no_cuda", action="store_true")
+        parser.add_argument("--quiet", action="store_true")
+    fine.set_defaults(func=cmd_text_finetune)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from audiotext.demo import run_demo
 
@@ -250,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.set_defaults(func=cmd_demo_corpus)
 
     add_prepare_parsers(commands)
+    add_text_parsers(commands)
 
     demo = commands.add_parser("demo", help="build the demo corpus, train and test every model, print the table")
     demo.add_argument("--out", default="demo_runs")

@@ -115,3 +115,24 @@ def test_prepare_a_manifest_then_train_and_test_on_it(demo_corpus, tmp_path):
     test_rows = pd.read_csv(prepared / "manifest.csv").query("split == 'test'")
     assert metrics["n"] == len(test_rows)
     assert not set(test_rows["text"]) & set(pd.read_csv(prepared / "manifest.csv").query("split == 'train'")["text"])
+
+
+@pytest.mark.slow
+def test_text_pretrain_finetune_then_korbert_test_sh(demo_corpus, tmp_path):
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("\n".join(pd.read_pickle(demo_corpus / "train.pkl")["Sentence"].unique()), encoding="utf-8")
+    pretrained = tmp_path / "pretrained"
+    run(sys.executable, "-m", "audiotext.cli", "text", "pretrain", f"--corpus={sentences}", f"--out={pretrained}",
+        "--new-tokenizer=300", "--epochs=2", "--quiet")
+    assert (pretrained / "config.json").exists() and (pretrained / "model.safetensors").exists()
+
+    model = tmp_path / "best_model"
+    printed = run(sys.executable, "-m", "audiotext.cli", "text", "finetune", f"--data={demo_corpus}",
+                  f"--out={model}", "--epochs=2", "--quiet")
+    assert "best dev epoch" in printed
+    env = {"MODEL_DIR": str(model), "DATA_PATH": str(demo_corpus), "AUDIOTEXT": str(Path(sys.executable).parent / "audiotext")}
+    printed = run("bash", "korbert_vat/test.sh", env=env)
+    assert "| best_model | test |" in printed and "| best_model | test_stt |" in printed
+    for split in ("test", "test_stt"):
+        metrics = json.loads((model / "eval" / split / "metrics.json").read_text(encoding="utf-8"))
+        assert metrics["n"] == len(pd.read_pickle(demo_corpus / f"{split}.pkl"))

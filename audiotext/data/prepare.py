@@ -34,7 +34,7 @@ from tqdm import tqdm
 from audiotext.config import REFERENCE_LABELS, AudioConfig
 from audiotext.data.manifest import LABELS_FILE, read_manifest, resample, speaker_ids
 from audiotext.data.media import MediaError, load_audio, to_int16
-from audiotext.data.splits import SPLITS, assign_splits, check_leakage, split_counts
+from audiotext.data.splits import assign_splits, check_leakage, split_counts
 from audiotext.io import atomic_path, write_json
 
 AUDIO_DIR = "audio"

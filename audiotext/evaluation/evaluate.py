@@ -36,19 +36,36 @@ def evaluate(
 
     split_name = Path(split).stem
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "eval" / split_name
-    metrics = classification_metrics(targets.tolist(), predicted.tolist(), cfg.labels)
-    metrics.update(run_dir=str(run_dir), split=split_name, modality=cfg.model.modality, labels=cfg.labels)
+    return write_evaluation(
+        out_dir, targets.tolist(), predicted.tolist(), cfg.labels, title=f"{cfg.name} · {split_name}",
+        run_dir=str(run_dir), split=split_name, modality=cfg.model.modality,
+    )  # fmt: skip
+
+
+def write_evaluation(
+    out_dir: str | Path,
+    targets: list[int],
+    predicted: list[int],
+    labels: list[str],
+    title: str,
+    extra_columns: dict[str, list] | None = None,
+    **facts,
+) -> dict:
+    """Scores predictions and writes metrics.json (with `facts`), predictions.csv (id,
+    `extra_columns`, prediction, true_value) and confusion_matrix.png into `out_dir`."""
+    out_dir = Path(out_dir)
+    metrics = classification_metrics(targets, predicted, labels)
+    metrics.update(facts, labels=list(labels))
     write_json(out_dir / "metrics.json", metrics)
     predictions = pd.DataFrame(
         {
             "id": range(len(targets)),
-            "prediction": [cfg.labels[i] for i in predicted],
-            "true_value": [cfg.labels[i] for i in targets],
+            **(extra_columns or {}),
+            "prediction": [labels[i] for i in predicted],
+            "true_value": [labels[i] for i in targets],
         }
     )
     with atomic_path(out_dir / "predictions.csv") as tmp:
         predictions.to_csv(tmp, index=False)
-    plot_confusion_matrix(
-        metrics["confusion_matrix"], cfg.labels, out_dir / "confusion_matrix.png", title=f"{cfg.name} · {split_name}"
-    )
+    plot_confusion_matrix(metrics["confusion_matrix"], labels, out_dir / "confusion_matrix.png", title=title)
     return metrics

@@ -17,7 +17,8 @@ from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer
+
+from audiotext.text.loading import LEGACY_CONFIG, load_text_encoder
 
 # Whitespace is outside the class too, so one substitution also folds tabs and newlines.
 _OUTSIDE_ALPHABET = re.compile(r"[^a-zA-Z가-힣ㄱ-ㅎ0-9.!?]+")
@@ -43,7 +44,8 @@ def default_encoder_path() -> Path:
 
 
 class TextEncoder:
-    """A frozen encoder from a local Hugging Face directory (config.json, weights, tokenizer)."""
+    """A frozen encoder from a local Hugging Face directory (config.json, weights, tokenizer) or a
+    legacy KorBERT directory (bert_config.json, pytorch_model.bin, vocabulary)."""
 
     def __init__(
         self,
@@ -53,15 +55,17 @@ class TextEncoder:
         batch_size: int = 64,
     ) -> None:
         self.path = default_encoder_path() if path is None else Path(path)
-        if not (self.path / "config.json").is_file():
-            raise FileNotFoundError(f"text encoder {self.path} is not a model directory with a config.json")
+        if not ((self.path / "config.json").is_file() or (self.path / LEGACY_CONFIG).is_file()):
+            raise FileNotFoundError(
+                f"text encoder {self.path} is not a model directory with a config.json (or a legacy {LEGACY_CONFIG})"
+            )
         if max_len < 2:
             raise ValueError(f"max_len must leave room for [CLS] and [SEP], got {max_len}")
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.max_len, self.batch_size, self.device = max_len, batch_size, torch.device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(self.path, local_files_only=True).to(self.device).eval()
+        self.tokenizer, model = load_text_encoder(self.path)
+        self.model = model.to(self.device).eval()
         self.model.requires_grad_(False)
         self.n_encoded = 0  # sentences run through the encoder so far, duplicates not counted
 

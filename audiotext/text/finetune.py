@@ -1,0 +1,302 @@
+"""The text-only baseline: a BERT-family encoder fine-tuned as a sentence classifier, its test on a
+split, and the frozen-encoder + logistic-regression baseline it should beat.
+
+The classifier is the reference's: pooled [CLS] → dropout → linear. The pooler (tanh over a dense
+layer on the [CLS] state) is used only when the checkpoint ships its weights; an encoder saved
+without one would get a randomly initialised pooler, so the [CLS] hidden state is used instead.
+
+Training reads the DISTINCT (sentence, label) pairs of train.pkl: the reference corpus has ~10,000
+clips but ~350 scripts, and one epoch over every clip would repeat each sentence ~30 times.
+Dev and test are scored per clip, so counts match the audio and cross-modal models.
+
+A saved classifier is a Hugging Face directory (the encoder's config.json, model.safetensors and
+tokenizer) plus `classifier_head.safetensors` and `classifier.json` (labels, pooling, ...), so
+`TextEncoder(directory)` takes it as the frozen encoder of the cross-modal model.
+
+Shape legend: B sentences in a batch, L tokens, E encoder width, C classes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from sklearn.linear_model import LogisticRegression
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from audiotext.config import REFERENCE_LABELS
+from audiotext.data.corpus import Split, load_split, resolve_split_path
+from audiotext.evaluation.metrics import classification_metrics
+from audiotext.evaluation.evaluate import write_evaluation
+from audiotext.features.text import TextEncoder, default_encoder_path, normalize_text
+from audiotext.text.loading import load_text_encoder, load_text_encoder_with_report, save_directory
+from audiotext.training.loop import seed_everything, select_device
+
+HEAD_WEIGHTS = "classifier_head.safetensors"
+HEAD_CONFIG = "classifier.json"
+EPOCH_LOG = "epochs.csv"
+POOLINGS = ("pooler", "cls")
+
+
+class SequenceClassifier(nn.Module):
+    """encoder → pooled [CLS] ("pooler") or [CLS] state ("cls") → dropout → linear."""
+
+    def __init__(self, encoder: PreTrainedModel, n_classes: int, pooling: str, dropout: float) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
+            raise ValueError("pooling 'pooler' needs an encoder with a pooler layer")
+        self.encoder, self.pooling = encoder, pooling
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(encoder.config.hidden_size, n_classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask: (B, L) → logits (B, C)."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        pooled = out.pooler_output if self.pooling == "pooler" else out.last_hidden_state[:, 0]  # (B, E)
+        return self.classifier(self.dropout(pooled))
+
+
+def distinct_pairs(split: Split) -> tuple[list[str], list[int]]:
+    """Normalised sentences and labels, each (sentence, label) pair once, in first-seen order."""
+    pairs = list(dict.fromkeys((normalize_text(s), int(y)) for s, y in zip(split.sentences, split.labels)))
+    return [s for s, _ in pairs], [y for _, y in pairs]
+
+
+def _batches(tokenizer: PreTrainedTokenizerBase, ids: list[list[int]], order: Sequence[int], batch_size: int):
+    for start in range(0, len(order), batch_size):
+        rows = list(order[start : start + batch_size])
+        yield rows, tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt")  # (B, L)
+
+
+@torch.inference_mode()
+def predict_sentences(
+    tokenizer: PreTrainedTokenizerBase,
+    model: SequenceClassifier,
+    sentences: Sequence[str],
+    max_len: int,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Logits (N, C) for N sentences; each distinct normalised sentence runs through the model once."""
+    texts = [normalize_text(s) for s in sentences]
+    distinct = list(dict.fromkeys(texts))
+    ids = tokenizer(distinct, truncation=True, max_length=max_len)["input_ids"]
+    model.eval()
+    logits = torch.empty(len(distinct), model.classifier.out_features)
+    for rows, batch in _batches(tokenizer, ids, range(len(distinct)), batch_size):
+        logits[rows] = model(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu()
+    index = {t: i for i, t in enumerate(distinct)}
+    return logits[[index[t] for t in texts]]
+
+
+def _score(logits: torch.Tensor, labels: np.ndarray, names: Sequence[str]) -> dict:
+    targets = torch.as_tensor(labels)
+    metrics = classification_metrics(targets.tolist(), logits.argmax(-1).tolist(), names)
+    metrics["loss"] = F.cross_entropy(logits, targets).item()
+    return metrics
+
+
+def finetune(
+    data_path: str | Path,
+    encoder: str | Path | None,
+    out_dir: str | Path,
+    labels: Sequence[str] = REFERENCE_LABELS,
+    epochs: int = 25,
+    lr: float = 2e-4,
+    batch_size: int = 16,
+    warmup_percent: float = 0.1,
+    max_len: int = 64,
+    seed: int = 1111,
+    pooling: str = "auto",
+    weight_decay: float = 0.01,
+    clip: float = 1.0,
+    no_cuda: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Fine-tunes `encoder` (a Hugging Face or legacy directory; None = packaged MiniLM) on the
+    distinct sentences of data_path/train.pkl; keeps the epoch with the best dev macro-F1 (ties:
+    lower dev loss) and saves it to `out_dir`. Returns the best dev metrics and run facts.
+
+    `pooling="auto"` uses the pooler when the checkpoint has its weights, else the [CLS] state.
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be at least 1, got {epochs}, {batch_size}")
+    if pooling not in ("auto", *POOLINGS):
+        raise ValueError(f"pooling must be 'auto' or one of {POOLINGS}, got {pooling!r}")
+    if not 0 <= warmup_percent <= 1:
+        raise ValueError(f"warmup_percent must be in [0, 1], got {warmup_percent}")
+    started = time.perf_counter()
+    labels = list(labels)
+    seed_everything(seed)
+    device = select_device(no_cuda)
+    encoder_path = default_encoder_path() if encoder is None else Path(encoder)
+    tokenizer, model_encoder, report = load_text_encoder_with_report(encoder_path)
+    if pooling == "auto":
+        has_pooler = getattr(model_encoder, "pooler", None) is not None
+        pooling = "pooler" if has_pooler and not any(k.startswith("pooler.") for k in report.missing_keys) else "cls"
+    dropout = getattr(model_encoder.config, "classifier_dropout", None) or model_encoder.config.hidden_dropout_prob
+    model = SequenceClassifier(model_encoder, len(labels), pooling, dropout).to(device)
+
+    train_split = load_split(resolve_split_path(data_path, "train"), labels)
+    dev_split = load_split(resolve_split_path(data_path, "dev"), labels)
+    sentences, targets = distinct_pairs(train_split)
+    ids = tokenizer(sentences, truncation=True, max_length=max_len)["input_ids"]
+    y = torch.tensor(targets)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(sentences) / batch_size)
+    total = epochs * steps_per_epoch
+    schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_percent * total), total)
+    generator = torch.Generator().manual_seed(seed)
+
+    best: dict = {}
+    best_state: dict[str, torch.Tensor] = {}
+    rows = []
+    for epoch in range(1, epochs + 1):
+        epoch_started = time.perf_counter()
+        model.train()
+        losses = []
+        order = torch.randperm(len(sentences), generator=generator).tolist()
+        bar = tqdm(_batches(tokenizer, ids, order, batch_size), total=steps_per_epoch, leave=False,
+                   desc=f"finetune epoch {epoch}/{epochs}", disable=not progress)  # fmt: skip
+        for batch_rows, batch in bar:
+            logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (B, C)
+            loss = F.cross_entropy(logits, y[batch_rows].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        dev_logits = predict_sentences(tokenizer, model, dev_split.sentences, max_len, device=device)  # (N_dev, C)
+        dev = _score(dev_logits, dev_split.labels, labels)
+        improved = not best or (dev["macro_f1"], -dev["loss"]) > (best["macro_f1"], -best["loss"])
+        if improved:
+            best = {**dev, "epoch": epoch}
+            # A CPU copy in memory: the directory is written once, at the end, not every epoch.
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        rows.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_loss": dev["loss"],
+                     "dev_accuracy": dev["accuracy"], "dev_macro_f1": dev["macro_f1"],
+                     "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - epoch_started})  # fmt: skip
+        if progress:
+            r = rows[-1]
+            tqdm.write(f"finetune epoch {epoch:3d}  train loss {r['train_loss']:.4f}  dev loss {dev['loss']:.4f}  "
+                       f"acc {dev['accuracy']:.4f}  macro-F1 {dev['macro_f1']:.4f}  {r['seconds']:.1f}s"
+                       + ("  *best" if improved else ""))  # fmt: skip
+
+    model.load_state_dict(best_state)
+    info = {
+        "labels": labels,
+        "pooling": pooling,
+        "dropout": dropout,
+        "max_len": max_len,
+        "base_encoder": str(encoder_path),
+        "train_sentences": len(sentences),
+        "train_clips": len(train_split),
+        "best_epoch": best["epoch"],
+        "dev_accuracy": best["accuracy"],
+        "dev_macro_f1": best["macro_f1"],
+        "dev_loss": best["loss"],
+        "hyperparameters": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "warmup_percent": warmup_percent,
+                            "seed": seed, "weight_decay": weight_decay, "clip": clip},  # fmt: skip
+    }
+    save_text_classifier(out_dir, tokenizer, model, info, rows)
+    return {**info, "model_dir": str(out_dir), "seconds": time.perf_counter() - started}
+
+
+def save_text_classifier(
+    out_dir: str | Path,
+    tokenizer: PreTrainedTokenizerBase,
+    model: SequenceClassifier,
+    info: dict,
+    epoch_rows: list[dict],
+) -> Path:
+    def write(tmp: Path) -> None:
+        model.encoder.save_pretrained(tmp)  # config.json + model.safetensors
+        tokenizer.save_pretrained(tmp)
+        head = {k: v.detach().cpu().contiguous() for k, v in model.classifier.state_dict().items()}
+        save_file(head, tmp / HEAD_WEIGHTS)
+        (tmp / HEAD_CONFIG).write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        with open(tmp / EPOCH_LOG, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(epoch_rows[0]))
+            writer.writeheader()
+            writer.writerows(epoch_rows)
+
+    return save_directory(out_dir, write)
+
+
+def load_text_classifier(
+    model_dir: str | Path, device: torch.device | str = "cpu"
+) -> tuple[PreTrainedTokenizerBase, SequenceClassifier, dict]:
+    """(tokenizer, classifier in eval mode, classifier.json) from a `finetune` output directory."""
+    model_dir = Path(model_dir)
+    if not (model_dir / HEAD_CONFIG).is_file() or not (model_dir / HEAD_WEIGHTS).is_file():
+        raise FileNotFoundError(
+            f"{model_dir} is not a fine-tuned text classifier: it lacks {HEAD_CONFIG} or {HEAD_WEIGHTS}"
+        )
+    info = json.loads((model_dir / HEAD_CONFIG).read_text(encoding="utf-8"))
+    tokenizer, encoder = load_text_encoder(model_dir)
+    model = SequenceClassifier(encoder, len(info["labels"]), info["pooling"], info["dropout"])
+    model.classifier.load_state_dict(load_file(model_dir / HEAD_WEIGHTS))
+    return tokenizer, model.to(device).eval(), info
+
+
+def evaluate_text_classifier(
+    model_dir: str | Path,
+    split_path: str | Path,
+    out_dir: str | Path,
+    batch_size: int = 64,
+    no_cuda: bool = False,
+) -> dict:
+    """Scores a fine-tuned classifier on every clip of a split (.pkl; test_stt.pkl's sentences are
+    ASR transcripts); writes metrics.json, predictions.csv and confusion_matrix.png to `out_dir`."""
+    device = select_device(no_cuda)
+    tokenizer, model, info = load_text_classifier(model_dir, device)
+    labels = info["labels"]
+    split = load_split(split_path, labels)
+    predicted = predict_sentences(tokenizer, model, split.sentences, info["max_len"], batch_size, device).argmax(-1)
+
+    return write_evaluation(
+        out_dir, split.labels.tolist(), predicted.tolist(), labels, title=f"{Path(model_dir).name} · {split.name}",
+        extra_columns={"sentence": split.sentences},
+        model_dir=str(model_dir), split=split.name, modality="text (fine-tuned)",
+    )  # fmt: skip
+
+
+def frozen_linear_baseline(
+    data_path: str | Path,
+    encoder: str | Path | None,
+    labels: Sequence[str] = REFERENCE_LABELS,
+    splits: Sequence[str] = ("test",),
+    max_len: int = 64,
+    seed: int = 1111,
+) -> dict[str, dict]:
+    """Mean-pooled last hidden layer of the frozen encoder + logistic regression, fitted on the
+    distinct train sentences; metrics per clip of each split in `splits`."""
+    labels = list(labels)
+    text_encoder = TextEncoder(encoder, max_len=max_len)
+    sentences, targets = distinct_pairs(load_split(resolve_split_path(data_path, "train"), labels))
+
+    def features(texts: Sequence[str]) -> np.ndarray:
+        return torch.stack([s.mean(0) for s in text_encoder.encode(texts, progress=False)]).numpy()  # (N, E)
+
+    regression = LogisticRegression(max_iter=2000, random_state=seed).fit(features(sentences), targets)
+    results = {}
+    for name in splits:
+        split = load_split(resolve_split_path(data_path, name), labels)
+        predicted = regression.predict(features(split.sentences))
+        results[name] = classification_metrics(split.labels.tolist(), predicted.tolist(), labels)
+    return results

@@ -1,0 +1,220 @@
+"""Loading a BERT-family text encoder from a Hugging Face directory or from the reference's
+legacy KorBERT layout, and saving Hugging Face directories without leaving half-written ones.
+
+Legacy layout (ETRI KorBERT and the reference's fine-tuned `best_model`):
+
+- `bert_config.json`: the classic Google BERT config (vocab_size, hidden_size, ...);
+- `pytorch_model.bin` or `best_model.bin`: a plain state dict with `bert.`-prefixed classic
+  names (`LayerNorm.gamma`/`beta` in the oldest exports), maybe an MLM head (`cls.`) or the
+  reference's classifier head (`fc.`);
+- `vocab.korean.rawtext.list` (ETRI: `token<TAB>count` lines after `n_iters=`/`max_length=`
+  headers) or `vocab.txt` (one token a line).
+
+Every load reports the keys it left unfilled and the keys it did not use (a warning, and a
+`LoadReport` from `load_text_encoder_with_report`); a tensor whose shape does not fit is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+LEGACY_CONFIG = "bert_config.json"
+LEGACY_WEIGHTS = ("pytorch_model.bin", "best_model.bin")
+LEGACY_VOCABS = ("vocab.korean.rawtext.list", "vocab.txt")
+_ETRI_VOCAB_HEADERS = ("n_iters=", "max_length=")
+_HANGUL_SYLLABLES = ("\uac00", "\ud7a3")
+_CONJOINING_JAMO = ("\u1100", "\u11ff")  # what NFD turns syllables into
+
+
+class CheckpointShapeError(ValueError):
+    """A checkpoint tensor whose shape differs from the model's; names the key and both shapes."""
+
+
+@dataclass
+class LoadReport:
+    path: Path
+    layout: str  # "huggingface" or "legacy"
+    missing_keys: list[str] = field(default_factory=list)  # in the model, not in the checkpoint: left as initialised
+    unexpected_keys: list[str] = field(default_factory=list)  # in the checkpoint, unused by the model
+
+    def describe(self) -> str:
+        parts = []
+        if self.missing_keys:
+            parts.append(
+                f"{len(self.missing_keys)} weights not in the checkpoint, left as initialised: "
+                + _short(self.missing_keys)
+            )
+        if self.unexpected_keys:
+            parts.append(f"{len(self.unexpected_keys)} checkpoint tensors unused: {_short(self.unexpected_keys)}")
+        return f"{self.path} ({self.layout}): " + ("; ".join(parts) if parts else "every weight loaded")
+
+
+def load_text_encoder(
+    path: str | Path, model_class: type[PreTrainedModel] | type[AutoModel] = AutoModel
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """(tokenizer, model) from a Hugging Face directory or a legacy KorBERT directory.
+
+    `model_class` picks the head: AutoModel (encoder only), BertForMaskedLM, ... Keys left unfilled
+    or unused are reported with `warnings.warn`; a shape mismatch raises CheckpointShapeError.
+    """
+    tokenizer, model, report = load_text_encoder_with_report(path, model_class)
+    if report.missing_keys or report.unexpected_keys:
+        warnings.warn(report.describe(), stacklevel=2)
+    return tokenizer, model
+
+
+def load_text_encoder_with_report(
+    path: str | Path, model_class: type[PreTrainedModel] | type[AutoModel] = AutoModel
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, LoadReport]:
+    """As `load_text_encoder`, with the LoadReport returned instead of warned."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"text encoder {path}: no such directory")
+    if (path / "config.json").is_file():
+        return _load_huggingface(path, model_class)
+    if (path / LEGACY_CONFIG).is_file():
+        return _load_legacy(path, model_class)
+    raise FileNotFoundError(
+        f"text encoder {path} is not a model directory: it has neither a config.json (Hugging Face) "
+        f"nor a {LEGACY_CONFIG} (legacy KorBERT)"
+    )
+
+
+def _load_huggingface(path: Path, model_class) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, LoadReport]:
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    # Mismatched tensors are let through and refused below, with the key and both shapes named.
+    model, info = model_class.from_pretrained(
+        path, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True
+    )
+    mismatched = info.get("mismatched_keys") or []
+    if mismatched:
+        key, found, expected = sorted(mismatched)[0]
+        raise CheckpointShapeError(
+            f"{path}: {key} has shape {tuple(found)} in the checkpoint but {tuple(expected)} in the model"
+            + (f" ({len(mismatched) - 1} more tensors do not fit either)" if len(mismatched) > 1 else "")
+        )
+    report = LoadReport(path, "huggingface", sorted(info["missing_keys"]), sorted(info["unexpected_keys"]))
+    return tokenizer, model, report
+
+
+def _load_legacy(path: Path, model_class) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, LoadReport]:
+    config_dict = json.loads((path / LEGACY_CONFIG).read_text(encoding="utf-8"))
+    config = BertConfig(**config_dict)
+    weights = next((path / name for name in LEGACY_WEIGHTS if (path / name).is_file()), None)
+    if weights is None:
+        raise FileNotFoundError(f"legacy text encoder {path}: no weights file ({' or '.join(LEGACY_WEIGHTS)})")
+    vocab_file = next((path / name for name in LEGACY_VOCABS if (path / name).is_file()), None)
+    if vocab_file is None:
+        raise FileNotFoundError(f"legacy text encoder {path}: no vocabulary file ({' or '.join(LEGACY_VOCABS)})")
+
+    vocab = read_vocab(vocab_file)
+    # Fewer tokens than embeddings only leaves rows unused; more would index past the table.
+    if len(vocab) > config.vocab_size:
+        raise CheckpointShapeError(
+            f"{vocab_file}: {len(vocab)} tokens but {LEGACY_CONFIG} says vocab_size {config.vocab_size}"
+        )
+    tokenizer = _bert_tokenizer(vocab, config_dict.get("do_lower_case"))
+
+    model = AutoModel.from_config(config) if model_class is AutoModel else model_class(config)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise TypeError(f"{weights}: holds a {type(state).__name__}, expected a state dict of tensors")
+    report = load_classic_state_dict(model, state, weights)
+    model.eval()
+    return tokenizer, model, report
+
+
+def read_vocab(vocab_file: Path) -> dict[str, int]:
+    """Token → id; ETRI's header lines are skipped and `token<TAB>count` keeps the token."""
+    vocab: dict[str, int] = {}
+    for line in vocab_file.read_text(encoding="utf-8").splitlines():
+        if line.startswith(_ETRI_VOCAB_HEADERS):
+            continue
+        token = line.split("\t")[0].strip()
+        if token:
+            vocab.setdefault(token, len(vocab))
+    return vocab
+
+
+def _bert_tokenizer(vocab: dict[str, int], do_lower_case: bool | None) -> BertTokenizer:
+    # Without a flag in the config, a vocabulary with no capital A-Z is an uncased one (uncased
+    # vocabularies still hold symbols such as ℝ that str.isupper calls capitals).
+    if do_lower_case is None:
+        do_lower_case = not any("A" <= ch <= "Z" for token in vocab if not token.startswith("[") for ch in token)
+    # BERT's accent stripping (NFD) breaks Hangul syllables into conjoining jamo: right for a
+    # vocabulary built that way (English uncased BERTs), ruinous for a Korean one that has none.
+    chars = {ch for token in vocab for ch in token}
+    has_syllables = any(_HANGUL_SYLLABLES[0] <= ch <= _HANGUL_SYLLABLES[1] for ch in chars)
+    has_jamo = any(_CONJOINING_JAMO[0] <= ch <= _CONJOINING_JAMO[1] for ch in chars)
+    strip_accents = False if has_syllables and not has_jamo else None
+    return BertTokenizer(vocab=vocab, do_lower_case=do_lower_case, strip_accents=strip_accents)
+
+
+def classic_to_hf_key(key: str) -> str:
+    """Classic BERT names → transformers names: `LayerNorm.gamma/beta` → `.weight/.bias`."""
+    return key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+
+
+def load_classic_state_dict(model: PreTrainedModel, state: dict[str, torch.Tensor], path: Path) -> LoadReport:
+    """Loads `bert.`-prefixed classic keys into `model`, a base BertModel or one with a head;
+    `path` (the weights file) names the source in errors and in the report."""
+    prefix = model.base_model_prefix + "."
+    own = model.state_dict()
+    is_base = not any(k.startswith(prefix) for k in own)
+    renamed: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if key.endswith("position_ids"):
+            continue  # a buffer of 0..max_len-1 that transformers rebuilds itself
+        key = classic_to_hf_key(key)
+        if is_base and key.startswith(prefix):
+            key = key[len(prefix) :]
+        renamed[key] = tensor
+    for key, tensor in renamed.items():
+        if key in own and own[key].shape != tensor.shape:
+            raise CheckpointShapeError(
+                f"{path}: {key} has shape {tuple(tensor.shape)} in the checkpoint "
+                f"but {tuple(own[key].shape)} in the model"
+            )
+    result = model.load_state_dict(renamed, strict=False)
+    # Tied output embeddings share the word embeddings' storage, so they are loaded though listed missing.
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    missing = sorted(k for k in result.missing_keys if k not in tied and not k.endswith("position_ids"))
+    return LoadReport(path, "legacy", missing, sorted(result.unexpected_keys))
+
+
+def save_directory(out_dir: str | Path, write: Callable[[Path], None]) -> Path:
+    """Runs `write(tmp)` into a fresh folder beside `out_dir`, then puts it in `out_dir`'s place,
+    so a crash never leaves a model directory with a mix of old and new files.
+
+    An existing `out_dir` is replaced only if it is empty or a model directory (has a config.json):
+    a mistyped path must not wipe a folder of runs.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir / "config.json").is_file() and (out_dir.is_file() or any(out_dir.iterdir())):
+        raise FileExistsError(f"refusing to replace {out_dir}: it exists and is not a model directory (no config.json)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.tmp"
+    old = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.old"
+    try:
+        tmp.mkdir()
+        write(tmp)
+        if out_dir.exists():
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+def _short(keys: list[str], limit: int = 6) -> str:
+    return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")

@@ -1,0 +1,165 @@
+"""Domain pre-training: masked-LM training continued on in-domain text, as the reference did before
+fine-tuning; or, with `new_tokenizer_vocab_size`, a WordPiece vocabulary trained on the corpus and a
+small BERT trained from scratch on it.
+
+The output is a Hugging Face directory (BertForMaskedLM, safetensors, tokenizer), written after
+every epoch, that `finetune` and `TextEncoder` accept as an encoder.
+
+Shape legend: B sentences in a batch, L tokens, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tqdm.auto import tqdm
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    BertTokenizer,
+    DataCollatorForLanguageModeling,
+    get_linear_schedule_with_warmup,
+)
+
+from audiotext.features.text import default_encoder_path, normalize_text
+from audiotext.text.loading import load_text_encoder, save_directory
+from audiotext.training.loop import seed_everything, select_device
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# A from-scratch model small enough to train on a few hundred sentences on two CPU cores.
+TINY_BERT = dict(
+    hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024, max_position_embeddings=128
+)
+STATS_FILE = "pretrain.json"
+
+
+def read_corpus(files: Sequence[str | Path]) -> list[str]:
+    """Distinct normalised sentences from text files (one a line) and split pickles (their
+    Sentence/sentence column), in first-seen order."""
+    sentences: list[str] = []
+    for file in map(Path, files):
+        if not file.is_file():
+            raise FileNotFoundError(f"pre-training corpus {file}: no such file")
+        if file.suffix == ".pkl":
+            frame = pd.read_pickle(file)
+            column = next((c for c in ("Sentence", "sentence") if c in frame.columns), None)
+            if column is None:
+                raise ValueError(f"{file}: no Sentence or sentence column (found {', '.join(map(str, frame.columns))})")
+            lines = frame[column].astype(str).tolist()
+        else:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        sentences += [normalize_text(line) for line in lines]
+    distinct = [s for s in dict.fromkeys(sentences) if s]
+    if not distinct:
+        raise ValueError(f"pre-training corpus {', '.join(map(str, files))} holds no text")
+    return distinct
+
+
+def train_wordpiece(sentences: Sequence[str], vocab_size: int) -> BertTokenizer:
+    """A cased WordPiece vocabulary learned on `sentences` (Hangul syllables kept whole)."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+    tokenizer.train_from_iterator(sentences, trainer)
+    vocab = dict(sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]))
+    return BertTokenizer(vocab=vocab, do_lower_case=False, strip_accents=False)
+
+
+def pretrain(
+    corpus_files: Sequence[str | Path],
+    encoder: str | Path | None,
+    out_dir: str | Path,
+    epochs: int = 5,
+    lr: float = 5e-5,
+    batch_size: int = 32,
+    mlm_probability: float = 0.15,
+    warmup_percent: float = 0.1,
+    seed: int = 1111,
+    new_tokenizer_vocab_size: int | None = None,
+    max_len: int = 64,
+    no_cuda: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Masked-LM training on the distinct sentences of `corpus_files`; the model is saved to
+    `out_dir` after every epoch. Returns per-epoch mean losses and run facts.
+
+    `encoder`: a Hugging Face or legacy directory to continue from (None = packaged MiniLM); it is
+    ignored when `new_tokenizer_vocab_size` asks for a new vocabulary and a tiny BERT from scratch.
+    Masking is BERT's: 15% of tokens, of which 80% become [MASK], 10% a random token, 10% stay.
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be at least 1, got {epochs}, {batch_size}")
+    started = time.perf_counter()
+    seed_everything(seed)
+    device = select_device(no_cuda)
+    sentences = read_corpus(corpus_files)
+    if new_tokenizer_vocab_size is not None:
+        tokenizer = train_wordpiece(sentences, new_tokenizer_vocab_size)
+        config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **TINY_BERT)
+        model, source = BertForMaskedLM(config), f"scratch ({len(tokenizer)}-token WordPiece)"
+    else:
+        encoder_path = default_encoder_path() if encoder is None else Path(encoder)
+        tokenizer, model = load_text_encoder(encoder_path, BertForMaskedLM)
+        source = str(encoder_path)
+    model.to(device)
+    max_len = min(max_len, model.config.max_position_embeddings)
+    ids = tokenizer(sentences, truncation=True, max_length=max_len)["input_ids"]
+    collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, seed=seed)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    steps_per_epoch = math.ceil(len(ids) / batch_size)
+    total = epochs * steps_per_epoch
+    schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_percent * total), total)
+    generator = torch.Generator().manual_seed(seed)
+
+    epoch_losses: list[float] = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(ids), generator=generator).tolist()
+        losses = []
+        starts = range(0, len(order), batch_size)
+        bar = tqdm(starts, desc=f"pretrain epoch {epoch}/{epochs}", leave=False, disable=not progress)
+        for start in bar:
+            # input_ids and labels (B, L); labels are -100 except where a token was picked for masking.
+            batch = collate([{"input_ids": ids[i]} for i in order[start : start + batch_size]])
+            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        epoch_losses.append(float(np.mean(losses)))
+        stats = {
+            "source": source,
+            "sentences": len(sentences),
+            "epochs_done": epoch,
+            "epoch_losses": epoch_losses,
+            "hyperparameters": dict(
+                epochs=epochs, lr=lr, batch_size=batch_size, mlm_probability=mlm_probability, max_len=max_len,
+                warmup_percent=warmup_percent, seed=seed, new_tokenizer_vocab_size=new_tokenizer_vocab_size,
+            ),
+        }
+        _save(out_dir, tokenizer, model, stats)
+        if progress:
+            tqdm.write(f"pretrain epoch {epoch:3d}  masked-LM loss {epoch_losses[-1]:.4f}")
+    return {**stats, "model_dir": str(out_dir), "seconds": time.perf_counter() - started}
+
+
+def _save(out_dir: str | Path, tokenizer: BertTokenizer, model: BertForMaskedLM, stats: dict) -> None:
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)  # config.json + model.safetensors
+        tokenizer.save_pretrained(tmp)
+        (tmp / STATS_FILE).write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+    save_directory(out_dir, write)

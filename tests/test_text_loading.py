@@ -1,0 +1,179 @@
+"""Loading text encoders: a legacy KorBERT-layout checkpoint built from the packaged MiniLM gives
+the same hidden states as the Hugging Face directory; unusable checkpoints fail naming the problem."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import BertForMaskedLM
+
+from audiotext.features.text import TextEncoder, default_encoder_path
+from audiotext.text.loading import (
+    CheckpointShapeError,
+    load_text_encoder,
+    load_text_encoder_with_report,
+    read_vocab,
+    save_directory,
+)
+
+SENTENCES = ["오늘은 정말 행복한 하루였어요!", "I can't believe it.", "무서워 왜 이렇게 늦었어?"]
+
+
+def write_legacy(out: Path, classic_names: bool = True, vocab_name: str = "vocab.korean.rawtext.list") -> Path:
+    """The reference's layout from the MiniLM weights: bert_config.json, a torch.save'd plain state
+    dict with `bert.`-prefixed classic keys plus an `fc.` classifier head, and an ETRI-style vocab."""
+    src = default_encoder_path()
+    out.mkdir(parents=True, exist_ok=True)
+    config = json.loads((src / "config.json").read_text())
+    classic = {k: config[k] for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                      "intermediate_size", "hidden_act", "hidden_dropout_prob",
+                                      "attention_probs_dropout_prob", "max_position_embeddings",
+                                      "type_vocab_size", "initializer_range")}  # fmt: skip
+    (out / "bert_config.json").write_text(json.dumps(classic))
+    state = {}
+    for key, tensor in load_file(src / "model.safetensors").items():
+        if classic_names:
+            key = key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        state["bert." + key] = tensor
+    state["fc.weight"], state["fc.bias"] = torch.zeros(7, config["hidden_size"]), torch.zeros(7)
+    torch.save(state, out / "pytorch_model.bin")
+    tokens = (src / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    if vocab_name == "vocab.korean.rawtext.list":
+        lines = ["n_iters=10", "max_length=64", *(f"{t}\t{1000 - i}" for i, t in enumerate(tokens))]
+    else:
+        lines = tokens
+    (out / vocab_name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def legacy_dir(tmp_path_factory) -> Path:
+    return write_legacy(tmp_path_factory.mktemp("legacy") / "etri")
+
+
+def hidden_states(tokenizer, model, sentences) -> torch.Tensor:
+    batch = tokenizer(sentences, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        return model.eval()(**batch).last_hidden_state
+
+
+def test_legacy_layout_gives_the_same_hidden_states(legacy_dir):
+    hf_tok, hf_model = load_text_encoder(default_encoder_path())
+    with pytest.warns(UserWarning, match="fc.weight"):
+        tok, model = load_text_encoder(legacy_dir)
+    assert tok(SENTENCES)["input_ids"] == hf_tok(SENTENCES)["input_ids"]
+    legacy, reference = hidden_states(tok, model, SENTENCES), hidden_states(hf_tok, hf_model, SENTENCES)
+    torch.testing.assert_close(legacy, reference, rtol=0, atol=1e-5)
+
+
+def test_report_names_unused_head_and_nothing_missing(legacy_dir):
+    _, _, report = load_text_encoder_with_report(legacy_dir)
+    assert report.layout == "legacy"
+    assert report.missing_keys == []
+    assert report.unexpected_keys == ["fc.bias", "fc.weight"]
+
+
+def test_legacy_into_masked_lm_reports_the_missing_head(legacy_dir):
+    _, model, report = load_text_encoder_with_report(legacy_dir, BertForMaskedLM)
+    assert isinstance(model, BertForMaskedLM)
+    assert any(k.startswith("cls.predictions.transform") for k in report.missing_keys)
+    assert not any(k.startswith("bert.") for k in report.missing_keys)
+    # The decoder is tied to the loaded word embeddings.
+    assert model.cls.predictions.decoder.weight.data_ptr() == model.bert.embeddings.word_embeddings.weight.data_ptr()
+
+
+def test_text_encoder_accepts_a_legacy_directory(legacy_dir):
+    legacy, hf = TextEncoder(legacy_dir), TextEncoder(None)
+    for a, b in zip(legacy.encode(SENTENCES, progress=False), hf.encode(SENTENCES, progress=False)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_plain_vocab_txt_and_modern_names_load(tmp_path):
+    legacy = write_legacy(tmp_path / "plain", classic_names=False, vocab_name="vocab.txt")
+    _, _, report = load_text_encoder_with_report(legacy)
+    assert report.missing_keys == []
+
+
+def test_etri_vocab_headers_and_counts_are_skipped(tmp_path):
+    vocab = tmp_path / "vocab.korean.rawtext.list"
+    vocab.write_text("n_iters=3\nmax_length=64\n[PAD]\t0\n[UNK]\t0\n안녕_\t12\n", encoding="utf-8")
+    assert read_vocab(vocab) == {"[PAD]": 0, "[UNK]": 1, "안녕_": 2}
+
+
+def test_shape_mismatch_names_key_and_shapes(tmp_path, legacy_dir):
+    broken = Path(shutil.copytree(legacy_dir, tmp_path / "broken"))
+    state = torch.load(broken / "pytorch_model.bin", weights_only=True)
+    state["bert.encoder.layer.0.attention.self.query.weight"] = torch.zeros(384, 100)
+    torch.save(state, broken / "pytorch_model.bin")
+    expected = r"encoder\.layer\.0\.attention\.self\.query\.weight.*\(384, 100\).*\(384, 384\)"
+    with pytest.raises(CheckpointShapeError, match=expected):
+        load_text_encoder(broken)
+
+
+def test_missing_files_are_named(tmp_path, legacy_dir):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_text_encoder(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_text_encoder(tmp_path)
+    no_weights = Path(shutil.copytree(legacy_dir, tmp_path / "no_weights"))
+    (no_weights / "pytorch_model.bin").unlink()
+    with pytest.raises(FileNotFoundError, match="pytorch_model.bin or best_model.bin"):
+        load_text_encoder(no_weights)
+    no_vocab = Path(shutil.copytree(legacy_dir, tmp_path / "no_vocab"))
+    (no_vocab / "vocab.korean.rawtext.list").unlink()
+    with pytest.raises(FileNotFoundError, match="vocab"):
+        load_text_encoder(no_vocab)
+
+
+def test_pickled_objects_are_refused(tmp_path, legacy_dir):
+    unsafe = Path(shutil.copytree(legacy_dir, tmp_path / "unsafe"))
+    torch.save({"model": torch.nn.Linear(2, 2)}, unsafe / "pytorch_model.bin")  # a whole pickled module
+    with pytest.raises(Exception, match="[Ww]eights only"):
+        load_text_encoder(unsafe)
+
+
+def test_save_directory_replaces_whole_and_cleans_up_on_failure(tmp_path):
+    def write(*names: str) -> Callable[[Path], None]:
+        return lambda d: [(d / name).write_text("{}") for name in names]
+
+    out = tmp_path / "model"
+    save_directory(out, write("config.json", "a.txt"))
+    save_directory(out, write("config.json", "b.txt"))
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt", "config.json"]
+
+    def fail(d: Path) -> None:
+        (d / "c.txt").write_text("3")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        save_directory(out, fail)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt", "config.json"]
+
+
+def test_save_directory_never_replaces_a_folder_that_is_not_a_model(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "other_run.csv").write_text("keep me")
+    with pytest.raises(FileExistsError, match="runs"):
+        save_directory(tmp_path / "runs", lambda d: (d / "config.json").write_text("{}"))
+    assert (tmp_path / "runs" / "other_run.csv").read_text() == "keep me"
+
+
+def test_legacy_tokenizer_truncation_keeps_cls_and_sep(legacy_dir):
+    tok, _ = load_text_encoder(legacy_dir)
+    ids = tok(" ".join(["I can't believe it"] * 30), truncation=True, max_length=16)["input_ids"]
+    assert len(ids) == 16 and ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+
+
+def test_huggingface_shape_mismatch_names_key_and_shapes(tmp_path):
+    broken = Path(shutil.copytree(default_encoder_path(), tmp_path / "hf"))
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "intermediate_size": 1000}))
+    with pytest.raises(CheckpointShapeError, match=r"intermediate\.dense\.bias has shape \(1536,\).*\(1000,\)"):
+        load_text_encoder(broken)

@@ -1,0 +1,82 @@
+"""Domain pre-training: masked-LM loss falls on the demo scripts, both continuing the packaged
+MiniLM and from scratch on a WordPiece vocabulary learned from the corpus; the output directory
+serves as an encoder for fine-tuning and for the cross-modal model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from audiotext.data.demo import load_demo_scripts
+from audiotext.features.text import TextEncoder
+from audiotext.text import finetune as ft
+from audiotext.text.pretrain import pretrain, read_corpus, train_wordpiece
+
+
+@pytest.fixture(scope="module")
+def scripts_txt(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "scripts.txt"
+    path.write_text("\n".join(load_demo_scripts()["sentence"]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def scratch(scripts_txt, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("pretrain") / "tiny_bert"
+    stats = pretrain(
+        [scripts_txt], None, out, epochs=6, lr=1e-3, batch_size=16, seed=0, new_tokenizer_vocab_size=400, progress=False
+    )
+    return out, stats
+
+
+def test_scratch_masked_lm_loss_falls(scratch):
+    out, stats = scratch
+    losses = stats["epoch_losses"]
+    assert len(losses) == 6 and losses[-1] < losses[0] - 0.3
+    assert json.loads((out / "pretrain.json").read_text(encoding="utf-8"))["epoch_losses"] == losses
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+
+
+def test_scratch_model_is_an_encoder_with_its_own_korean_vocabulary(scratch):
+    out, _ = scratch
+    encoder = TextEncoder(out, max_len=16)
+    assert encoder.hidden_size == 256
+    tokens = encoder.tokenizer.tokenize("시험 결과가 방금 나왔어요")
+    assert "[UNK]" not in tokens and all(len(t.lstrip("#")) >= 1 for t in tokens)
+    assert any("\uac00" <= ch <= "\ud7a3" for t in tokens for ch in t)  # syllables, not jamo
+    long = " ".join(["시험 결과가 방금 나왔어요"] * 10)
+    ids = encoder.tokenizer(long, truncation=True, max_length=16)["input_ids"]
+    assert len(ids) == 16 and ids[0] == encoder.tokenizer.cls_token_id and ids[-1] == encoder.tokenizer.sep_token_id
+
+
+def test_pretrained_directory_fine_tunes_with_cls_state(scratch, demo_corpus, tmp_path):
+    out, _ = scratch
+    metrics = ft.finetune(demo_corpus, out, tmp_path / "clf", epochs=1, batch_size=32, max_len=32, progress=False)
+    assert metrics["pooling"] == "cls"  # a masked-LM checkpoint has no pooler weights
+
+
+def test_continued_pretraining_of_minilm_lowers_the_loss(tmp_path):
+    # A third of the scripts: the 30,522-way masked-LM output makes every MiniLM step costly on CPU.
+    corpus = tmp_path / "some_scripts.txt"
+    corpus.write_text("\n".join(load_demo_scripts()["sentence"][::3]), encoding="utf-8")
+    out = tmp_path / "minilm_domain"
+    stats = pretrain([corpus], None, out, epochs=2, lr=2e-4, batch_size=12, max_len=32, seed=0, progress=False)
+    assert stats["epoch_losses"][-1] < stats["epoch_losses"][0]
+    assert TextEncoder(out).hidden_size == 384
+
+
+def test_read_corpus_takes_text_and_pickles_distinct_and_normalised(demo_corpus, tmp_path):
+    text = tmp_path / "lines.txt"
+    text.write_text("안녕&amp;하세요\n\n안녕 하세요\n😀\n", encoding="utf-8")
+    assert read_corpus([text]) == ["안녕 하세요"]
+    from_pickle = read_corpus([demo_corpus / "train.pkl", demo_corpus / "train.pkl"])
+    assert len(from_pickle) == len(set(from_pickle)) > 10
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        read_corpus([tmp_path / "missing.txt"])
+
+
+def test_wordpiece_has_the_special_tokens_first():
+    tokenizer = train_wordpiece(["오늘 날씨 좋다", "내일 날씨 흐림"] * 5, vocab_size=60)
+    assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3, 4]) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
