@@ -1,5 +1,5 @@
-"""The text-only baseline: a BERT-family encoder fine-tuned as a sentence classifier, its test on a
-split, and the frozen-encoder + logistic-regression baseline it should beat.
+"""The text-only baseline: a BERT-family encoder fine-tuned as a sentence classifier, and its test
+on a split. (The frozen-encoder + linear baseline it should beat is `audiotext train --do_text`.)
 
 The classifier is the reference's: pooled [CLS] → dropout → linear. The pooler (tanh over a dense
 layer on the [CLS] state) is used only when the checkpoint ships its weights; an encoder saved
@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from sklearn.linear_model import LogisticRegression
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
@@ -38,7 +37,7 @@ from audiotext.config import REFERENCE_LABELS
 from audiotext.data.corpus import Split, load_split, resolve_split_path
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.evaluation.evaluate import write_evaluation
-from audiotext.features.text import TextEncoder, default_encoder_path, normalize_text
+from audiotext.features.text import default_encoder_path, normalize_text
 from audiotext.text.loading import load_text_encoder, load_text_encoder_with_report, save_directory
 from audiotext.training.loop import seed_everything, select_device
 
@@ -274,29 +273,3 @@ def evaluate_text_classifier(
         extra_columns={"sentence": split.sentences},
         model_dir=str(model_dir), split=split.name, modality="text (fine-tuned)",
     )  # fmt: skip
-
-
-def frozen_linear_baseline(
-    data_path: str | Path,
-    encoder: str | Path | None,
-    labels: Sequence[str] = REFERENCE_LABELS,
-    splits: Sequence[str] = ("test",),
-    max_len: int = 64,
-    seed: int = 1111,
-) -> dict[str, dict]:
-    """Mean-pooled last hidden layer of the frozen encoder + logistic regression, fitted on the
-    distinct train sentences; metrics per clip of each split in `splits`."""
-    labels = list(labels)
-    text_encoder = TextEncoder(encoder, max_len=max_len)
-    sentences, targets = distinct_pairs(load_split(resolve_split_path(data_path, "train"), labels))
-
-    def features(texts: Sequence[str]) -> np.ndarray:
-        return torch.stack([s.mean(0) for s in text_encoder.encode(texts, progress=False)]).numpy()  # (N, E)
-
-    regression = LogisticRegression(max_iter=2000, random_state=seed).fit(features(sentences), targets)
-    results = {}
-    for name in splits:
-        split = load_split(resolve_split_path(data_path, name), labels)
-        predicted = regression.predict(features(split.sentences))
-        results[name] = classification_metrics(split.labels.tolist(), predicted.tolist(), labels)
-    return results
