@@ -245,16 +245,14 @@ def cmd_text_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_text_test(args: argparse.Namespace) -> None:
-    from audiotext.data.corpus import resolve_split_path
     from audiotext.evaluation.metrics import format_results_table
     from audiotext.text.finetune import evaluate_text_classifier
 
     rows = []
     for split in args.split:
-        path = resolve_split_path(args.data_path, split)
-        out_dir = Path(args.eval_dir or Path(args.model) / "eval") / path.stem
-        metrics = evaluate_text_classifier(args.model, path, out_dir, no_cuda=args.no_cuda)
-        rows.append({"model": Path(args.model).name, "test_set": path.stem, "metrics": metrics})
+        out_dir = Path(args.eval_dir or Path(args.model) / "eval") / Path(split).stem
+        metrics = evaluate_text_classifier(args.model, args.data_path, split, out_dir, no_cuda=args.no_cuda)
+        rows.append({"model": Path(args.model).name, "test_set": metrics["split"], "metrics": metrics})
     print(format_results_table(rows, list(rows[0]["metrics"]["per_class"])))
 
 
@@ -275,7 +273,7 @@ def add_text_parsers(commands) -> None:
     pre.set_defaults(func=cmd_text_pretrain)
 
     fine = steps.add_parser("finetune", help="train the text-only emotion classifier (the reference's text baseline)")
-    fine.add_argument("--data", required=True, help="folder of train/dev .pkl")
+    fine.add_argument("--data", required=True, help="folder of train/dev .pkl, or a manifest with a split column")
     fine.add_argument("--encoder", default=None, help="local Hugging Face or legacy KorBERT folder (default: MiniLM)")
     fine.add_argument("--out", required=True, help="output folder; usable as --bert_model_path afterwards")
     fine.add_argument("--epochs", type=int, default=25)
@@ -292,8 +290,8 @@ def add_text_parsers(commands) -> None:
 
     test = steps.add_parser("test", help="test a fine-tuned text classifier on one or more splits")
     test.add_argument("--model", required=True, help="folder written by `audiotext text finetune`")
-    test.add_argument("--data_path", default="data")
-    test.add_argument("--split", nargs="+", default=["test"], help="split names in --data_path, or .pkl files")
+    test.add_argument("--data_path", default="data", help="folder of .pkl splits, or a manifest with a split column")
+    test.add_argument("--split", nargs="+", default=["test"], help="split names in --data_path, or .pkl/manifest files")
     test.add_argument("--eval_dir", default=None, help="where outputs go (default: MODEL/eval/SPLIT)")
     test.set_defaults(func=cmd_text_test)
     for parser in (pre, fine, test):

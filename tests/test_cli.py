@@ -116,6 +116,14 @@ def test_prepare_a_manifest_then_train_and_test_on_it(demo_corpus, tmp_path):
     assert metrics["n"] == len(test_rows)
     assert not set(test_rows["text"]) & set(pd.read_csv(prepared / "manifest.csv").query("split == 'train'")["text"])
 
+    model = tmp_path / "text_model"
+    run(sys.executable, "-m", "audiotext.cli", "text", "finetune", f"--data={prepared / 'manifest.csv'}",
+        f"--out={model}", "--epochs=1", "--quiet")
+    printed = run(sys.executable, "-m", "audiotext.cli", "text", "test", f"--model={model}",
+                  f"--data_path={prepared / 'manifest.csv'}", "--split", "test", "--quiet")
+    assert "| text_model | test |" in printed
+    assert json.loads((model / "eval" / "test" / "metrics.json").read_text(encoding="utf-8"))["n"] == len(test_rows)
+
 
 @pytest.mark.slow
 def test_text_pretrain_finetune_then_korbert_test_sh(demo_corpus, tmp_path):

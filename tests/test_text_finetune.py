@@ -39,7 +39,7 @@ def test_trains_on_distinct_sentences(demo_corpus, finetuned):
 @pytest.mark.parametrize("split", ["test", "test_stt"])
 def test_beats_chance_and_writes_the_evaluation_outputs(demo_corpus, finetuned, tmp_path, split):
     model_dir, _ = finetuned
-    metrics = ft.evaluate_text_classifier(model_dir, demo_corpus / f"{split}.pkl", tmp_path)
+    metrics = ft.evaluate_text_classifier(model_dir, demo_corpus, split, tmp_path)
     clips = load_split(demo_corpus / f"{split}.pkl", REFERENCE_LABELS)
     assert metrics["n"] == len(clips)  # per clip, as the audio and cross-modal tests count
     floor = 3 * CHANCE if split == "test" else 2 * CHANCE  # transcripts are noisier

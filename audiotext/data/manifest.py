@@ -23,7 +23,7 @@ import pandas as pd
 import soxr
 from tqdm import tqdm
 
-from audiotext.data.corpus import CorpusError, Split
+from audiotext.data.corpus import CorpusError, Split, load_split, resolve_split_path
 from audiotext.data.media import MediaError, load_audio
 
 REQUIRED_COLUMNS = ("audio", "text", "label")
@@ -149,11 +149,12 @@ def load_manifest_split(
     labels: Sequence[str] | None,
     sample_rate: int,
     progress: bool = False,
+    with_audio: bool = True,
 ) -> Split:
     """The rows of `split` (all rows when None) as a `Split`, every clip mono at `sample_rate`
     (resampled with soxr where the file's rate differs; int16 sources stay int16).
 
-    `labels` defaults to `read_label_set(path)`.
+    `labels` defaults to `read_label_set(path)`. `with_audio=False` decodes nothing (for text models).
     """
     path = Path(path)
     frame = read_manifest(path)
@@ -176,6 +177,8 @@ def load_manifest_split(
                 f"{where}, column 'label' has unknown label {row.label!r}; known labels: {', '.join(labels)}"
             )
         label_ids.append(label_index[row.label])
+        if not with_audio:
+            continue
         start = None if math.isnan(row.start) else row.start
         end = None if math.isnan(row.end) else row.end
         try:
@@ -185,6 +188,18 @@ def load_manifest_split(
         audio.append(resample(clip, rate, sample_rate))
     speakers = speaker_ids(list(frame["speaker"])) if "speaker" in frame.columns else [-1] * len(frame)
     return Split(split or path.stem, path, speakers, audio, list(frame["text"]), np.asarray(label_ids, np.int64))
+
+
+def load_any_split(
+    data_path: str | Path, split: str, labels: Sequence[str], sample_rate: int, with_audio: bool = True
+) -> Split:
+    """A split from any source: `split` names a split of `data_path` (a folder of pickles, or a
+    manifest with a split column), or is a .pkl file or a manifest of its own."""
+    if is_manifest(split):
+        return load_manifest_split(split, None, labels, sample_rate, with_audio=with_audio)
+    if is_manifest(data_path) and not str(split).endswith(".pkl"):
+        return load_manifest_split(data_path, split, labels, sample_rate, with_audio=with_audio)
+    return load_split(resolve_split_path(data_path, split), labels)
 
 
 def resample(clip: np.ndarray, rate: int, target_rate: int) -> np.ndarray:

@@ -33,8 +33,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
-from audiotext.config import REFERENCE_LABELS
-from audiotext.data.corpus import Split, load_split, resolve_split_path
+from audiotext.config import REFERENCE_LABELS, AudioConfig
+from audiotext.data.corpus import Split
+from audiotext.data.manifest import load_any_split
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.evaluation.evaluate import write_evaluation
 from audiotext.features.text import default_encoder_path, normalize_text
@@ -148,8 +149,9 @@ def finetune(
     dropout = getattr(model_encoder.config, "classifier_dropout", None) or model_encoder.config.hidden_dropout_prob
     model = SequenceClassifier(model_encoder, len(labels), pooling, dropout).to(device)
 
-    train_split = load_split(resolve_split_path(data_path, "train"), labels)
-    dev_split = load_split(resolve_split_path(data_path, "dev"), labels)
+    train_split, dev_split = (
+        load_any_split(data_path, name, labels, AudioConfig().sample_rate, with_audio=False) for name in ("train", "dev")
+    )
     sentences, targets = distinct_pairs(train_split)
     ids = tokenizer(sentences, truncation=True, max_length=max_len)["input_ids"]
     y = torch.tensor(targets)
@@ -255,17 +257,18 @@ def load_text_classifier(
 
 def evaluate_text_classifier(
     model_dir: str | Path,
-    split_path: str | Path,
+    data_path: str | Path,
+    split: str,
     out_dir: str | Path,
     batch_size: int = 64,
     no_cuda: bool = False,
 ) -> dict:
-    """Scores a fine-tuned classifier on every clip of a split (.pkl; test_stt.pkl's sentences are
-    ASR transcripts); writes metrics.json, predictions.csv and confusion_matrix.png to `out_dir`."""
+    """Scores a fine-tuned classifier on every clip of a split (see `load_any_split`; test_stt's
+    sentences are ASR transcripts); writes metrics.json, predictions.csv and confusion_matrix.png."""
     device = select_device(no_cuda)
     tokenizer, model, info = load_text_classifier(model_dir, device)
     labels = info["labels"]
-    split = load_split(split_path, labels)
+    split = load_any_split(data_path, split, labels, AudioConfig().sample_rate, with_audio=False)
     predicted = predict_sentences(tokenizer, model, split.sentences, info["max_len"], batch_size, device).argmax(-1)
 
     return write_evaluation(

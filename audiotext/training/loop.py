@@ -18,9 +18,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from audiotext.config import RunConfig
-from audiotext.data.corpus import load_split, resolve_split_path
 from audiotext.data.dataset import EncodedSplit, collate, encode_split
-from audiotext.data.manifest import is_manifest, load_manifest_split
+from audiotext.data.manifest import load_any_split
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.features.text import TextEncoder
 from audiotext.io import atomic_path
@@ -50,18 +49,10 @@ def text_encoder_for(cfg: RunConfig, device: torch.device) -> TextEncoder | None
 def load_encoded(
     cfg: RunConfig, split: str, text_encoder: TextEncoder | None, progress: bool = True
 ) -> EncodedSplit:
-    """Loads a split and computes its features once.
-
-    `split` names a split of cfg.data_path (a folder of pickles, or a manifest with a split column),
-    or is a .pkl file or a manifest of its own.
-    """
-    if is_manifest(split):
-        loaded = load_manifest_split(split, None, cfg.labels, cfg.audio.sample_rate)
-    elif is_manifest(cfg.data_path) and not split.endswith(".pkl"):
-        loaded = load_manifest_split(cfg.data_path, split, cfg.labels, cfg.audio.sample_rate)
-    else:
-        loaded = load_split(resolve_split_path(cfg.data_path, split), cfg.labels)
-    return encode_split(loaded, cfg.audio, text_encoder, use_audio=cfg.model.modality != "text", progress=progress)
+    """Loads a split (see `load_any_split`) and computes its features once."""
+    use_audio = cfg.model.modality != "text"
+    loaded = load_any_split(cfg.data_path, split, cfg.labels, cfg.audio.sample_rate, with_audio=use_audio)
+    return encode_split(loaded, cfg.audio, text_encoder, use_audio=use_audio, progress=progress)
 
 
 def make_loader(data: EncodedSplit, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
