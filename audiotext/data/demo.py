@@ -39,6 +39,7 @@ import soxr
 from tqdm import tqdm
 
 from audiotext.config import REFERENCE_LABELS, AudioConfig
+from audiotext.data.media import to_int16
 from audiotext.io import atomic_path, write_json
 
 SAMPLE_RATE = AudioConfig().sample_rate
@@ -176,7 +177,7 @@ def _synthesise_clip(job: ClipJob) -> np.ndarray:
     speech += noise_scale * _background_noise(len(speech), rng)
 
     lead, trail = (int(rng.uniform(*ZERO_RUN_S) * SAMPLE_RATE) for _ in range(2))
-    samples = np.clip(np.round(speech * 32767), -32768, 32767).astype(np.int16)
+    samples = to_int16(speech)
     return np.concatenate([np.zeros(lead, np.int16), samples, np.zeros(trail, np.int16)])
 
 

@@ -18,7 +18,6 @@ Shape legend: B sentences in a batch, L tokens, E encoder width, C classes.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -36,11 +35,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_sc
 from audiotext.config import REFERENCE_LABELS, AudioConfig
 from audiotext.data.corpus import Split
 from audiotext.data.manifest import load_any_split
-from audiotext.evaluation.metrics import classification_metrics
 from audiotext.evaluation.evaluate import write_evaluation
 from audiotext.features.text import default_encoder_path, normalize_text
+from audiotext.io import write_csv_rows
 from audiotext.text.loading import load_text_encoder, load_text_encoder_with_report, save_directory
-from audiotext.training.loop import seed_everything, select_device
+from audiotext.training.loop import score_logits, seed_everything, select_device
 
 HEAD_WEIGHTS = "classifier_head.safetensors"
 HEAD_CONFIG = "classifier.json"
@@ -99,13 +98,6 @@ def predict_sentences(
         logits[rows] = model(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu()
     index = {t: i for i, t in enumerate(distinct)}
     return logits[[index[t] for t in texts]]
-
-
-def _score(logits: torch.Tensor, labels: np.ndarray, names: Sequence[str]) -> dict:
-    targets = torch.as_tensor(labels)
-    metrics = classification_metrics(targets.tolist(), logits.argmax(-1).tolist(), names)
-    metrics["loss"] = F.cross_entropy(logits, targets).item()
-    return metrics
 
 
 def finetune(
@@ -183,7 +175,7 @@ def finetune(
             losses.append(loss.item())
             bar.set_postfix(loss=f"{loss.item():.4f}")
         dev_logits = predict_sentences(tokenizer, model, dev_split.sentences, max_len, device=device)  # (N_dev, C)
-        dev = _score(dev_logits, dev_split.labels, labels)
+        dev = score_logits(dev_logits, torch.as_tensor(dev_split.labels), labels)
         improved = not best or (dev["macro_f1"], -dev["loss"]) > (best["macro_f1"], -best["loss"])
         if improved:
             best = {**dev, "epoch": epoch}
@@ -231,10 +223,7 @@ def save_text_classifier(
         head = {k: v.detach().cpu().contiguous() for k, v in model.classifier.state_dict().items()}
         save_file(head, tmp / HEAD_WEIGHTS)
         (tmp / HEAD_CONFIG).write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        with open(tmp / EPOCH_LOG, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(epoch_rows[0]))
-            writer.writeheader()
-            writer.writerows(epoch_rows)
+        write_csv_rows(tmp / EPOCH_LOG, epoch_rows)
 
     return save_directory(out_dir, write)
 

@@ -3,7 +3,6 @@ checkpoint kept in the run directory."""
 
 from __future__ import annotations
 
-import csv
 import math
 import random
 import time
@@ -22,7 +21,7 @@ from audiotext.data.dataset import EncodedSplit, collate, encode_split
 from audiotext.data.manifest import load_any_split
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.features.text import TextEncoder
-from audiotext.io import atomic_path
+from audiotext.io import atomic_path, write_csv_rows
 from audiotext.models.classifiers import build_model
 from audiotext.training.checkpoint import save_config, save_weights
 from audiotext.training.schedule import WarmupThenPlateau
@@ -76,11 +75,15 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple
     return torch.cat(logits), torch.cat(labels)
 
 
-def evaluate_loss_and_metrics(model, loader, device, labels: list[str]) -> dict:
-    logits, targets = predict(model, loader, device)
+def score_logits(logits: torch.Tensor, targets: torch.Tensor, labels: list[str]) -> dict:
+    """Classification metrics of logits (N, C) against targets (N,), plus the cross-entropy loss."""
     metrics = classification_metrics(targets.tolist(), logits.argmax(-1).tolist(), labels)
     metrics["loss"] = F.cross_entropy(logits, targets).item()
     return metrics
+
+
+def evaluate_loss_and_metrics(model, loader, device, labels: list[str]) -> dict:
+    return score_logits(*predict(model, loader, device), labels)
 
 
 def train(cfg: RunConfig, run_dir: str | Path, results_csv: str | Path | None = None, progress: bool = True) -> dict:
@@ -150,7 +153,7 @@ def train(cfg: RunConfig, run_dir: str | Path, results_csv: str | Path | None = 
                 "seconds": time.perf_counter() - started,
             }
         )
-        _write_csv(run_dir / EPOCH_LOG, epoch_rows)
+        write_csv_rows(run_dir / EPOCH_LOG, epoch_rows)
         if progress:
             row = epoch_rows[-1]
             tqdm.write(
@@ -194,13 +197,6 @@ def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
         raise ValueError(f"unknown optimizer {name!r}: use a torch.optim class name such as Adam, AdamW or SGD")
     return optimizer_class(params, lr=lr)
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _append_result(path: Path, cfg: RunConfig, summary: dict) -> None:
