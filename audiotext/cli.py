@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from audiotext.config import REFERENCE_LABELS, AudioConfig, ModelConfig, RunConfig, TextConfig, TrainConfig
+from audiotext.data.demo import DEFAULT_SPEAKERS
 from audiotext.data.manifest import data_labels
 
 # Flags of the reference train.py that have no effect here, and why (see README, "Flags").
@@ -226,7 +227,8 @@ def cmd_text_pretrain(args: argparse.Namespace) -> None:
     stats = pretrain(
         args.corpus, args.encoder, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         mlm_probability=args.mlm_probability, warmup_percent=args.warmup_percent, seed=args.seed,
-        new_tokenizer_vocab_size=args.new_tokenizer, max_len=args.max_len, no_cuda=args.no_cuda,
+        new_tokenizer_vocab_size=args.new_tokenizer, extend_vocab=not args.keep_vocab, max_len=args.max_len,
+        no_cuda=args.no_cuda,
         progress=not args.quiet,
     )  # fmt: skip
     print(f"masked-LM pre-training → {args.out}: " + ", ".join(f"{k} {v}" for k, v in stats.items() if not isinstance(v, (list, dict))))
@@ -266,6 +268,8 @@ def add_text_parsers(commands) -> None:
     pre.add_argument("--out", required=True, help="output Hugging Face folder")
     pre.add_argument("--new-tokenizer", "--new_tokenizer", dest="new_tokenizer", type=int, default=None,
                      metavar="VOCAB_SIZE", help="train a WordPiece vocabulary and a small BERT from scratch")
+    pre.add_argument("--keep-vocab", "--keep_vocab", dest="keep_vocab", action="store_true",
+                     help="do not add the characters the encoder's vocabulary lacks (they become [UNK])")
     pre.add_argument("--epochs", type=int, default=5)
     pre.add_argument("--lr", type=float, default=5e-5)
     pre.add_argument("--batch_size", type=int, default=32)
@@ -325,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--seed", type=int, default=0)
     corpus.add_argument("--split_by", "--split-by", default="clip", choices=["clip", "script"],
                         help="clip: random clips; script: sentence-disjoint splits")
-    corpus.add_argument("--speakers", type=int, default=10, help="number of espeak-ng voice variants")
+    corpus.add_argument("--speakers", type=int, default=DEFAULT_SPEAKERS, help="number of espeak-ng voice variants")
     corpus.add_argument("--quiet", action="store_true")
     corpus.set_defaults(func=cmd_demo_corpus)
 

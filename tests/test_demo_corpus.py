@@ -29,21 +29,24 @@ def edit_distance(a: str, b: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def script_corpus(tmp_path_factory) -> tuple[Path, dict[str, int]]:
-    out = tmp_path_factory.mktemp("script_split")
-    return out, build_demo_corpus(out, seed=0, split_by="script", n_speakers=2, progress=False)
+def script_corpus(demo_corpora) -> tuple[Path, dict[str, int]]:
+    out = demo_corpora["script"]
+    info = json.loads((out / "corpus.json").read_text(encoding="utf-8"))
+    return out, {name: sum(per_emotion.values()) for name, per_emotion in info["counts"].items()}
 
 
 @pytest.fixture(scope="module")
-def clip_corpus(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("clip_split")
-    build_demo_corpus(out, seed=0, split_by="clip", n_speakers=2, progress=False)
-    return out
+def clip_corpus(demo_corpora) -> Path:
+    return demo_corpora["clip"]
 
 
-def test_scripts_are_unique_short_and_cover_every_emotion():
+def test_scripts_are_unique_short_and_numbered_as_the_reference():
     scripts = load_demo_scripts()
-    assert scripts["emotion"].value_counts().reindex(list(REFERENCE_LABELS)).min() >= 12
+    assert scripts["script_id"].tolist() == list(range(1, 351))
+    # The reference's script file: ids 1-50 행복, 51-100 놀람, 101-150 중립, ... 301-350 슬픔.
+    blocks = scripts.groupby("emotion")["script_id"].agg(["min", "max", "count"])
+    assert blocks.loc["행복"].tolist() == [1, 50, 50] and blocks.loc["중립"].tolist() == [101, 150, 50]
+    assert blocks.loc["슬픔"].tolist() == [301, 350, 50] and set(blocks.index) == set(REFERENCE_LABELS)
     assert scripts["sentence"].is_unique
     syllables = scripts["sentence"].map(lambda s: len(re.findall("[가-힣]", s)))
     assert syllables.between(4, 20).all()
@@ -80,6 +83,17 @@ def test_script_split_never_puts_a_test_sentence_in_train(script_corpus):
     assert not train & test and not train & dev and not dev & test
     for frame in splits.values():
         assert set(frame["Emotion"]) == set(REFERENCE_LABELS)
+
+
+def test_both_partitions_hold_the_same_clips(demo_corpora):
+    def clips(folder: Path) -> pd.DataFrame:
+        frame = pd.concat([pd.read_pickle(folder / f"{name}.pkl") for name in ("train", "dev", "test")])
+        return frame.sort_values(["person_ix", "Sentence"]).reset_index(drop=True)
+
+    clip, script = clips(demo_corpora["clip"]), clips(demo_corpora["script"])
+    assert len(clip) == 2 * len(load_demo_scripts())
+    assert clip[["person_ix", "Sentence", "Emotion"]].equals(script[["person_ix", "Sentence", "Emotion"]])
+    assert all(np.array_equal(a, b) for a, b in zip(clip["audio"], script["audio"]))
 
 
 def test_clip_split_is_stratified_and_shares_sentences(clip_corpus):

@@ -103,3 +103,14 @@ def test_results_table(metrics):
         "| cross-modal Transformer", "test", "6", "83.33", "55.24", "85.71", "80.00", "0.00 |"
     ]
     assert "| audio-only Transformer | test_stt |" in lines[3]
+
+
+def test_results_table_gets_a_split_column_when_rows_name_their_partition(metrics):
+    rows = [
+        {"model": "text-only", "partition": "clip", "test_set": "test", "metrics": metrics},
+        {"model": "text-only", "partition": "script (sentence-disjoint)", "test_set": "test_stt", "metrics": metrics},
+    ]
+    lines = format_results_table(rows, LABELS).splitlines()
+    assert lines[0].startswith("| model | split | test set | n | accuracy |")
+    assert lines[1] == "|---|---|---|" + "---:|" * (len(LABELS) + 3)
+    assert lines[3].startswith("| text-only | script (sentence-disjoint) | test_stt | 6 | 83.33 | 55.24 |")

@@ -12,7 +12,9 @@ import pytest
 from audiotext.data.demo import load_demo_scripts
 from audiotext.features.text import TextEncoder
 from audiotext.text import finetune as ft
-from audiotext.text.pretrain import pretrain, read_corpus, train_wordpiece
+from audiotext.features.text import default_encoder_path
+from audiotext.text.loading import load_text_encoder
+from audiotext.text.pretrain import extend_vocabulary, pretrain, read_corpus, train_wordpiece
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +59,36 @@ def test_pretrained_directory_fine_tunes_with_cls_state(scratch, demo_corpus, tm
     assert metrics["pooling"] == "cls"  # a masked-LM checkpoint has no pooler weights
 
 
-def test_continued_pretraining_of_minilm_lowers_the_loss(tmp_path):
-    # A third of the scripts: the 30,522-way masked-LM output makes every MiniLM step costly on CPU.
+def test_continued_pretraining_of_minilm_lowers_the_loss_and_writes_every_korean_word(tmp_path):
+    # A sixth of the scripts: the 30,522-way masked-LM output makes every MiniLM step costly on CPU.
+    sentences = load_demo_scripts()["sentence"][::6]
     corpus = tmp_path / "some_scripts.txt"
-    corpus.write_text("\n".join(load_demo_scripts()["sentence"][::3]), encoding="utf-8")
+    corpus.write_text("\n".join(sentences), encoding="utf-8")
     out = tmp_path / "minilm_domain"
     stats = pretrain([corpus], None, out, epochs=2, lr=2e-4, batch_size=12, max_len=32, seed=0, progress=False)
     assert stats["epoch_losses"][-1] < stats["epoch_losses"][0]
-    assert TextEncoder(out).hidden_size == 384
+    encoder = TextEncoder(out)
+    assert encoder.hidden_size == 384
+    assert "##ᆻ" in stats["added_tokens"]  # the final ㅆ of 했/있: absent from MiniLM's vocabulary
+    assert encoder.model.get_input_embeddings().num_embeddings == len(encoder.tokenizer) == 30522 + len(stats["added_tokens"])
+    ids = encoder.tokenizer(list(sentences))["input_ids"]
+    assert not any(encoder.tokenizer.unk_token_id in row for row in ids)
+
+
+def test_extending_the_vocabulary_removes_unknown_words_and_keeps_every_old_id():
+    tokenizer, _ = load_text_encoder(default_encoder_path())
+    old_vocab = tokenizer.get_vocab()
+    sentence = "드디어 합격했어요 너무 기뻐요!"
+    assert tokenizer.tokenize(sentence).count("[UNK]") == 2  # 합격했어요 and 기뻐요 are lost whole
+
+    added = extend_vocabulary(tokenizer, [sentence])
+    assert added == ["ᄈ", "##ᄈ", "ᆻ", "##ᆻ"]  # ㅃ of 뻐 and the final ㅆ of 했, as word start and continuation
+    vocab = tokenizer.get_vocab()
+    assert {token: vocab[token] for token in old_vocab} == old_vocab
+    assert [vocab[token] for token in added] == list(range(len(old_vocab), len(old_vocab) + len(added)))
+    tokens = tokenizer.tokenize(sentence)
+    assert "[UNK]" not in tokens and "##ᆻ" in tokens
+    assert extend_vocabulary(tokenizer, [sentence]) == []  # nothing left to add
 
 
 def test_read_corpus_takes_text_and_pickles_distinct_and_normalised(demo_corpus, tmp_path):

@@ -3,11 +3,13 @@
 `build_demo_corpus` writes `train.pkl`, `dev.pkl`, `test.pkl` and `test_stt.pkl` in the
 reference's pickle format (see `audiotext.data.corpus`), plus `corpus.json` describing them.
 
-- Scripts: `demo_scripts.tsv` beside this file, 15 per emotion. In each emotion the first ten say
-  how the speaker feels ("와 정말 신난다 오늘 최고의 날이야!"); the last five are worded neutrally
-  ("시험 결과가 방금 나왔어요."), so the text alone cannot always tell the emotion.
+- Scripts: `demo_scripts.tsv` beside this file, 50 per emotion numbered as the reference's script
+  file (1-50 행복, 51-100 놀람, 101-150 중립, 151-200 공포, 201-250 혐오, 251-300 분노, 301-350 슬픔).
+  In each emotion the first 33 say how the speaker feels ("와 정말 신난다 오늘 최고의 날이야!");
+  the last 17 are worded neutrally ("시험 결과가 방금 나왔어요."), so the text alone cannot always
+  tell the emotion.
 - Speakers: espeak-ng's Korean voice with one variant per speaker (`ko+f1`, `ko+m1`, ...).
-  Every speaker reads every script once.
+  Every speaker reads every script once; three speakers give 1050 clips.
 - Emotion is in the prosody: per-emotion pitch, pitch range, rate, loudness and word gap,
   jittered per clip so that emotions overlap and the audio alone cannot always tell either.
 - Recording: background noise at a random SNR inside the speech, runs of exact zeros at both
@@ -30,6 +32,7 @@ import shutil
 import subprocess
 from importlib import resources
 from pathlib import Path
+from typing import Mapping
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -45,6 +48,8 @@ from audiotext.io import atomic_path, write_json
 SAMPLE_RATE = AudioConfig().sample_rate
 SPLIT_BY = ("clip", "script")
 SPLITS = ("train", "dev", "test")
+# Three voices reading the 350 scripts: 1050 clips, about the size of a 2-core demo run.
+DEFAULT_SPEAKERS = 3
 HELD_OUT_FRACTION = 0.1  # of each emotion, for dev and again for test: ~80/10/10 as the reference
 
 # espeak-ng voice variants, one per speaker, female and male alternating so that any prefix is mixed.
@@ -295,7 +300,7 @@ def build_demo_corpus(
     out_dir: str | Path,
     seed: int = 0,
     split_by: str = "clip",
-    n_speakers: int = 10,
+    n_speakers: int = DEFAULT_SPEAKERS,
     workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, int]:
@@ -307,8 +312,22 @@ def build_demo_corpus(
     is ever heard in training. Both are stratified by emotion, about 80/10/10. `workers` defaults
     to os.cpu_count(); the output does not depend on it.
     """
-    if split_by not in SPLIT_BY:
-        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
+    return build_demo_corpora({split_by: out_dir}, seed, n_speakers, workers, progress)[split_by]
+
+
+def build_demo_corpora(
+    out_dirs: Mapping[str, str | Path],
+    seed: int = 0,
+    n_speakers: int = DEFAULT_SPEAKERS,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, int]]:
+    """The same clips, synthesised once, split several ways: `out_dirs` maps a partition ("clip",
+    "script") to its folder, written as `build_demo_corpus` writes one. Returns the counts per
+    partition and split."""
+    unknown = [split_by for split_by in out_dirs if split_by not in SPLIT_BY]
+    if unknown or not out_dirs:
+        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {unknown or 'nothing'}")
     if not 1 <= n_speakers <= len(SPEAKER_VARIANTS):
         raise ValueError(f"n_speakers must be between 1 and {len(SPEAKER_VARIANTS)}, got {n_speakers}")
     espeak = _espeak_executable()
@@ -321,10 +340,11 @@ def build_demo_corpus(
         for speaker, variant in enumerate(speakers)
         for script in scripts.itertuples()
     ]
-    out_dir = Path(out_dir)
+    out_dirs = {split_by: Path(folder) for split_by, folder in out_dirs.items()}
     # corpus.json is written last and marks a finished build; a rebuild that stops halfway
     # must not leave an old one vouching for a mix of old and new pickles.
-    (out_dir / "corpus.json").unlink(missing_ok=True)
+    for folder in out_dirs.values():
+        (folder / "corpus.json").unlink(missing_ok=True)
     audio = _synthesise_all(jobs, workers, progress)
 
     clips = pd.DataFrame(
@@ -337,36 +357,38 @@ def build_demo_corpus(
         }
     )
     script_ids = np.array([job.script_id for job in jobs])
-    split_rng = np.random.default_rng([seed])
-    split_of = _assign_splits(clips["Emotion"].to_numpy(), script_ids, split_by, split_rng)
-
-    frames = {name: clips[split_of == name].reset_index(drop=True) for name in SPLITS}
     vocabulary = frozenset(char for sentence in scripts["sentence"] for char in sentence if _is_hangul(char))
     # A random stream of its own per clip, so that transcripts do not move when the audio draws do.
-    stt_rngs = (np.random.default_rng([seed, job.speaker, job.script_id, STT_STREAM]) for job in jobs)
     transcripts = [
-        _stt_transcript(job.sentence, vocabulary, rng)
-        for job, rng, name in zip(jobs, stt_rngs, split_of)
-        if name == "test"
+        _stt_transcript(job.sentence, vocabulary, np.random.default_rng([seed, job.speaker, job.script_id, STT_STREAM]))
+        for job in jobs
     ]
-    frames["test_stt"] = frames["test"].assign(Sentence=pd.Series(transcripts, dtype=object))
-    for name, frame in frames.items():
-        _write_pickle(frame, out_dir / f"{name}.pkl")
-
-    write_json(
-        out_dir / "corpus.json",
-        {
-            "seed": seed,
-            "split_by": split_by,
-            "speakers": list(speakers),  # index = person_ix
-            "n_scripts": len(scripts),
-            "sample_rate": SAMPLE_RATE,
-            "synthesiser": _espeak_version(espeak),
-            "counts": {
-                name: {emotion: int((frame["Emotion"] == emotion).sum()) for emotion in REFERENCE_LABELS}
-                for name, frame in frames.items()
+    description = {
+        "seed": seed,
+        "speakers": list(speakers),  # index = person_ix
+        "n_scripts": len(scripts),
+        "sample_rate": SAMPLE_RATE,
+        "synthesiser": _espeak_version(espeak),
+    }
+    counts = {}
+    for split_by, out_dir in out_dirs.items():
+        split_of = _assign_splits(clips["Emotion"].to_numpy(), script_ids, split_by, np.random.default_rng([seed]))
+        frames = {name: clips[split_of == name].reset_index(drop=True) for name in SPLITS}
+        heard = pd.Series([t for t, name in zip(transcripts, split_of) if name == "test"], dtype=object)
+        frames["test_stt"] = frames["test"].assign(Sentence=heard)
+        for name, frame in frames.items():
+            _write_pickle(frame, out_dir / f"{name}.pkl")
+        write_json(
+            out_dir / "corpus.json",
+            {
+                **description,
+                "split_by": split_by,
+                "counts": {
+                    name: {emotion: int((frame["Emotion"] == emotion).sum()) for emotion in REFERENCE_LABELS}
+                    for name, frame in frames.items()
+                },
+                "script_ids": {name: sorted(set(script_ids[split_of == name].tolist())) for name in SPLITS},
             },
-            "script_ids": {name: sorted(set(script_ids[split_of == name].tolist())) for name in SPLITS},
-        },
-    )
-    return {name: len(frame) for name, frame in frames.items()}
+        )
+        counts[split_by] = {name: len(frame) for name, frame in frames.items()}
+    return counts

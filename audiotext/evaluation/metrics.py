@@ -41,13 +41,18 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
 def format_results_table(rows: Sequence[dict], labels: Sequence[str]) -> str:
     """Markdown table, one line per (model, test set): accuracy, macro-F1 and per-class F1 in %.
 
-    Each row holds `model`, `test_set` and `metrics` (from `classification_metrics`).
+    Each row holds `model`, `test_set` and `metrics` (from `classification_metrics`), and may hold
+    `partition` (how the corpus was split), which then gets a column of its own.
     """
-    header = ["model", "test set", "n", "accuracy", "macro-F1", *(f"F1 {label}" for label in labels)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(header) - 2)]
+    with_partition = any("partition" in row for row in rows)
+    header = ["model", *(["split"] if with_partition else []), "test set", "n", "accuracy", "macro-F1",
+              *(f"F1 {label}" for label in labels)]  # fmt: skip
+    n_text = 3 if with_partition else 2
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * n_text + "---:|" * (len(header) - n_text)]
     for row in rows:
         m = row["metrics"]
         scores = [m["accuracy"], m["macro_f1"], *(m["per_class"][label]["f1"] for label in labels)]
-        cells = [str(row["model"]), str(row["test_set"]), str(m["n"]), *(f"{100 * s:.2f}" for s in scores)]
+        names = [row["model"], *([row.get("partition", "")] if with_partition else []), row["test_set"]]
+        cells = [*map(str, names), str(m["n"]), *(f"{100 * s:.2f}" for s in scores)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from typing import Callable
 
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 LEGACY_CONFIG = "bert_config.json"
 LEGACY_WEIGHTS = ("pytorch_model.bin", "best_model.bin")
@@ -92,9 +93,15 @@ def load_text_encoder_with_report(
 def _load_huggingface(path: Path, model_class) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, LoadReport]:
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     # Mismatched tensors are let through and refused below, with the key and both shapes named.
-    model, info = model_class.from_pretrained(
-        path, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True
-    )
+    # transformers' own load table is silenced: the LoadReport says the same once, in our words.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = model_class.from_pretrained(
+            path, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
     mismatched = info.get("mismatched_keys") or []
     if mismatched:
         key, found, expected = sorted(mismatched)[0]

@@ -2,6 +2,12 @@
 fine-tuning; or, with `new_tokenizer_vocab_size`, a WordPiece vocabulary trained on the corpus and a
 small BERT trained from scratch on it.
 
+Continued training first extends the encoder's WordPiece vocabulary with every character of the
+corpus it cannot write. An English vocabulary such as the packaged MiniLM's splits Hangul into
+conjoining jamo but lacks many of them (most final consonants: 했, 있, 좋), so about a third of
+Korean words become a single [UNK]; with the missing jamo added (as word starts and as ##
+continuations) no word is lost, and masked-LM training learns the new embedding rows.
+
 The output is a Hugging Face directory (BertForMaskedLM, safetensors, tokenizer), written after
 every epoch, that `finetune` and `TextEncoder` accept as an encoder.
 
@@ -26,6 +32,7 @@ from transformers import (
     BertForMaskedLM,
     BertTokenizer,
     DataCollatorForLanguageModeling,
+    PreTrainedTokenizerBase,
     get_linear_schedule_with_warmup,
 )
 
@@ -74,6 +81,34 @@ def train_wordpiece(sentences: Sequence[str], vocab_size: int) -> BertTokenizer:
     return BertTokenizer(vocab=vocab, do_lower_case=False, strip_accents=False)
 
 
+def extend_vocabulary(tokenizer: PreTrainedTokenizerBase, sentences: Sequence[str]) -> list[str]:
+    """Adds to a WordPiece tokenizer every character of `sentences` that its vocabulary lacks, as a
+    word start and as a ## continuation, so that no word of them tokenizes to [UNK]. Characters are
+    seen as the tokenizer sees them (after its normalizer: lower-cased, NFD). Returns the tokens
+    added, in the order of their new ids; the model's embeddings must then be resized."""
+    backend = tokenizer.backend_tokenizer
+    if not isinstance(backend.model, models.WordPiece):
+        raise ValueError(
+            f"vocabulary extension needs a WordPiece tokenizer, not {type(backend.model).__name__}; "
+            "pre-train without it (--keep-vocab)"
+        )
+    prefix = backend.model.continuing_subword_prefix
+    characters: set[str] = set()
+    for sentence in sentences:
+        normalized = backend.normalizer.normalize_str(sentence) if backend.normalizer else sentence
+        for word, _ in backend.pre_tokenizer.pre_tokenize_str(normalized):
+            characters.update(word)
+    vocab = dict(sorted(backend.get_vocab(with_added_tokens=False).items(), key=lambda item: item[1]))
+    added = [token for char in sorted(characters) for token in (char, prefix + char) if token not in vocab]
+    if added:
+        vocab.update({token: len(vocab) + i for i, token in enumerate(added)})
+        backend.model = models.WordPiece(
+            vocab=vocab, unk_token=backend.model.unk_token, continuing_subword_prefix=prefix,
+            max_input_chars_per_word=backend.model.max_input_chars_per_word,
+        )  # fmt: skip
+    return added
+
+
 def pretrain(
     corpus_files: Sequence[str | Path],
     encoder: str | Path | None,
@@ -85,6 +120,7 @@ def pretrain(
     warmup_percent: float = 0.1,
     seed: int = 1111,
     new_tokenizer_vocab_size: int | None = None,
+    extend_vocab: bool = True,
     max_len: int = 64,
     no_cuda: bool = False,
     progress: bool = True,
@@ -95,6 +131,8 @@ def pretrain(
     `encoder`: a Hugging Face or legacy directory to continue from (None = packaged MiniLM); it is
     ignored when `new_tokenizer_vocab_size` asks for a new vocabulary and a tiny BERT from scratch.
     Masking is BERT's: 15% of tokens, of which 80% become [MASK], 10% a random token, 10% stay.
+    With `extend_vocab` the encoder's vocabulary first gains the characters the corpus needs
+    (see `extend_vocabulary`).
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be at least 1, got {epochs}, {batch_size}")
@@ -102,6 +140,7 @@ def pretrain(
     seed_everything(seed)
     device = select_device(no_cuda)
     sentences = read_corpus(corpus_files)
+    added: list[str] = []
     if new_tokenizer_vocab_size is not None:
         tokenizer = train_wordpiece(sentences, new_tokenizer_vocab_size)
         config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **TINY_BERT)
@@ -110,6 +149,12 @@ def pretrain(
         encoder_path = default_encoder_path() if encoder is None else Path(encoder)
         tokenizer, model = load_text_encoder(encoder_path, BertForMaskedLM)
         source = str(encoder_path)
+        if extend_vocab:
+            added = extend_vocabulary(tokenizer, sentences)
+            # New rows start at the mean of the old ones (transformers' default), not at random.
+            model.resize_token_embeddings(len(tokenizer))
+            if progress and added:
+                tqdm.write(f"vocabulary: added {len(added)} tokens the corpus needs: {' '.join(added)}")
     model.to(device)
     max_len = min(max_len, model.config.max_position_embeddings)
     ids = tokenizer(sentences, truncation=True, max_length=max_len)["input_ids"]
@@ -143,11 +188,13 @@ def pretrain(
         stats = {
             "source": source,
             "sentences": len(sentences),
+            "added_tokens": added,
             "epochs_done": epoch,
             "epoch_losses": epoch_losses,
             "hyperparameters": dict(
                 epochs=epochs, lr=lr, batch_size=batch_size, mlm_probability=mlm_probability, max_len=max_len,
                 warmup_percent=warmup_percent, seed=seed, new_tokenizer_vocab_size=new_tokenizer_vocab_size,
+                extend_vocab=extend_vocab,
             ),
         }
         _save(out_dir, tokenizer, model, stats)
