@@ -284,8 +284,8 @@ def add_text_parsers(commands) -> None:
     fine.add_argument("--lr", type=float, default=2e-4)
     fine.add_argument("--batch_size", type=int, default=16)
     fine.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip value")
-    fine.add_argument("--pooling", default="auto", choices=["auto", "pooler", "cls"],
-                      help="pooled [CLS] when the checkpoint has a trained pooler (auto), else the [CLS] state")
+    fine.add_argument("--pooling", default="auto", choices=["auto", "pooler", "cls", "mean"],
+                      help="auto: pooled [CLS] when the checkpoint has a trained pooler, else the mean of the token states")
     fine.add_argument("--labels", default=None, help="comma-separated label order (default: the data's)")
     for parser in (pre, fine):
         parser.add_argument("--warmup_percent", type=float, default=0.1)

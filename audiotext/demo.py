@@ -3,9 +3,10 @@
 1. Synthesise the corpus once and split it two ways: by clip (a test sentence was heard in
    training, read by another voice: the reference's main partition) and by script (no test sentence
    in training: the honest test of text).
-2. For each partition, the text branch as the reference ran it: continue masked-LM pre-training of
-   the packaged MiniLM on the training sentences (short), fine-tune it as the text-only classifier,
-   and as the baseline it should beat, a linear layer on the frozen MiniLM.
+2. For each partition, the text branch as the reference ran it: masked-LM pre-training on the
+   training sentences (here of a small Korean BERT with a WordPiece vocabulary learned on them,
+   since the packaged MiniLM reads no Korean), fine-tuning as the text-only classifier, and as the
+   baseline it should beat, a linear layer on the frozen MiniLM.
 3. The audio-only model, and the cross-modal model fed by the fine-tuned encoder, frozen.
 4. Test every model on `test` and `test_stt` (recognizer transcripts) and print one table.
 
@@ -40,9 +41,14 @@ TEST_SETS = ("test", "test_stt")
 # dropout, without which PyTorch runs its fused attention kernel, about five times faster on CPU.
 DEMO_AUDIO = AudioConfig(resample_rate=8000)
 DEMO_TRAINING = TrainConfig(num_epochs=8, when=3)
-# A masked-LM pass or two is enough to learn the Hangul jamo the MiniLM vocabulary gains.
-DEMO_PRETRAIN = dict(epochs=2, lr=1e-4, batch_size=32, max_len=48)
-DEMO_FINETUNE = dict(epochs=10, lr=2e-4, batch_size=16, max_len=48)
+# The packaged MiniLM reads English: Korean reaches it as jamo, a third of the words as [UNK]. So
+# the demo builds its Korean BERT as a user without one would: a WordPiece vocabulary learned on the
+# training sentences and a small BERT pre-trained on them (masked LM), then fine-tuned. Measured on
+# the script split, it fine-tunes to about 45% on unseen sentences, against 29-34% for MiniLM.
+DEMO_PRETRAIN = dict(new_tokenizer_vocab_size=1000, epochs=30, lr=1e-3, batch_size=32, max_len=48)
+DEMO_FINETUNE = dict(epochs=20, lr=1e-3, batch_size=16, max_len=48)
+# A linear layer on frozen features costs nothing per epoch: train it to convergence, as a fair baseline.
+FROZEN_TEXT_TRAINING = replace(DEMO_TRAINING, num_epochs=40)
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class DemoModel:
 
 
 FROZEN_TEXT = DemoModel("text-only: frozen MiniLM + linear", "text_frozen", ModelConfig(modality="text", out_dropout=0.1))
-FINETUNED_TEXT_TITLE = "text-only: pre-trained + fine-tuned"
+FINETUNED_TEXT_TITLE = "text-only: Korean BERT pre-trained + fine-tuned"
 AUDIO = DemoModel(
     "audio-only", "audio", ModelConfig(modality="audio", attn_dropout=0.0, embed_dropout=0.1, out_dropout=0.1)
 )
@@ -94,7 +100,7 @@ def _run_partition(
         return _stopwatch(timings, f"{partition}: {step}")
 
     text_dir = folder / "text"
-    _say(f"== [{partition}] domain pre-training of MiniLM on the training sentences ==", progress)
+    _say(f"== [{partition}] WordPiece vocabulary and masked-LM pre-training on the training sentences ==", progress)
     with timed("pre-training"):
         pretrain([corpus / "train.pkl"], None, text_dir / "pretrained", seed=seed, progress=progress, **DEMO_PRETRAIN)
     _say(f"== [{partition}] fine-tuning the text-only classifier ==", progress)
@@ -113,7 +119,7 @@ def _run_partition(
             audio=replace(DEMO_AUDIO),
             text=TextConfig(encoder=encoder),
             model=replace(model.config),
-            train=replace(DEMO_TRAINING, seed=seed),
+            train=replace(FROZEN_TEXT_TRAINING if model is FROZEN_TEXT else DEMO_TRAINING, seed=seed),
         )
         _say(f"== [{partition}] training {model.title} ==", progress)
         run_dir = folder / "runs" / model.run
@@ -158,7 +164,7 @@ def _write_report(out: Path, rows: list[dict], table: str, timings: dict[str, fl
         "Korean emotional-speech demo corpus (350 scripts read by espeak-ng voices), split by clip and",
         "by script (no test sentence in training). `test_stt` holds the same clips as `test` with",
         "transcripts carrying speech-recognition errors. The text branch follows the reference:",
-        "masked-LM pre-training of MiniLM on the training sentences, fine-tuning as the text-only",
+        "masked-LM pre-training of a small Korean BERT on the training sentences, fine-tuning as the text-only",
         "classifier, then the cross-modal model on the fine-tuned encoder, frozen.",
         "",
         table,

@@ -88,4 +88,4 @@ def test_bad_arguments_are_refused(demo_corpus, tmp_path):
     with pytest.raises(ValueError, match="epochs"):
         ft.finetune(demo_corpus, None, tmp_path / "m", epochs=0, progress=False)
     with pytest.raises(ValueError, match="pooling"):
-        ft.finetune(demo_corpus, None, tmp_path / "m", epochs=1, pooling="mean", progress=False)
+        ft.finetune(demo_corpus, None, tmp_path / "m", epochs=1, pooling="max", progress=False)

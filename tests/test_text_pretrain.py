@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from audiotext.data.demo import load_demo_scripts
 from audiotext.features.text import TextEncoder
@@ -53,10 +54,10 @@ def test_scratch_model_is_an_encoder_with_its_own_korean_vocabulary(scratch):
     assert len(ids) == 16 and ids[0] == encoder.tokenizer.cls_token_id and ids[-1] == encoder.tokenizer.sep_token_id
 
 
-def test_pretrained_directory_fine_tunes_with_cls_state(scratch, demo_corpus, tmp_path):
+def test_pretrained_directory_fine_tunes_with_mean_pooling(scratch, demo_corpus, tmp_path):
     out, _ = scratch
     metrics = ft.finetune(demo_corpus, out, tmp_path / "clf", epochs=1, batch_size=32, max_len=32, progress=False)
-    assert metrics["pooling"] == "cls"  # a masked-LM checkpoint has no pooler weights
+    assert metrics["pooling"] == "mean"  # a masked-LM checkpoint has no pooler weights
 
 
 def test_continued_pretraining_of_minilm_lowers_the_loss_and_writes_every_korean_word(tmp_path):
@@ -104,3 +105,14 @@ def test_read_corpus_takes_text_and_pickles_distinct_and_normalised(demo_corpus,
 def test_wordpiece_has_the_special_tokens_first():
     tokenizer = train_wordpiece(["오늘 날씨 좋다", "내일 날씨 흐림"] * 5, vocab_size=60)
     assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3, 4]) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def test_mean_pooling_ignores_padding(scratch):
+    out, _ = scratch
+    tokenizer, encoder = load_text_encoder(out)
+    model = ft.SequenceClassifier(encoder, n_classes=7, pooling="mean", dropout=0.0).eval()
+    sentences = ["무서워", "시험 결과가 방금 나왔어요 정말 너무 기뻐요"]
+    alone = ft.predict_sentences(tokenizer, model, sentences[:1], max_len=32)
+    together = ft.predict_sentences(tokenizer, model, sentences, max_len=32)  # the first is padded here
+    assert torch.allclose(alone[0], together[0], atol=1e-5)
+    assert not torch.allclose(together[0], together[1], atol=1e-3)

@@ -2,8 +2,11 @@
 on a split. (The frozen-encoder + linear baseline it should beat is `audiotext train --do_text`.)
 
 The classifier is the reference's: pooled [CLS] → dropout → linear. The pooler (tanh over a dense
-layer on the [CLS] state) is used only when the checkpoint ships its weights; an encoder saved
-without one would get a randomly initialised pooler, so the [CLS] hidden state is used instead.
+layer on the [CLS] state) is used only when the checkpoint ships its weights. A checkpoint without
+one (a masked-LM model, one trained from scratch here) never learnt to sum a sentence up in [CLS],
+so the masked mean of its token states is used instead, as sentence encoders do (a small BERT
+trained from scratch on the demo corpus, tested on unseen sentences: 43% accuracy with the mean,
+20% and 34% with the [CLS] state at two learning rates).
 
 Training reads the DISTINCT (sentence, label) pairs of train.pkl: the reference corpus has ~10,000
 clips but ~350 scripts, and one epoch over every clip would repeat each sentence ~30 times.
@@ -44,11 +47,12 @@ from audiotext.training.loop import score_logits, seed_everything, select_device
 HEAD_WEIGHTS = "classifier_head.safetensors"
 HEAD_CONFIG = "classifier.json"
 EPOCH_LOG = "epochs.csv"
-POOLINGS = ("pooler", "cls")
+POOLINGS = ("pooler", "cls", "mean")
 
 
 class SequenceClassifier(nn.Module):
-    """encoder → pooled [CLS] ("pooler") or [CLS] state ("cls") → dropout → linear."""
+    """encoder → pooled [CLS] ("pooler"), [CLS] state ("cls") or mean of the token states ("mean")
+    → dropout → linear."""
 
     def __init__(self, encoder: PreTrainedModel, n_classes: int, pooling: str, dropout: float) -> None:
         super().__init__()
@@ -63,7 +67,13 @@ class SequenceClassifier(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask: (B, L) → logits (B, C)."""
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        pooled = out.pooler_output if self.pooling == "pooler" else out.last_hidden_state[:, 0]  # (B, E)
+        if self.pooling == "pooler":
+            pooled = out.pooler_output  # (B, E)
+        elif self.pooling == "cls":
+            pooled = out.last_hidden_state[:, 0]
+        else:
+            weights = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)  # (B, L, 1)
+            pooled = (out.last_hidden_state * weights).sum(1) / weights.sum(1)
         return self.classifier(self.dropout(pooled))
 
 
@@ -121,7 +131,8 @@ def finetune(
     distinct sentences of data_path/train.pkl; keeps the epoch with the best dev macro-F1 (ties:
     lower dev loss) and saves it to `out_dir`. Returns the best dev metrics and run facts.
 
-    `pooling="auto"` uses the pooler when the checkpoint has its weights, else the [CLS] state.
+    `pooling="auto"` uses the pooler when the checkpoint has its weights, else the mean of the
+    token states.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be at least 1, got {epochs}, {batch_size}")
@@ -137,7 +148,7 @@ def finetune(
     tokenizer, model_encoder, report = load_text_encoder_with_report(encoder_path)
     if pooling == "auto":
         has_pooler = getattr(model_encoder, "pooler", None) is not None
-        pooling = "pooler" if has_pooler and not any(k.startswith("pooler.") for k in report.missing_keys) else "cls"
+        pooling = "pooler" if has_pooler and not any(k.startswith("pooler.") for k in report.missing_keys) else "mean"
     dropout = getattr(model_encoder.config, "classifier_dropout", None) or model_encoder.config.hidden_dropout_prob
     model = SequenceClassifier(model_encoder, len(labels), pooling, dropout).to(device)
 
