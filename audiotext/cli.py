@@ -241,7 +241,8 @@ def cmd_text_finetune(args: argparse.Namespace) -> None:
     best = finetune(
         args.data, args.encoder, args.out, labels=labels, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, warmup_percent=args.warmup_percent, max_len=args.max_len, seed=args.seed,
-        pooling=args.pooling, clip=args.clip, no_cuda=args.no_cuda, progress=not args.quiet,
+        pooling=args.pooling, clip=args.clip, cross_fit_folds=args.cross_fit, no_cuda=args.no_cuda,
+        progress=not args.quiet,
     )  # fmt: skip
     print(f"fine-tuned text classifier → {args.out}: best dev epoch {best['best_epoch']}: accuracy {best['dev_accuracy']:.4f}  macro-F1 {best['dev_macro_f1']:.4f}")
 
@@ -286,6 +287,9 @@ def add_text_parsers(commands) -> None:
     fine.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip value")
     fine.add_argument("--pooling", default="auto", choices=["auto", "pooler", "cls", "mean"],
                       help="auto: pooled [CLS] when the checkpoint has a trained pooler, else the mean of the token states")
+    fine.add_argument("--cross-fit", "--cross_fit", dest="cross_fit", type=int, default=0, metavar="K",
+                      help="also store each training sentence's states from an encoder fine-tuned without it "
+                           "(K folds), for the cross-modal model to train on (default: off)")
     fine.add_argument("--labels", default=None, help="comma-separated label order (default: the data's)")
     for parser in (pre, fine):
         parser.add_argument("--warmup_percent", type=float, default=0.1)

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from audiotext.config import REFERENCE_LABELS
 from audiotext.data.demo import load_demo_scripts
-from audiotext.features.text import TextEncoder
+from audiotext.data.manifest import load_any_split
+from audiotext.features.text import OUT_OF_FOLD_STATES, TextEncoder, last_hidden_states, load_out_of_fold_states
 from audiotext.text import finetune as ft
 from audiotext.features.text import default_encoder_path
 from audiotext.text.loading import load_text_encoder
@@ -116,3 +118,34 @@ def test_mean_pooling_ignores_padding(scratch):
     together = ft.predict_sentences(tokenizer, model, sentences, max_len=32)  # the first is padded here
     assert torch.allclose(alone[0], together[0], atol=1e-5)
     assert not torch.allclose(together[0], together[1], atol=1e-3)
+
+
+def test_cross_fitting_stores_each_training_sentence_from_an_encoder_that_did_not_see_it(scratch, demo_corpora, tmp_path):
+    out, _ = scratch
+    corpus = demo_corpora["script"]
+    model_dir = tmp_path / "cross_fitted"
+    info = ft.finetune(corpus, out, model_dir, epochs=2, lr=1e-3, batch_size=32, max_len=32, seed=0,
+                       cross_fit_folds=2, progress=False)  # fmt: skip
+    assert info["cross_fit_folds"] == 2 and (model_dir / OUT_OF_FOLD_STATES).is_file()
+
+    train_sentences, _ = ft.distinct_pairs(load_any_split(corpus, "train", REFERENCE_LABELS, 48000, with_audio=False))
+    stored = load_out_of_fold_states(model_dir)
+    assert sorted(stored) == sorted(train_sentences)
+
+    encoder = TextEncoder(model_dir, max_len=32)
+    dev_sentence = load_any_split(corpus, "dev", REFERENCE_LABELS, 48000, with_audio=False).sentences[0]
+    served, dev_states = encoder.encode([train_sentences[0], dev_sentence], progress=False)
+    assert encoder.n_encoded == 1  # only the dev sentence ran through the encoder
+    assert torch.equal(served, stored[train_sentences[0]])
+    # The final encoder, trained on every sentence, gives other states than the fold that held it out.
+    own = last_hidden_states(encoder.tokenizer, encoder.model, [train_sentences[0]], max_len=32)[train_sentences[0]]
+    assert own.shape == served.shape and not torch.allclose(own, served, atol=1e-3)
+    assert dev_states.shape[1] == encoder.hidden_size
+
+
+def test_cross_fitting_needs_two_folds_with_every_label(scratch, demo_corpus, tmp_path):
+    out, _ = scratch
+    with pytest.raises(ValueError, match="at least 2"):
+        ft.finetune(demo_corpus, out, tmp_path / "m", epochs=1, cross_fit_folds=1, progress=False)
+    with pytest.raises(ValueError, match="rarest label"):
+        ft.finetune(demo_corpus, out, tmp_path / "m", epochs=1, cross_fit_folds=1000, progress=False)

