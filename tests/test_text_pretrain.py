@@ -5,6 +5,7 @@ serves as an encoder for fine-tuning and for the cross-modal model."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from audiotext.features.text import OUT_OF_FOLD_STATES, TextEncoder, last_hidden
 from audiotext.text import finetune as ft
 from audiotext.features.text import default_encoder_path
 from audiotext.text.loading import load_text_encoder
-from audiotext.text.pretrain import extend_vocabulary, pretrain, read_corpus, train_wordpiece
+from audiotext.text.pretrain import extend_vocabulary, learn_wordpiece_vocabulary, pretrain, read_corpus, train_wordpiece
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +103,19 @@ def test_read_corpus_takes_text_and_pickles_distinct_and_normalised(demo_corpus,
     assert len(from_pickle) == len(set(from_pickle)) > 10
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         read_corpus([tmp_path / "missing.txt"])
+
+
+def test_wordpiece_learning_is_deterministic_and_breaks_ties_alphabetically():
+    words = Counter({"cd": 3, "ab": 3})  # a tie: (a, ##b) and (c, ##d) both occur 3 times
+    specials = ["[PAD]", "[UNK]"]
+    alphabet = ["##b", "##d", "a", "c"]
+    assert learn_wordpiece_vocabulary(words, 7, specials) == [*specials, *alphabet, "ab"]
+    assert learn_wordpiece_vocabulary(words, 8, specials) == [*specials, *alphabet, "ab", "cd"]
+    # No pair left that occurs twice: the vocabulary stops short of the size asked for.
+    assert learn_wordpiece_vocabulary(words, 100, specials) == [*specials, *alphabet, "ab", "cd"]
+    sentences = list(load_demo_scripts()["sentence"])
+    first, second = (train_wordpiece(sentences, 800).get_vocab() for _ in range(2))
+    assert first == second and len(first) == 800
 
 
 def test_wordpiece_has_the_special_tokens_first():

@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import models, normalizers, pre_tokenizers
 from tqdm.auto import tqdm
 from transformers import (
     BertConfig,
@@ -72,13 +73,66 @@ def read_corpus(files: Sequence[str | Path]) -> list[str]:
 
 def train_wordpiece(sentences: Sequence[str], vocab_size: int) -> BertTokenizer:
     """A cased WordPiece vocabulary learned on `sentences` (Hangul syllables kept whole)."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
-    tokenizer.train_from_iterator(sentences, trainer)
-    vocab = dict(sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]))
-    return BertTokenizer(vocab=vocab, do_lower_case=False, strip_accents=False)
+    normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words = Counter(
+        word for sentence in sentences for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(sentence))
+    )
+    vocab = learn_wordpiece_vocabulary(words, vocab_size, SPECIAL_TOKENS)
+    return BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=False, strip_accents=False)
+
+
+def learn_wordpiece_vocabulary(
+    words: Counter[str], vocab_size: int, special_tokens: Sequence[str] = SPECIAL_TOKENS, prefix: str = "##"
+) -> list[str]:
+    """WordPiece tokens learnt by byte-pair merges, as tokenizers' WordPieceTrainer learns them:
+    every character (word-initial, and `prefix`-marked inside a word), then the most frequent
+    adjacent pair merged again and again until `vocab_size` tokens or no pair occurs twice.
+
+    Why not that trainer: it breaks ties between equally frequent pairs by ids given in hash order,
+    so two runs on the same sentences learn different vocabularies (and different models). Here ties
+    go to the alphabetically first pair, and a seed gives the same tokenizer every time.
+    """
+    entries = sorted(words.items())
+    pieces = [[word[0], *(prefix + char for char in word[1:])] for word, _ in entries]
+    counts = [count for _, count in entries]
+    vocab = list(dict.fromkeys([*special_tokens, *sorted({piece for word in pieces for piece in word})]))
+    known = set(vocab)
+    pair_counts: Counter[tuple[str, str]] = Counter()
+    words_with: dict[tuple[str, str], set[int]] = defaultdict(set)
+
+    def count_pairs(i: int, sign: int) -> None:
+        for pair in zip(pieces[i], pieces[i][1:]):
+            pair_counts[pair] += sign * counts[i]
+            if sign > 0:
+                words_with[pair].add(i)
+
+    for i in range(len(pieces)):
+        count_pairs(i, +1)
+    while len(vocab) < vocab_size:
+        pair_counts = +pair_counts  # drops pairs counted down to zero
+        if not pair_counts:
+            break
+        (left, right), count = min(pair_counts.items(), key=lambda item: (-item[1], item[0]))
+        if count < 2:
+            break
+        merged = left + right[len(prefix) :]
+        if merged not in known:
+            vocab.append(merged)
+            known.add(merged)
+        for i in sorted(words_with.pop((left, right))):
+            count_pairs(i, -1)
+            word, joined = pieces[i], []
+            while word:
+                if len(word) > 1 and (word[0], word[1]) == (left, right):
+                    joined.append(merged)
+                    word = word[2:]
+                else:
+                    joined.append(word[0])
+                    word = word[1:]
+            pieces[i] = joined
+            count_pairs(i, +1)
+    return vocab
 
 
 def extend_vocabulary(tokenizer: PreTrainedTokenizerBase, sentences: Sequence[str]) -> list[str]:
