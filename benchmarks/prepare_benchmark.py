@@ -1,11 +1,11 @@
 """Throughput and memory of `prepare_korean` on a synthetic raw corpus.
 
-Builds a small demo corpus (espeak-ng speech), writes it out as `actors x 105` m2ts videos (AC-3
+Builds a small demo corpus (espeak-ng speech), writes it out as `actors x 350` m2ts videos (AC-3
 stereo 48 kHz audio, a 16x16 black video track at 1 fps) in a temporary folder, then prepares them
 and prints files per second, peak RSS and the ratio of peak memory to the total audio bytes.
 
-    python benchmarks/prepare_benchmark.py            # 20 actors: 2,100 videos
-    python benchmarks/prepare_benchmark.py --actors 4 # quicker
+    python benchmarks/prepare_benchmark.py            # 6 actors: 2,100 videos
+    python benchmarks/prepare_benchmark.py --actors 2 # quicker
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _timed_prepare(tmp: Path, pickles: bool) -> tuple[float, PrepareReport]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--actors", type=int, default=20)
+    parser.add_argument("--actors", type=int, default=6)
     parser.add_argument("--workers", type=int, default=None, help="processes writing the videos")
     args = parser.parse_args()
 

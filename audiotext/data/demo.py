@@ -1,7 +1,8 @@
 """The built-in demo corpus: Korean scripts read by espeak-ng voices with emotional prosody.
 
 `build_demo_corpus` writes `train.pkl`, `dev.pkl`, `test.pkl` and `test_stt.pkl` in the
-reference's pickle format (see `audiotext.data.corpus`), plus `corpus.json` describing them.
+reference's pickle format (see `audiotext.data.corpus`), plus `corpus.json` describing them;
+`build_demo_corpora` synthesises the clips once and writes them split several ways (by clip, by script).
 
 - Scripts: `demo_scripts.tsv` beside this file, 50 per emotion numbered as the reference's script
   file (1-50 행복, 51-100 놀람, 101-150 중립, 151-200 공포, 201-250 혐오, 251-300 분노, 301-350 슬픔).

@@ -5,8 +5,8 @@ The classifier is the reference's: pooled [CLS] → dropout → linear. The pool
 layer on the [CLS] state) is used only when the checkpoint ships its weights. A checkpoint without
 one (a masked-LM model, one trained from scratch here) never learnt to sum a sentence up in [CLS],
 so the masked mean of its token states is used instead, as sentence encoders do (a small BERT
-trained from scratch on the demo corpus, tested on unseen sentences: 43% accuracy with the mean,
-20% and 34% with the [CLS] state at two learning rates).
+with a 2000-token vocabulary trained from scratch on the demo corpus, tested on unseen sentences:
+43% accuracy with the mean, 20% and 34% with the [CLS] state at two learning rates).
 
 Training reads the DISTINCT (sentence, label) pairs of train.pkl: the reference corpus has ~10,000
 clips but ~350 scripts, and one epoch over every clip would repeat each sentence ~30 times.
@@ -22,12 +22,13 @@ Shape legend: B sentences in a batch, L tokens, E encoder width, C classes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -178,11 +179,11 @@ def finetune(
             f"has only {min(np.bincount(targets))} training sentences of its rarest label"
         )
 
-    tokenizer, model, best, rows = _fit(encoder_path, labels, pooling, sentences, targets, dev_split, settings,
-                                        device, progress, "finetune")  # fmt: skip
+    fit = functools.partial(_fit, encoder_path, labels, dev_split=dev_split, settings=settings, device=device,
+                            progress=progress)  # fmt: skip
+    tokenizer, model, best, rows = fit(pooling, sentences, targets, desc="finetune")
     out_of_fold = (
-        _out_of_fold_states(encoder_path, labels, model.pooling, sentences, targets, dev_split, settings,
-                            cross_fit_folds, device, progress)  # fmt: skip
+        _out_of_fold_states(fit, model.pooling, sentences, targets, cross_fit_folds, settings, device)
         if cross_fit_folds
         else {}
     )
@@ -211,6 +212,7 @@ def _fit(
     pooling: str,
     sentences: list[str],
     targets: list[int],
+    *,
     dev_split: Split,
     settings: FinetuneSettings,
     device: torch.device,
@@ -275,26 +277,22 @@ def _fit(
 
 
 def _out_of_fold_states(
-    encoder_path: Path,
-    labels: list[str],
+    fit: Callable[..., tuple[PreTrainedTokenizerBase, SequenceClassifier, dict, list[dict]]],
     pooling: str,
     sentences: list[str],
     targets: list[int],
-    dev_split: Split,
-    settings: FinetuneSettings,
     folds: int,
+    settings: FinetuneSettings,
     device: torch.device,
-    progress: bool,
 ) -> dict[str, torch.Tensor]:
-    """Each training sentence's last hidden layer (L_i, E) from a classifier fine-tuned on the
-    other folds: stratified by label, seeded, so every fold holds every label."""
+    """Each training sentence's last hidden layer (L_i, E) from a classifier that `fit` trained on
+    the other folds: stratified by label, seeded, so every fold holds every label."""
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=settings.seed)
     states: dict[str, torch.Tensor] = {}
     for fold, (kept, held_out) in enumerate(splitter.split(sentences, targets), 1):
-        tokenizer, model, _, _ = _fit(
-            encoder_path, labels, pooling, [sentences[i] for i in kept], [targets[i] for i in kept], dev_split,
-            settings, device, progress, f"cross-fit {fold}/{folds}",
-        )  # fmt: skip
+        tokenizer, model, _, _ = fit(
+            pooling, [sentences[i] for i in kept], [targets[i] for i in kept], desc=f"cross-fit {fold}/{folds}"
+        )
         held_out_sentences = [sentences[i] for i in held_out]
         states.update(last_hidden_states(tokenizer, model.encoder.eval(), held_out_sentences, settings.max_len, device))
     return states

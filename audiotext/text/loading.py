@@ -16,13 +16,14 @@ Every load reports the keys it left unfilled and the keys it did not use (a warn
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -93,15 +94,10 @@ def load_text_encoder_with_report(
 def _load_huggingface(path: Path, model_class) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, LoadReport]:
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     # Mismatched tensors are let through and refused below, with the key and both shapes named.
-    # transformers' own load table is silenced: the LoadReport says the same once, in our words.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
+    with quiet_transformers():
         model, info = model_class.from_pretrained(
             path, local_files_only=True, output_loading_info=True, ignore_mismatched_sizes=True
         )
-    finally:
-        hf_logging.set_verbosity(verbosity)
     mismatched = info.get("mismatched_keys") or []
     if mismatched:
         key, found, expected = sorted(mismatched)[0]
@@ -198,6 +194,21 @@ def load_classic_state_dict(model: PreTrainedModel, state: dict[str, torch.Tenso
     return LoadReport(path, "legacy", missing, sorted(result.unexpected_keys))
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No load tables or per-file progress bars from transformers while loading or saving a model:
+    the LoadReport says what matters once, in our words, and a pre-training epoch saves a model."""
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def save_directory(out_dir: str | Path, write: Callable[[Path], None]) -> Path:
     """Runs `write(tmp)` into a fresh folder beside `out_dir`, then puts it in `out_dir`'s place,
     so a crash never leaves a model directory with a mix of old and new files.
@@ -213,7 +224,8 @@ def save_directory(out_dir: str | Path, write: Callable[[Path], None]) -> Path:
     old = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.old"
     try:
         tmp.mkdir()
-        write(tmp)
+        with quiet_transformers():
+            write(tmp)
         if out_dir.exists():
             out_dir.rename(old)
         tmp.rename(out_dir)
