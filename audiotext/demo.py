@@ -49,9 +49,9 @@ DEMO_TRAINING = TrainConfig(num_epochs=8, when=3)
 DEMO_PRETRAIN = dict(new_tokenizer_vocab_size=500, epochs=30, lr=1e-3, batch_size=32, max_len=48)
 DEMO_FINETUNE = dict(epochs=20, lr=1e-3, batch_size=16, max_len=48)
 # Features of the sentences an encoder was fine-tuned on already know their label; on the script
-# split the cross-modal model must learn from features like those of unseen sentences, so there its
-# training sentences get out-of-fold states (see `finetune`). On the clip split every test sentence
-# is a training sentence, and the reference's plain workflow is the right one.
+# split the cross-modal model must learn from features like those of unseen sentences, so there
+# its training sentences get out-of-fold states (see `finetune`). On the clip split nearly every
+# test sentence is a training sentence, and the reference's plain workflow is the right one.
 CROSS_FIT_FOLDS = {"clip": 0, "script": 5}
 # A linear layer on frozen features costs nothing per epoch: train it to convergence, as a fair baseline.
 FROZEN_TEXT_TRAINING = replace(DEMO_TRAINING, num_epochs=40)

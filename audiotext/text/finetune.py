@@ -116,14 +116,16 @@ def predict_sentences(
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    epochs: int = 25
-    lr: float = 2e-4
-    batch_size: int = 16
-    warmup_percent: float = 0.1
-    max_len: int = 64
-    seed: int = 1111
-    weight_decay: float = 0.01
-    clip: float = 1.0
+    """The hyper-parameters of one fine-tuning run (defaults: `finetune`'s arguments)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    warmup_percent: float
+    max_len: int
+    seed: int
+    weight_decay: float
+    clip: float
 
 
 def finetune(
