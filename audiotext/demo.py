@@ -41,7 +41,7 @@ TEST_SETS = ("test", "test_stt")
 # dropout, without which PyTorch runs its fused attention kernel, about five times faster on CPU.
 DEMO_AUDIO = AudioConfig(resample_rate=8000)
 DEMO_TRAINING = TrainConfig(num_epochs=8, when=3)
-# The packaged MiniLM reads English: Korean reaches it as jamo, a third of the words as [UNK]. So
+# The packaged MiniLM reads English: Korean reaches it as jamo, 30% of the words as [UNK]. So
 # the demo builds its Korean BERT as a user without one would: a WordPiece vocabulary learned on the
 # training sentences and a small BERT pre-trained on them (masked LM), then fine-tuned. 500 tokens
 # are about the corpus's syllables: on the script split's dev sentences they fine-tuned to 66%

@@ -4,7 +4,7 @@ small BERT trained from scratch on it.
 
 Continued training first extends the encoder's WordPiece vocabulary with every character of the
 corpus it cannot write. An English vocabulary such as the packaged MiniLM's splits Hangul into
-conjoining jamo but lacks many of them (most final consonants: 했, 있, 좋), so about a third of
+conjoining jamo but lacks many of them (most final consonants: 했, 있, 좋), so about 30% of
 Korean words become a single [UNK]; with the missing jamo added (as word starts and as ##
 continuations) no word is lost, and masked-LM training learns the new embedding rows.
 
