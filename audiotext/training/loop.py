@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from audiotext.config import RunConfig
-from audiotext.data.dataset import EncodedSplit, collate, encode_split
+from audiotext.data.dataset import EncodedSplit, LengthBucketBatchSampler, collate, encode_split
 from audiotext.data.manifest import load_any_split
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.features.text import TextEncoder
@@ -54,8 +54,14 @@ def load_encoded(
     return encode_split(loaded, cfg.audio, text_encoder, use_audio=use_audio, progress=progress)
 
 
-def make_loader(data: EncodedSplit, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+def make_loader(
+    data: EncodedSplit, batch_size: int, shuffle: bool, seed: int = 0, length_buckets: bool = False
+) -> DataLoader:
+    """Batches in order, shuffled, or shuffled in batches of similar length (see `LengthBucketBatchSampler`)."""
     generator = torch.Generator().manual_seed(seed)
+    if shuffle and length_buckets:
+        sampler = LengthBucketBatchSampler(data.lengths(), batch_size, generator)
+        return DataLoader(data, batch_sampler=sampler, collate_fn=collate)
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator)
 
 
@@ -111,7 +117,9 @@ def train(cfg: RunConfig, run_dir: str | Path, results_csv: str | Path | None = 
         model.audio_norm.fit(torch.cat(train_data.audio))
     model.to(device)
 
-    train_loader = make_loader(train_data, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed)
+    train_loader = make_loader(
+        train_data, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, length_buckets=cfg.train.length_buckets
+    )
     dev_loader = make_loader(dev_data, cfg.train.batch_size, shuffle=False)
     optimizer = _optimizer(cfg.train.optim, model.parameters(), cfg.train.lr)
     total_steps = cfg.train.num_epochs * len(train_loader)
