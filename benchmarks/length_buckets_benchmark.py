@@ -1,10 +1,10 @@
 """Training time with batches of similar length against random batches, on the demo corpus.
 
 Trains the demo's audio-only and cross-modal models (the cross-modal one on the packaged MiniLM)
-for `--epochs` epochs both ways from the same seed and prints, per model, the share of computed
-frames that are padding, the seconds per epoch, the speed-up and the best dev macro-F1.
+for `--epochs` epochs both ways from the same seed and prints the share of computed audio frames
+that are padding, then per model the seconds per epoch, the speed-up and the best dev macro-F1.
 
-    python benchmarks/length_buckets_benchmark.py                 # about 3 minutes on 2 cores
+    python benchmarks/length_buckets_benchmark.py                 # about 2 minutes on 2 cores
     python benchmarks/length_buckets_benchmark.py --corpus demo_runs/corpus/script
 """
 

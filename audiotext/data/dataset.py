@@ -41,7 +41,7 @@ class EncodedSplit(Dataset):
         """(N,) steps per clip: MFCC frames, or tokens when the model reads only text."""
         if self.audio is not None:
             return np.array([len(a) for a in self.audio])
-        return np.array([len(self.text[j]) for j in self.text_index])
+        return np.array([len(states) for states in self.text])[self.text_index]
 
 
 class LengthBucketBatchSampler(Sampler[list[int]]):
