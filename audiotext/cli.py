@@ -8,8 +8,8 @@ import warnings
 from pathlib import Path
 
 from audiotext.config import REFERENCE_LABELS, AudioConfig, ModelConfig, RunConfig, TextConfig, TrainConfig
-from audiotext.data.demo import DEFAULT_SPEAKERS
 from audiotext.data.manifest import data_labels
+from audiotext.data.synthesis import DEFAULT_SPEAKERS
 
 # Flags of the reference train.py that have no effect here, and why (see README, "Flags").
 _NOT_APPLICABLE = {
@@ -75,6 +75,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated label order, class 0 first (default: the data's labels.json or manifest "
              "labels, else the reference's " + ",".join(REFERENCE_LABELS) + ")")
     add("--quiet", action="store_true", help="no progress bars")
+    add_cache_arguments(parser)
+
+
+def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--feature_cache", "--feature-cache", default=None, metavar="DIR",
+                        help="where computed features are kept and found again "
+                             "(default: $AUDIOTEXT_CACHE or ~/.cache/audiotext/features)")
+    parser.add_argument("--no_feature_cache", "--no-feature-cache", action="store_true",
+                        help="compute every feature in memory, read and write no cache")
+
+
+def feature_cache_of(args: argparse.Namespace):
+    from audiotext.features.cache import FeatureCache
+
+    return None if args.no_feature_cache else FeatureCache(args.feature_cache, progress=not args.quiet)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -109,8 +124,6 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         ),
         model=ModelConfig(
             modality=modality,
-            n_classes=len(labels),
-            audio_dim=args.n_mfcc,
             d_model=args.d_model,
             layers=args.layers,
             num_heads=args.num_heads,
@@ -150,7 +163,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = config_from_args(args)
     results_csv = args.results_csv or Path(args.output_dir) / "results.csv"
-    summary = train(cfg, run_dir_of(args), results_csv=results_csv, progress=not args.quiet)
+    summary = train(cfg, run_dir_of(args), results_csv=results_csv, cache=feature_cache_of(args), progress=not args.quiet)
     print(
         f"best dev epoch {summary['best_epoch']}: loss {summary['dev_loss']:.4f}  "
         f"accuracy {summary['dev_accuracy']:.4f}  macro-F1 {summary['dev_macro_f1']:.4f}  → {summary['run_dir']}"
@@ -172,13 +185,14 @@ def cmd_test(args: argparse.Namespace) -> None:
     rows = []
     for split in args.split:
         out_dir = Path(args.eval_dir) / Path(split).stem if args.eval_dir else None
-        metrics = evaluate(run_dir, split, args.data_path, out_dir, no_cuda=args.no_cuda, progress=not args.quiet)
+        metrics = evaluate(run_dir, split, args.data_path, out_dir, no_cuda=args.no_cuda, cache=feature_cache_of(args),
+                           progress=not args.quiet)  # fmt: skip
         rows.append({"model": run_dir.name, "test_set": metrics["split"], "metrics": metrics})
     print(format_results_table(rows, rows[0]["metrics"]["labels"]))
 
 
 def cmd_demo_corpus(args: argparse.Namespace) -> None:
-    from audiotext.data.demo import build_demo_corpus
+    from audiotext.data.synthesis import build_demo_corpus
 
     counts = build_demo_corpus(args.out, seed=args.seed, split_by=args.split_by, n_speakers=args.speakers,
                                progress=not args.quiet)
@@ -225,7 +239,7 @@ def add_prepare_parsers(commands) -> None:
 
 
 def cmd_text_pretrain(args: argparse.Namespace) -> None:
-    from audiotext.text.pretrain import pretrain
+    from audiotext.training.masked_lm import pretrain
 
     stats = pretrain(
         args.corpus, args.encoder, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
@@ -238,7 +252,7 @@ def cmd_text_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_text_finetune(args: argparse.Namespace) -> None:
-    from audiotext.text.finetune import finetune
+    from audiotext.training.text_classifier import finetune
 
     labels = args.labels.split(",") if args.labels else data_labels(args.data) or list(REFERENCE_LABELS)
     best = finetune(
@@ -251,8 +265,8 @@ def cmd_text_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_text_test(args: argparse.Namespace) -> None:
+    from audiotext.evaluation.evaluate import evaluate_text_classifier
     from audiotext.evaluation.metrics import format_results_table
-    from audiotext.text.finetune import evaluate_text_classifier
 
     rows = []
     for split in args.split:
@@ -311,10 +325,54 @@ def add_text_parsers(commands) -> None:
     fine.set_defaults(func=cmd_text_finetune)
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
-    from audiotext.demo import run_demo
+def cmd_features_build(args: argparse.Namespace) -> None:
+    from audiotext.data.loading import load_encoded, text_encoder_for
+    from audiotext.runtime import select_device
 
-    run_demo(args.out, seed=args.seed, progress=not args.quiet)
+    cfg = config_from_args(args)
+    cache = feature_cache_of(args)
+    encoder = text_encoder_for(cfg, select_device(args.no_cuda))
+    for split in args.split:
+        data = load_encoded(cfg, split, encoder, cache, progress=not args.quiet)
+        print(f"{split}: {len(data)} clips" + (f", {len(data.text)} distinct sentences" if data.text is not None else ""))
+    print(f"feature cache: {cache.root}")
+
+
+def cmd_features_info(args: argparse.Namespace) -> None:
+    cache = feature_cache_of(args)
+    entries = cache.entries()
+    print(f"feature cache {cache.root}: {len(entries)} entries, "
+          f"{sum(e.size_bytes for e in entries) / 2**20:.1f} MiB")  # fmt: skip
+    for e in entries:
+        source = e.facts.get("encoder") or ", ".join(f"{k} {v}" for k, v in e.facts.get("settings", {}).items())
+        print(f"  {e.kind:5s} {e.key}  {e.facts.get('split', '')}: {e.facts['n']} sequences, "
+              f"{e.facts['steps']} steps × {e.facts['width']}, {e.size_bytes / 2**20:.1f} MiB  ({source})")  # fmt: skip
+
+
+def cmd_features_clear(args: argparse.Namespace) -> None:
+    cache = feature_cache_of(args)
+    print(f"removed {cache.clear()} entries from {cache.root}")
+
+
+def add_features_parsers(commands) -> None:
+    features = commands.add_parser("features", help="the on-disk feature cache: build, info, clear")
+    steps = features.add_subparsers(dest="step", required=True)
+    build = steps.add_parser("build", help="compute and store the features of splits for a model's settings")
+    add_train_arguments(build)
+    build.add_argument("--split", nargs="+", default=["train", "dev", "test"], help="splits to build (default: train dev test)")
+    build.set_defaults(func=cmd_features_build, no_feature_cache=False)
+    for name, func, text in (("info", cmd_features_info, "list the cache's entries"),
+                             ("clear", cmd_features_clear, "remove every entry")):  # fmt: skip
+        step = steps.add_parser(name, help=text)
+        step.add_argument("--feature_cache", "--feature-cache", default=None, metavar="DIR",
+                          help="the cache folder (default: $AUDIOTEXT_CACHE or ~/.cache/audiotext/features)")
+        step.set_defaults(func=func, no_feature_cache=False, quiet=False)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from audiotext.recipes import run_demo
+
+    run_demo(args.out, seed=args.seed, cache=feature_cache_of(args), progress=not args.quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,7 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_runs")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true")
+    add_cache_arguments(demo)
     demo.set_defaults(func=cmd_demo)
+
+    add_features_parsers(commands)
     return parser
 
 

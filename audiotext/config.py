@@ -1,5 +1,6 @@
-"""One dataclass per concern. A run directory stores them all in config.json, so a model can be
-rebuilt from its run directory alone."""
+"""One dataclass per concern, as the user sets it. A run directory stores them all in config.json
+(with the widths derived from them and the data, see `audiotext.models.classifiers.Dims`), so a
+model can be rebuilt from its run directory alone."""
 
 from __future__ import annotations
 
@@ -25,15 +26,12 @@ class AudioConfig:
 class TextConfig:
     encoder: str = ""  # local Hugging Face directory; "" means the packaged MiniLM
     max_len_for_text: int = 64  # tokens, [CLS] and [SEP] included
-    hidden_size: int | None = None  # read from the encoder's config; a value given up front is checked
+    hidden_size: int | None = None  # expected encoder width (--hidden_size_for_bert): checked, never overwritten
 
 
 @dataclass
 class ModelConfig:
     modality: str = "cross"  # "audio", "text" or "cross"
-    n_classes: int = len(REFERENCE_LABELS)
-    audio_dim: int = 40  # n_mfcc
-    text_dim: int = 384  # hidden size of the text encoder
     d_model: int = 30
     layers: int = 5
     num_heads: int = 5

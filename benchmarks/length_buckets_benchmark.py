@@ -18,9 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from audiotext.config import RunConfig
-from audiotext.data.demo import build_demo_corpora
-from audiotext.demo import AUDIO, CROSS, DEMO_AUDIO, DEMO_TRAINING
-from audiotext.training.loop import EPOCH_LOG, load_encoded, make_loader, train
+from audiotext.data.loading import load_encoded, make_loader
+from audiotext.data.synthesis import build_demo_corpora
+from audiotext.models.checkpoint import EPOCH_LOG
+from audiotext.recipes import AUDIO, CROSS, DEMO_AUDIO, DEMO_TRAINING
+from audiotext.training.loop import train
 
 
 def padding_shares(cfg: RunConfig) -> dict[bool, float]:

@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 import soundfile as sf
 
-from audiotext.data.demo import build_demo_corpus, load_demo_scripts
 from audiotext.data.media import write_media
 from audiotext.data.prepare import PrepareReport, prepare_korean
+from audiotext.data.synthesis import build_demo_corpus, load_demo_scripts
 
 DEMO_SPEAKERS = 2
 _clips: dict[tuple[int, int], object] = {}  # (speaker, script_id) → int16 clip, per generator worker

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from audiotext.config import RunConfig
-from audiotext.data.demo import build_demo_corpora
-from audiotext.demo import DEMO_FINETUNE, DEMO_PRETRAIN, FROZEN_TEXT, FROZEN_TEXT_TRAINING
-from audiotext.evaluation.evaluate import evaluate
-from audiotext.text.finetune import evaluate_text_classifier, finetune
-from audiotext.text.pretrain import pretrain
+from audiotext.data.synthesis import build_demo_corpora
+from audiotext.evaluation.evaluate import evaluate, evaluate_text_classifier
+from audiotext.recipes import DEMO_FINETUNE, DEMO_PRETRAIN, FROZEN_TEXT, FROZEN_TEXT_TRAINING
 from audiotext.training.loop import train
+from audiotext.training.masked_lm import pretrain
+from audiotext.training.text_classifier import finetune
 
 
 def one_split(folder: Path, seed: int) -> dict[str, tuple[float, float]]:

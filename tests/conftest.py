@@ -1,10 +1,15 @@
 """Shared fixtures: one small real demo corpus (espeak-ng speech) per test session, split both ways."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from audiotext.data.demo import build_demo_corpora
+# Features the CLI commands cache go to a folder of this session, not the user's cache.
+os.environ.setdefault("AUDIOTEXT_CACHE", tempfile.mkdtemp(prefix="audiotext-test-cache-"))
+
+from audiotext.data.synthesis import build_demo_corpora
 
 
 @pytest.fixture(scope="session")

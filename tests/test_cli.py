@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from audiotext.cli import build_parser
+from audiotext.models.classifiers import Dims
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +51,7 @@ def test_flag_values_reach_the_configuration():
     )
     cfg = config_from_args(args)
     assert (cfg.model.modality, cfg.model.merge_how, cfg.model.layers, cfg.model.attn_mask) == ("audio", "last", 3, False)
-    assert (cfg.audio.n_mfcc, cfg.model.audio_dim, cfg.audio.resample_rate) == (20, 20, 8000)
+    assert (cfg.audio.n_mfcc, Dims.of(cfg, None).audio, cfg.audio.resample_rate) == (20, 20, 8000)
     assert (cfg.train.lr, cfg.train.when, cfg.train.batch_chunk, cfg.train.optim) == (0.01, 4, 2, "AdamW")
 
 

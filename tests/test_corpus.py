@@ -75,3 +75,18 @@ def test_clip_shorter_than_one_window_names_file_and_row(frame, tmp_path):
     with pytest.raises(CorpusError, match=r"row 4: clip has \d+ samples") as err:
         encode_split(split, AudioConfig(), text_encoder=None, use_audio=True, progress=False)
     assert str(path) in str(err.value)
+
+
+def test_a_sentence_that_normalises_to_nothing_is_refused_for_text_models_with_file_and_row(frame, tmp_path):
+    from audiotext.config import AudioConfig
+    from audiotext.data.dataset import encode_split
+    from audiotext.features.text import TextEncoder
+
+    emoji = frame.assign(Sentence=list(frame["Sentence"][:3]) + ["🙂 ~~ 😢"] + list(frame["Sentence"][4:]))
+    path = write(emoji, tmp_path)
+    split = load_split(path, REFERENCE_LABELS)
+    with pytest.raises(CorpusError, match=r"row 3: column 'sentence' '🙂 ~~ 😢' normalises to nothing") as err:
+        encode_split(split, AudioConfig(), TextEncoder(None), use_audio=False, progress=False)
+    assert str(path) in str(err.value)
+    # An audio-only model never reads the sentence, so the split is fine for it.
+    assert len(encode_split(split, AudioConfig(), None, use_audio=True, progress=False)) == len(frame)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from audiotext.config import REFERENCE_LABELS
-from audiotext.data.demo import SAMPLE_RATE, build_demo_corpus, load_demo_scripts
+from audiotext.data.synthesis import SAMPLE_RATE, build_demo_corpus, load_demo_scripts
 
 SPLIT_FILES = ("train", "dev", "test", "test_stt")
 

@@ -4,16 +4,15 @@ import pytest
 import torch
 
 from audiotext.config import ModelConfig
-from audiotext.models.classifiers import build_model, merge_over_time
+from audiotext.models.blocks import causal_mask
+from audiotext.models.classifiers import Dims, build_model, merge_over_time
 
 F_MFCC, E_TEXT = 40, 32
+DIMS = Dims(audio=F_MFCC, text=E_TEXT, classes=7)
 
 
-def tiny_config(modality: str, **overrides) -> ModelConfig:
-    base = dict(
-        modality=modality, n_classes=7, audio_dim=F_MFCC, text_dim=E_TEXT, d_model=20, layers=2, num_heads=4,
-    )
-    return ModelConfig(**{**base, **overrides})
+def tiny_model(modality: str, **overrides):
+    return build_model(ModelConfig(**{**dict(modality=modality, d_model=20, layers=2, num_heads=4), **overrides}), DIMS)
 
 
 def batch_with_lengths(audio_lengths, text_lengths, seed=0):
@@ -28,7 +27,7 @@ def batch_with_lengths(audio_lengths, text_lengths, seed=0):
 
 @pytest.mark.parametrize("modality", ["audio", "text", "cross"])
 def test_logits_shape_and_every_parameter_gets_a_gradient(modality):
-    model = build_model(tiny_config(modality))
+    model = tiny_model(modality)
     batch = batch_with_lengths([30, 17, 9], [12, 5, 8])
     logits = model(**batch)
     assert logits.shape == (3, 7)
@@ -41,7 +40,7 @@ def test_logits_shape_and_every_parameter_gets_a_gradient(modality):
 @pytest.mark.parametrize("merge_how", ["average", "last"])
 @pytest.mark.parametrize("attn_mask", [True, False])
 def test_padded_frames_and_tokens_never_change_the_output(modality, merge_how, attn_mask):
-    model = build_model(tiny_config(modality, merge_how=merge_how, attn_mask=attn_mask)).eval()
+    model = tiny_model(modality, merge_how=merge_how, attn_mask=attn_mask).eval()
     batch = batch_with_lengths([30, 17, 9], [12, 5, 8])
     reference = model(**batch)
 
@@ -56,7 +55,7 @@ def test_padded_frames_and_tokens_never_change_the_output(modality, merge_how, a
 
 @pytest.mark.parametrize("modality", ["audio", "cross"])
 def test_batched_equals_one_clip_at_a_time(modality):
-    model = build_model(tiny_config(modality)).eval()
+    model = tiny_model(modality).eval()
     audio_lengths, text_lengths = [30, 17, 9], [12, 5, 8]
     batch = batch_with_lengths(audio_lengths, text_lengths)
     batched = model(**batch)
@@ -79,8 +78,49 @@ def test_merge_last_takes_the_last_real_step_and_average_ignores_padding():
 
 def test_bad_options_are_refused_with_the_reason():
     with pytest.raises(ValueError, match="merge_how"):
-        build_model(tiny_config("cross", merge_how="max"))
+        tiny_model("cross", merge_how="max")
     with pytest.raises(ValueError, match="modality"):
-        build_model(tiny_config("video"))
+        tiny_model("video")
     with pytest.raises(ValueError, match="divisible"):
-        build_model(tiny_config("cross", d_model=30, num_heads=4))
+        tiny_model("cross", d_model=30, num_heads=4)
+
+
+def test_causal_mask_follows_mult_for_rectangular_pairs_per_clip():
+    # Clip 0: 3 real queries over 7 real keys; clip 1: 2 over 3 (padded to 3 x 7).
+    queries = torch.tensor([[True, True, True], [True, True, False]])
+    keys = torch.tensor([[True] * 7, [True] * 3 + [False] * 4])
+    allowed = causal_mask(queries, keys, 3, 7, torch.device("cpu"))
+    # MulT: query i sees keys j <= i + |M - N| (M - N = 4, then 1).
+    assert allowed[0].int().tolist() == [[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1]]
+    assert allowed[1, :2, :3].int().tolist() == [[1, 1, 0], [1, 1, 1]]
+    square = causal_mask(None, None, 4, 4, torch.device("cpu"))[0]
+    assert torch.equal(square, torch.ones(4, 4, dtype=torch.bool).tril())  # self-attention stays causal
+
+
+def test_with_default_flags_the_text_stream_hears_the_end_of_the_clip():
+    model = tiny_model("cross").eval()  # attn_mask on, as by default
+    assert model.text_with_audio.causal
+    batch = batch_with_lengths([200, 150], [15, 9])
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["audio"][0, 190:200] += 5.0  # the last real frames of clip 0
+    changed["audio"][1, 140:150] += 5.0
+
+    streams = {}
+    for name, inputs in (("before", batch), ("after", changed)):
+        hooked = []
+        handle = model.text_with_audio.register_forward_hook(lambda m, i, out: hooked.append(out))
+        with torch.inference_mode():
+            logits = model(**inputs)
+        handle.remove()
+        streams[name] = (hooked[0], logits)
+    (text_before, logits_before), (text_after, logits_after) = streams["before"], streams["after"]
+    for clip, real_steps in ((0, 13), (1, 7)):  # tokens after the kernel-3 convolution
+        assert not torch.allclose(text_before[clip, :real_steps], text_after[clip, :real_steps])
+        assert not torch.allclose(logits_before[clip], logits_after[clip])
+
+
+def test_a_text_without_a_real_step_is_refused_by_the_cross_modal_model():
+    model = tiny_model("cross").eval()
+    batch = batch_with_lengths([30, 17], [12, 2])  # [CLS] [SEP]: nothing left after the convolution
+    with pytest.raises(ValueError, match="at least 3 tokens"):
+        model(**batch)

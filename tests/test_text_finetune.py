@@ -14,8 +14,11 @@ from safetensors.torch import load_file
 
 from audiotext.config import REFERENCE_LABELS
 from audiotext.data.corpus import load_split
-from audiotext.features.text import TextEncoder
-from audiotext.text import finetune as ft
+from audiotext.evaluation.evaluate import evaluate_text_classifier
+from audiotext.features.text import TextEncoder, normalize_text
+from audiotext.inference.predict import predict_sentences
+from audiotext.models.checkpoint import HEAD_CONFIG, HEAD_WEIGHTS, load_text_classifier
+from audiotext.training.text_classifier import finetune
 
 CHANCE = 1 / len(REFERENCE_LABELS)
 
@@ -24,7 +27,7 @@ CHANCE = 1 / len(REFERENCE_LABELS)
 def finetuned(demo_corpus, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("finetune") / "text_classifier"
     # Clip split: most test sentences were read by the other speaker in train, as in the reference.
-    metrics = ft.finetune(demo_corpus, None, out, epochs=8, lr=2e-4, batch_size=16, max_len=32, seed=0, progress=False)
+    metrics = finetune(demo_corpus, None, out, epochs=8, lr=2e-4, batch_size=16, max_len=32, seed=0, progress=False)
     return out, metrics
 
 
@@ -39,7 +42,7 @@ def test_trains_on_distinct_sentences(demo_corpus, finetuned):
 @pytest.mark.parametrize("split", ["test", "test_stt"])
 def test_beats_chance_and_writes_the_evaluation_outputs(demo_corpus, finetuned, tmp_path, split):
     model_dir, _ = finetuned
-    metrics = ft.evaluate_text_classifier(model_dir, demo_corpus, split, tmp_path)
+    metrics = evaluate_text_classifier(model_dir, demo_corpus, split, tmp_path)
     clips = load_split(demo_corpus / f"{split}.pkl", REFERENCE_LABELS)
     assert metrics["n"] == len(clips)  # per clip, as the audio and cross-modal tests count
     floor = 3 * CHANCE if split == "test" else 2 * CHANCE  # transcripts are noisier
@@ -55,15 +58,15 @@ def test_beats_chance_and_writes_the_evaluation_outputs(demo_corpus, finetuned, 
 def test_directory_is_safetensors_and_loads_as_text_encoder(finetuned):
     model_dir, _ = finetuned
     assert (model_dir / "model.safetensors").is_file() and not list(model_dir.glob("*.bin"))
-    assert set(load_file(model_dir / ft.HEAD_WEIGHTS)) == {"weight", "bias"}
-    info = json.loads((model_dir / ft.HEAD_CONFIG).read_text(encoding="utf-8"))
+    assert set(load_file(model_dir / HEAD_WEIGHTS)) == {"weight", "bias"}
+    info = json.loads((model_dir / HEAD_CONFIG).read_text(encoding="utf-8"))
     assert info["labels"] == list(REFERENCE_LABELS)
 
     encoder = TextEncoder(model_dir, max_len=32)
-    tokenizer, classifier, _ = ft.load_text_classifier(model_dir)
+    tokenizer, classifier, _ = load_text_classifier(model_dir)
     sentence = "와 정말 신난다 오늘 최고의 날이야!"
     state = encoder.encode([sentence], progress=False)[0]  # (L, 384)
-    batch = tokenizer([ft.normalize_text(sentence)], truncation=True, max_length=32, return_tensors="pt")
+    batch = tokenizer([normalize_text(sentence)], truncation=True, max_length=32, return_tensors="pt")
     with torch.inference_mode():
         expected = classifier.encoder(**batch).last_hidden_state[0]
     assert state.shape == (batch["input_ids"].shape[1], 384)
@@ -72,20 +75,20 @@ def test_directory_is_safetensors_and_loads_as_text_encoder(finetuned):
 
 def test_predictions_do_not_depend_on_batching(finetuned):
     model_dir, _ = finetuned
-    tokenizer, classifier, info = ft.load_text_classifier(model_dir)
+    tokenizer, classifier, info = load_text_classifier(model_dir)
     sentences = ["시험 결과가 방금 나왔어요.", "너무 무서워", "정말 화가 나!", "너무 무서워"]
-    together = ft.predict_sentences(tokenizer, classifier, sentences, info["max_len"], batch_size=3)
-    alone = torch.cat([ft.predict_sentences(tokenizer, classifier, [s], info["max_len"]) for s in sentences])
+    together = predict_sentences(tokenizer, classifier, sentences, info["max_len"], batch_size=3)
+    alone = torch.cat([predict_sentences(tokenizer, classifier, [s], info["max_len"]) for s in sentences])
     torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
 
 
 def test_a_directory_without_head_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="classifier.json"):
-        ft.load_text_classifier(tmp_path)
+        load_text_classifier(tmp_path)
 
 
 def test_bad_arguments_are_refused(demo_corpus, tmp_path):
     with pytest.raises(ValueError, match="epochs"):
-        ft.finetune(demo_corpus, None, tmp_path / "m", epochs=0, progress=False)
+        finetune(demo_corpus, None, tmp_path / "m", epochs=0, progress=False)
     with pytest.raises(ValueError, match="pooling"):
-        ft.finetune(demo_corpus, None, tmp_path / "m", epochs=1, pooling="max", progress=False)
+        finetune(demo_corpus, None, tmp_path / "m", epochs=1, pooling="max", progress=False)

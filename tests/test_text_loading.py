@@ -13,14 +13,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertForMaskedLM
 
-from audiotext.features.text import TextEncoder, default_encoder_path
-from audiotext.text.loading import (
+from audiotext.features.encoders import (
     CheckpointShapeError,
     load_text_encoder,
     load_text_encoder_with_report,
     read_vocab,
     save_directory,
 )
+from audiotext.features.text import TextEncoder, default_encoder_path
 
 SENTENCES = ["오늘은 정말 행복한 하루였어요!", "I can't believe it.", "무서워 왜 이렇게 늦었어?"]
 

@@ -12,13 +12,26 @@ import pytest
 import torch
 
 from audiotext.config import REFERENCE_LABELS
-from audiotext.data.demo import load_demo_scripts
 from audiotext.data.manifest import load_any_split
-from audiotext.features.text import OUT_OF_FOLD_STATES, TextEncoder, last_hidden_states, load_out_of_fold_states
-from audiotext.text import finetune as ft
-from audiotext.features.text import default_encoder_path
-from audiotext.text.loading import load_text_encoder
-from audiotext.text.pretrain import extend_vocabulary, learn_wordpiece_vocabulary, pretrain, read_corpus, train_wordpiece
+from audiotext.data.synthesis import load_demo_scripts
+from audiotext.features.encoders import load_text_encoder
+from audiotext.features.text import (
+    OUT_OF_FOLD_STATES,
+    TextEncoder,
+    default_encoder_path,
+    last_hidden_states,
+    load_out_of_fold_states,
+)
+from audiotext.inference.predict import predict_sentences
+from audiotext.models.text_classifier import SequenceClassifier
+from audiotext.training.masked_lm import (
+    extend_vocabulary,
+    learn_wordpiece_vocabulary,
+    pretrain,
+    read_corpus,
+    train_wordpiece,
+)
+from audiotext.training.text_classifier import distinct_pairs, finetune
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +72,7 @@ def test_scratch_model_is_an_encoder_with_its_own_korean_vocabulary(scratch):
 
 def test_pretrained_directory_fine_tunes_with_mean_pooling(scratch, demo_corpus, tmp_path):
     out, _ = scratch
-    metrics = ft.finetune(demo_corpus, out, tmp_path / "clf", epochs=1, batch_size=32, max_len=32, progress=False)
+    metrics = finetune(demo_corpus, out, tmp_path / "clf", epochs=1, batch_size=32, max_len=32, progress=False)
     assert metrics["pooling"] == "mean"  # a masked-LM checkpoint has no pooler weights
 
 
@@ -126,10 +139,10 @@ def test_wordpiece_has_the_special_tokens_first():
 def test_mean_pooling_ignores_padding(scratch):
     out, _ = scratch
     tokenizer, encoder = load_text_encoder(out)
-    model = ft.SequenceClassifier(encoder, n_classes=7, pooling="mean", dropout=0.0).eval()
+    model = SequenceClassifier(encoder, n_classes=7, pooling="mean", dropout=0.0).eval()
     sentences = ["무서워", "시험 결과가 방금 나왔어요 정말 너무 기뻐요"]
-    alone = ft.predict_sentences(tokenizer, model, sentences[:1], max_len=32)
-    together = ft.predict_sentences(tokenizer, model, sentences, max_len=32)  # the first is padded here
+    alone = predict_sentences(tokenizer, model, sentences[:1], max_len=32)
+    together = predict_sentences(tokenizer, model, sentences, max_len=32)  # the first is padded here
     assert torch.allclose(alone[0], together[0], atol=1e-5)
     assert not torch.allclose(together[0], together[1], atol=1e-3)
 
@@ -138,11 +151,11 @@ def test_cross_fitting_stores_each_training_sentence_from_an_encoder_that_did_no
     out, _ = scratch
     corpus = demo_corpora["script"]
     model_dir = tmp_path / "cross_fitted"
-    info = ft.finetune(corpus, out, model_dir, epochs=2, lr=1e-3, batch_size=32, max_len=32, seed=0,
+    info = finetune(corpus, out, model_dir, epochs=2, lr=1e-3, batch_size=32, max_len=32, seed=0,
                        cross_fit_folds=2, progress=False)  # fmt: skip
     assert info["cross_fit_folds"] == 2 and (model_dir / OUT_OF_FOLD_STATES).is_file()
 
-    train_sentences, _ = ft.distinct_pairs(load_any_split(corpus, "train", REFERENCE_LABELS, 48000, with_audio=False))
+    train_sentences, _ = distinct_pairs(load_any_split(corpus, "train", REFERENCE_LABELS, 48000, with_audio=False))
     stored = load_out_of_fold_states(model_dir)
     assert sorted(stored) == sorted(train_sentences)
 
@@ -160,6 +173,6 @@ def test_cross_fitting_stores_each_training_sentence_from_an_encoder_that_did_no
 def test_cross_fitting_needs_two_folds_with_every_label(scratch, demo_corpus, tmp_path):
     out, _ = scratch
     with pytest.raises(ValueError, match="at least 2"):
-        ft.finetune(demo_corpus, out, tmp_path / "m", epochs=1, cross_fit_folds=1, progress=False)
+        finetune(demo_corpus, out, tmp_path / "m", epochs=1, cross_fit_folds=1, progress=False)
     with pytest.raises(ValueError, match="rarest label"):
-        ft.finetune(demo_corpus, out, tmp_path / "m", epochs=1, cross_fit_folds=1000, progress=False)
+        finetune(demo_corpus, out, tmp_path / "m", epochs=1, cross_fit_folds=1000, progress=False)

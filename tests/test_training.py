@@ -10,10 +10,11 @@ import torch
 
 from audiotext.config import AudioConfig, ModelConfig, RunConfig, TrainConfig
 from audiotext.data.dataset import collate
+from audiotext.data.loading import load_encoded, make_loader, text_encoder_for
 from audiotext.evaluation.evaluate import evaluate
-from audiotext.models.classifiers import build_model
-from audiotext.training.checkpoint import load_run, save_config, save_weights
-from audiotext.training.loop import load_encoded, make_loader, text_encoder_for, train
+from audiotext.models.checkpoint import load_run, save_config, save_weights
+from audiotext.models.classifiers import Dims, build_model
+from audiotext.training.loop import train
 
 CHANCE = 1 / 7
 
@@ -47,7 +48,7 @@ def test_short_cross_modal_run_beats_chance_clearly(trained_cross):
 def test_run_directory_holds_config_weights_logs_and_results_row(trained_cross):
     run_dir, results, summary = trained_cross
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    assert config["model"]["modality"] == "cross" and config["model"]["text_dim"] == 384
+    assert config["model"]["modality"] == "cross" and config["dims"]["text"] == 384
     assert (run_dir / "model.safetensors").stat().st_size > 0
     epochs = pd.read_csv(run_dir / "epochs.csv")
     assert list(epochs["epoch"]) == list(range(1, 13))
@@ -71,7 +72,9 @@ def test_test_outputs_metrics_predictions_and_confusion_png(trained_cross):
 
 def test_same_seed_gives_the_same_metrics(demo_corpus, tmp_path):
     cfg = small_config(demo_corpus, "audio", num_epochs=2)
+    given = cfg.to_dict()
     first = train(cfg, tmp_path / "a", progress=False)
+    assert cfg.to_dict() == given, "train() must not change the configuration it was given"
     second = train(small_config(demo_corpus, "audio", num_epochs=2), tmp_path / "b", progress=False)
     assert (first["dev_loss"], first["dev_macro_f1"]) == (second["dev_loss"], second["dev_macro_f1"])
     assert pd.read_csv(tmp_path / "a" / "epochs.csv")["train_loss"].tolist() == pd.read_csv(
@@ -82,11 +85,11 @@ def test_same_seed_gives_the_same_metrics(demo_corpus, tmp_path):
 def test_checkpoint_round_trip_gives_identical_predictions(demo_corpus, tmp_path):
     cfg = small_config(demo_corpus)
     encoder = text_encoder_for(cfg, torch.device("cpu"))
-    cfg.model.text_dim = encoder.hidden_size
+    dims = Dims.of(cfg, encoder.hidden_size)
     data = load_encoded(cfg, "dev", encoder, progress=False)
-    model = build_model(cfg.model).eval()
-    model.audio_norm.fit(torch.cat(data.audio))  # buffers must travel with the weights too
-    save_config(tmp_path, cfg)
+    model = build_model(cfg.model, dims).eval()
+    model.audio_norm.set(*data.audio.mean_std())  # buffers must travel with the weights too
+    save_config(tmp_path, cfg, dims)
     save_weights(tmp_path, model)
 
     _, reloaded = load_run(tmp_path)

@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from audiotext.io import atomic_path
+
 CANONICAL_COLUMNS = ("speaker", "audio", "sentence", "emotion")
 _COLUMN_SPELLINGS = {
     "speaker": ("person_ix", "person_idx", "speaker"),
@@ -35,12 +37,34 @@ class Split:
     name: str
     path: Path
     speakers: list[int]
-    audio: list[np.ndarray]  # raw 1-D clips at the corpus sample rate
+    audio: Sequence[np.ndarray]  # raw 1-D clips at the corpus sample rate (a manifest's decode when read)
     sentences: list[str]
     labels: np.ndarray  # (N,) class indices into the label list
+    rows: list[int] | None = None  # each clip's row in its file, for messages; None: positions 0..N-1
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def where(self, i: int) -> str:
+        """'FILE: row R' of clip i, as error messages name it."""
+        return f"{self.path}: row {i if self.rows is None else self.rows[i]}"
+
+
+def write_reference_pickle(
+    path: str | Path, speakers: Sequence[int], audio: Sequence[np.ndarray], sentences: Sequence[str], labels: Sequence[str]
+) -> None:
+    """Writes one split in the reference's format (person_ix, audio, Sentence, Emotion), atomically."""
+    frame = pd.DataFrame(
+        {
+            "person_ix": np.asarray(speakers, dtype=np.int64),
+            "audio": pd.Series(list(audio), dtype=object),
+            # object, not pandas' string dtype, so that the pickles load with older pandas too.
+            "Sentence": pd.Series(list(sentences), dtype=object),
+            "Emotion": pd.Series(list(labels), dtype=object),
+        }
+    )
+    with atomic_path(path) as tmp:
+        frame.to_pickle(tmp)
 
 
 def resolve_split_path(data_path: str | Path, split: str) -> Path:

@@ -1,4 +1,4 @@
-"""Datasets over features computed once per run, and the batching that pads them.
+"""Datasets over features computed once (and cached on disk), and the batching that pads them.
 
 Shape legend: B batch, T audio frames, L text tokens, F MFCC coefficients, E text-encoder width.
 """
@@ -16,8 +16,8 @@ from torch.utils.data import Dataset, Sampler
 
 from audiotext.config import AudioConfig
 from audiotext.data.corpus import CorpusError, Split
-from audiotext.features.audio import extract_audio_features
-from audiotext.features.text import TextEncoder
+from audiotext.features.cache import FeatureCache, PackedSequences, audio_features, text_states
+from audiotext.features.text import TextEncoder, normalize_text
 
 
 @dataclass
@@ -25,8 +25,8 @@ class EncodedSplit(Dataset):
     """Per-clip MFCCs and per-sentence encoder states; either is None when the model ignores it."""
 
     labels: torch.Tensor  # (N,)
-    audio: list[torch.Tensor] | None  # N × (T_i, F)
-    text: list[torch.Tensor] | None  # S × (L_j, E), one per distinct sentence
+    audio: PackedSequences | None  # N × (T_i, F)
+    text: PackedSequences | None  # S × (L_j, E), one per distinct sentence
     text_index: np.ndarray  # (N,) clip → its sentence in `text`
 
     def __len__(self) -> int:
@@ -40,8 +40,8 @@ class EncodedSplit(Dataset):
     def lengths(self) -> np.ndarray:
         """(N,) steps per clip: MFCC frames, or tokens when the model reads only text."""
         if self.audio is not None:
-            return np.array([len(a) for a in self.audio])
-        return np.array([len(states) for states in self.text])[self.text_index]
+            return self.audio.lengths()
+        return self.text.lengths()[self.text_index]
 
 
 class LengthBucketBatchSampler(Sampler[list[int]]):
@@ -79,22 +79,36 @@ def encode_split(
     audio_cfg: AudioConfig,
     text_encoder: TextEncoder | None,
     use_audio: bool,
+    cache: FeatureCache | None = None,
     progress: bool = True,
 ) -> EncodedSplit:
-    audio = _audio_features(split, audio_cfg, progress) if use_audio else None
-    distinct, text_index = np.unique(np.asarray(split.sentences, dtype=object), return_inverse=True)
+    """The split's features, from `cache` where it holds them (and stored there when not), or
+    computed in memory when `cache` is None.
+
+    Raises CorpusError naming the file and row of a clip without MFCCs (too short), or, when text
+    is used, of a sentence that normalises to nothing: the cross-modal model would have no text
+    step to attend to.
+    """
+    audio = None
+    if use_audio:
+        try:
+            audio = audio_features(split.audio, audio_cfg, cache, progress, name=split.name, where=split.where)
+        except CorpusError:
+            raise  # a clip that would not decode already names its file and row
+        except ValueError as err:
+            raise CorpusError(str(err)) from None
+    normalised = [normalize_text(s) for s in split.sentences]
+    distinct, text_index = np.unique(np.asarray(normalised, dtype=object), return_inverse=True)
     text = None
     if text_encoder is not None:
-        text = text_encoder.encode(list(distinct), progress=progress)
+        if not distinct[0]:  # np.unique sorts: an empty sentence comes first
+            i = normalised.index("")
+            raise CorpusError(
+                f"{split.where(i)}: column 'sentence' {split.sentences[i]!r} normalises to nothing "
+                "(the text features keep only a-z, A-Z, Hangul, digits and . ! ?)"
+            )
+        text = text_states(list(distinct), text_encoder, cache, progress, name=split.name)
     return EncodedSplit(torch.as_tensor(split.labels), audio, text, text_index)
-
-
-def _audio_features(split: Split, cfg: AudioConfig, progress: bool) -> list[torch.Tensor]:
-    try:
-        features = extract_audio_features(split.audio, cfg, progress, desc=f"MFCC {split.name}")
-    except ValueError as err:
-        raise CorpusError(f"{split.path}: {err}") from None
-    return [torch.from_numpy(f) for f in features]
 
 
 def collate(items: Sequence[tuple]) -> dict[str, torch.Tensor]:

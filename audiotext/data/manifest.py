@@ -13,10 +13,11 @@ row n is its line n).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -166,9 +167,8 @@ def load_manifest_split(
         if frame.empty:
             raise ManifestError(f"{path}: no rows with split {split!r}")
     label_index = {label: i for i, label in enumerate(labels)}
-    audio, label_ids = [], []
-    rows = tqdm(frame.itertuples(index=False), total=len(frame), desc=f"{path.name}", disable=not progress)
-    for row in rows:
+    label_ids = []
+    for row in tqdm(frame.itertuples(index=False), total=len(frame), desc=f"{path.name}", disable=not progress):
         where = f"{path}: row {row.row}"
         if not row.text:
             raise ManifestError(f"{where}, column 'text' is empty")
@@ -177,17 +177,44 @@ def load_manifest_split(
                 f"{where}, column 'label' has unknown label {row.label!r}; known labels: {', '.join(labels)}"
             )
         label_ids.append(label_index[row.label])
-        if not with_audio:
-            continue
-        start = None if math.isnan(row.start) else row.start
-        end = None if math.isnan(row.end) else row.end
-        try:
-            clip, rate = load_audio(row.audio_path, start, end)
-        except MediaError as err:
-            raise ManifestError(f"{where}, column 'audio': {err}") from None
-        audio.append(resample(clip, rate, sample_rate))
+        if with_audio and not Path(row.audio_path).is_file():
+            raise ManifestError(f"{where}, column 'audio': {row.audio_path}: unreadable path (no such file)")
+    audio = ManifestClips(path, frame, sample_rate) if with_audio else []
     speakers = speaker_ids(list(frame["speaker"])) if "speaker" in frame.columns else [-1] * len(frame)
-    return Split(split or path.stem, path, speakers, audio, list(frame["text"]), np.asarray(label_ids, np.int64))
+    return Split(split or path.stem, path, speakers, audio, list(frame["text"]), np.asarray(label_ids, np.int64),
+                 rows=list(frame["row"]))  # fmt: skip
+
+
+class ManifestClips(Sequence[np.ndarray]):
+    """The clips of a manifest's rows, each decoded when it is read and then dropped, so a split of
+    any size costs the memory of one clip: features are computed one clip at a time, and from the
+    feature cache no clip is decoded at all."""
+
+    def __init__(self, manifest: Path, frame: pd.DataFrame, sample_rate: int) -> None:
+        self.manifest, self.sample_rate = manifest, sample_rate
+        self.rows = frame["row"].tolist()
+        self.paths = frame["audio_path"].tolist()
+        self.segments = [(None if math.isnan(s) else s, None if math.isnan(e) else e)
+                         for s, e in zip(frame["start"], frame["end"])]  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        try:
+            clip, rate = load_audio(self.paths[i], *self.segments[i])
+        except MediaError as err:
+            raise ManifestError(f"{self.manifest}: row {self.rows[i]}, column 'audio': {err}") from None
+        return resample(clip, rate, self.sample_rate)
+
+    def identity(self, i: int) -> bytes:
+        """What clip i's samples are made of: the bytes of its file, its segment and the rate it is
+        read at; hashing these instead of decoded samples decodes nothing."""
+        digest = hashlib.blake2b(digest_size=16)
+        with open(self.paths[i], "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        return digest.digest() + repr((self.segments[i], self.sample_rate)).encode()
 
 
 def load_any_split(

@@ -32,6 +32,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from audiotext.config import REFERENCE_LABELS, AudioConfig
+from audiotext.data.corpus import write_reference_pickle
 from audiotext.data.manifest import LABELS_FILE, read_manifest, resample, speaker_ids
 from audiotext.data.media import MediaError, load_audio, to_int16
 from audiotext.data.splits import assign_splits, check_leakage, split_counts
@@ -284,17 +285,7 @@ def _extract(clip, cached: Path, sample_rate: int) -> str | None:
 
 def _write_split_pickle(clips: pd.DataFrame, out_dir: Path, path: Path) -> None:
     audio = [sf.read(out_dir / AUDIO_DIR / f"{key}.flac", dtype="int16")[0] for key in clips["key"]]
-    frame = pd.DataFrame(
-        {
-            "person_ix": clips["speaker"].to_numpy(dtype=np.int64),
-            "audio": pd.Series(audio, dtype=object),
-            # object, not pandas' string dtype, so that the pickles load with older pandas too.
-            "Sentence": pd.Series(clips["text"].tolist(), dtype=object),
-            "Emotion": pd.Series(clips["label"].tolist(), dtype=object),
-        }
-    )
-    with atomic_path(path) as tmp:
-        frame.to_pickle(tmp)
+    write_reference_pickle(path, clips["speaker"].tolist(), audio, clips["text"].tolist(), clips["label"].tolist())
 
 
 def _write_manifest(clips: pd.DataFrame, out_dir: Path) -> None:

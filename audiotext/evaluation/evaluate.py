@@ -1,4 +1,5 @@
-"""Testing a trained run on a split: metrics.json, predictions.csv and a confusion-matrix PNG."""
+"""Testing a trained model on a split: metrics.json, predictions.csv and a confusion-matrix PNG,
+for a run folder (`evaluate`) and for a fine-tuned text classifier (`evaluate_text_classifier`)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from audiotext.config import AudioConfig
+from audiotext.data.loading import load_encoded, make_loader, text_encoder_for
+from audiotext.data.manifest import load_any_split
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.evaluation.plots import plot_confusion_matrix
+from audiotext.features.cache import FeatureCache
+from audiotext.inference.predict import predict, predict_sentences
 from audiotext.io import atomic_path, write_json
-from audiotext.training.checkpoint import load_run
-from audiotext.training.loop import load_encoded, make_loader, predict, select_device, text_encoder_for
+from audiotext.models.checkpoint import load_run, load_text_classifier
+from audiotext.runtime import select_device
 
 
 def evaluate(
@@ -20,17 +26,19 @@ def evaluate(
     out_dir: str | Path | None = None,
     batch_size: int = 64,
     no_cuda: bool = False,
+    cache: FeatureCache | None = None,
     progress: bool = True,
 ) -> dict:
     """Tests the run on `split` (a name in the data folder, or a .pkl path); returns the metrics.
 
-    Outputs go to `out_dir`, by default `run_dir/eval/<split name>/`.
+    Features come from `cache` where it has them (None: computed in memory). Outputs go to
+    `out_dir`, by default `run_dir/eval/<split name>/`.
     """
     device = select_device(no_cuda)
     cfg, model = load_run(run_dir, device)
     if data_path is not None:
         cfg.data_path = str(data_path)
-    data = load_encoded(cfg, split, text_encoder_for(cfg, device), progress)
+    data = load_encoded(cfg, split, text_encoder_for(cfg, device), cache, progress)
     logits, targets = predict(model, make_loader(data, batch_size, shuffle=False), device)
     predicted = logits.argmax(-1)
 
@@ -69,3 +77,26 @@ def write_evaluation(
         predictions.to_csv(tmp, index=False)
     plot_confusion_matrix(metrics["confusion_matrix"], labels, out_dir / "confusion_matrix.png", title=title)
     return metrics
+
+
+def evaluate_text_classifier(
+    model_dir: str | Path,
+    data_path: str | Path,
+    split: str,
+    out_dir: str | Path,
+    batch_size: int = 64,
+    no_cuda: bool = False,
+) -> dict:
+    """Scores a fine-tuned classifier on every clip of a split (see `load_any_split`; test_stt's
+    sentences are ASR transcripts); writes metrics.json, predictions.csv and confusion_matrix.png."""
+    device = select_device(no_cuda)
+    tokenizer, model, info = load_text_classifier(model_dir, device)
+    labels = info["labels"]
+    split = load_any_split(data_path, split, labels, AudioConfig().sample_rate, with_audio=False)
+    predicted = predict_sentences(tokenizer, model, split.sentences, info["max_len"], batch_size, device).argmax(-1)
+
+    return write_evaluation(
+        out_dir, split.labels.tolist(), predicted.tolist(), labels, title=f"{Path(model_dir).name} · {split.name}",
+        extra_columns={"sentence": split.sentences},
+        model_dir=str(model_dir), split=split.name, modality="text (fine-tuned)",
+    )  # fmt: skip

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import torch
+import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from torch import nn
+from torch.utils.data import DataLoader
+
+from audiotext.inference.predict import predict
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict[str, Any]:
@@ -36,6 +42,20 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
     }
+
+
+def score_logits(logits: torch.Tensor, targets: torch.Tensor, labels: Sequence[str]) -> dict[str, Any]:
+    """Classification metrics of logits (N, C) against targets (N,), plus the cross-entropy loss."""
+    metrics = classification_metrics(targets.tolist(), logits.argmax(-1).tolist(), labels)
+    metrics["loss"] = F.cross_entropy(logits, targets).item()
+    return metrics
+
+
+def evaluate_loss_and_metrics(
+    model: nn.Module, loader: DataLoader, device: torch.device, labels: Sequence[str]
+) -> dict[str, Any]:
+    """`score_logits` of a classifier's predictions over a whole loader."""
+    return score_logits(*predict(model, loader, device), labels)
 
 
 def format_results_table(rows: Sequence[dict], labels: Sequence[str]) -> str:

@@ -13,7 +13,7 @@ C cepstral coefficients (n_mfcc). A 1-D waveform goes through the same code with
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import librosa
 import numpy as np
@@ -137,17 +137,26 @@ def clip_features(audio: np.ndarray, cfg: AudioConfig, mfcc: MFCC | None = None)
     return feats[: cfg.max_len_for_audio].cpu().numpy()
 
 
+def iter_audio_features(
+    clips: Sequence[np.ndarray],
+    cfg: AudioConfig,
+    progress: bool = True,
+    desc: str = "MFCC",
+    where: Callable[[int], str] = "row {}".format,
+) -> Iterator[np.ndarray]:
+    """MFCCs (T_i, n_mfcc) of every clip in turn, with one MFCC module shared by all of them.
+
+    A clip that has no features (too short) raises ValueError naming it as `where(i)`."""
+    mfcc = MFCC(cfg.resample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft_size, n_mels=cfg.n_mels)
+    for i, clip in enumerate(tqdm(clips, desc=desc, disable=not progress, leave=False)):
+        try:
+            yield clip_features(clip, cfg, mfcc)
+        except ValueError as err:
+            raise ValueError(f"{where(i)}: {err}") from None
+
+
 def extract_audio_features(
     clips: Sequence[np.ndarray], cfg: AudioConfig, progress: bool = True, desc: str = "MFCC"
 ) -> list[np.ndarray]:
-    """MFCCs (T_i, n_mfcc) of every clip, with one MFCC module shared by all of them.
-
-    A clip that has no features (too short) raises ValueError naming its row."""
-    mfcc = MFCC(cfg.resample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft_size, n_mels=cfg.n_mels)
-    features = []
-    for row, clip in enumerate(tqdm(clips, desc=desc, disable=not progress, leave=False)):
-        try:
-            features.append(clip_features(clip, cfg, mfcc))
-        except ValueError as err:
-            raise ValueError(f"row {row}: {err}") from None
-    return features
+    """`iter_audio_features` as a list."""
+    return list(iter_audio_features(clips, cfg, progress, desc))

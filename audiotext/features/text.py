@@ -3,7 +3,7 @@ layer is the text sequence.
 
 The encoder runs once per distinct sentence (a corpus of 10,000 clips reads about 350 scripts);
 the reference ran it inside collate for every batch of every epoch. A fine-tuned directory can carry
-out-of-fold states for its own training sentences (see `audiotext.text.finetune`), which are used
+out-of-fold states for its own training sentences (see `audiotext.training.text_classifier`), which are used
 instead of running the encoder on those sentences.
 
 Shape legend: S distinct sentences in a batch, L tokens ([CLS] and [SEP] included), E encoder width.
@@ -11,6 +11,8 @@ Shape legend: S distinct sentences in a batch, L tokens ([CLS] and [SEP] include
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import html
 import importlib.util
 import json
@@ -24,7 +26,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from audiotext.text.loading import LEGACY_CONFIG, load_text_encoder
+from audiotext.features.encoders import LEGACY_CONFIG, load_text_encoder
 
 # Whitespace is outside the class too, so one substitution also folds tabs and newlines.
 _OUTSIDE_ALPHABET = re.compile(r"[^a-zA-Z가-힣ㄱ-ㅎ0-9.!?]+")
@@ -83,6 +85,19 @@ class TextEncoder:
     def hidden_size(self) -> int:
         return self.model.config.hidden_size
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A hash of the directory's own files (weights, vocabulary, configs, out-of-fold states):
+        what the states depend on, so the feature cache can key them by it. Subfolders (a
+        classifier's eval/ outputs) are not part of the encoder."""
+        h = hashlib.blake2b(digest_size=16)
+        for file in sorted(p for p in self.path.iterdir() if p.is_file()):
+            h.update(file.name.encode() + b"\x00")
+            with open(file, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        return h.hexdigest()
+
     def encode(self, sentences: Sequence[str], progress: bool = True) -> list[torch.Tensor]:
         """Last hidden layer of each sentence without padding: float32 CPU tensors (L_i, E).
 
@@ -116,7 +131,7 @@ def last_hidden_states(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     states: dict[str, torch.Tensor] = {}
     for batch in tqdm(batches, desc="text encoder", disable=not progress):
-        padded = tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
+        padded = pad_token_ids(tokenizer, [ids[i] for i in batch])
         with torch.inference_mode():
             hidden = model(**padded.to(device)).last_hidden_state.float().cpu()  # (S, L, E)
         for row, i in enumerate(batch):
@@ -124,6 +139,11 @@ def last_hidden_states(
             # which inference tensors forbid; the copy also frees the padded batch.
             states[texts[i]] = hidden[row, : len(ids[i])].clone()
     return states
+
+
+def pad_token_ids(tokenizer: PreTrainedTokenizerBase, ids: Sequence[list[int]]) -> dict[str, torch.Tensor]:
+    """input_ids and attention_mask (B, L) of token-id lists padded to the longest."""
+    return tokenizer.pad({"input_ids": list(ids)}, return_tensors="pt")
 
 
 def save_out_of_fold_states(directory: Path, states: dict[str, torch.Tensor]) -> None:

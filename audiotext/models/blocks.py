@@ -30,11 +30,13 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # (B, N, D)
+        x_mask: torch.Tensor | None = None,  # (B, N)
         context: torch.Tensor | None = None,  # (B, M, D)
         context_mask: torch.Tensor | None = None,  # (B, M)
         causal: bool = False,
     ) -> torch.Tensor:
-        context = x if context is None else context
+        if context is None:
+            context, context_mask = x, x_mask
         b, n, d = x.shape
         m = context.shape[1]
 
@@ -46,15 +48,34 @@ class Attention(nn.Module):
         if context_mask is not None:
             allowed = allowed & context_mask[:, None, None, :]
         if causal:
-            # The reference's "future" mask, rectangular when query and key lengths differ.
-            allowed = allowed & torch.ones(n, m, dtype=torch.bool, device=x.device).tril()
+            allowed = allowed & causal_mask(x_mask, context_mask, n, m, x.device)[:, None]
         # A query whose every key is masked would give NaN; let such rows see all keys: they are
-        # padded queries whose output the caller discards.
+        # padded queries whose output the caller discards (a real query always sees key 0).
         allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
         )  # (B, H, N, D/H)
         return self.to_out(out.transpose(1, 2).reshape(b, n, d))
+
+
+def causal_mask(
+    query_mask: torch.Tensor | None, key_mask: torch.Tensor | None, n: int, m: int, device: torch.device
+) -> torch.Tensor:
+    """(B, N, M), True where query i may see key j: j <= i + |M_b - N_b|, with N_b and M_b the real
+    lengths of item b (padded lengths where a mask is None).
+
+    MulT's "future" mask for a rectangular pair, taken per clip so that padding never moves it. For
+    self-attention (M_b = N_b) it is the usual causal mask. A query of the shorter stream thus hears
+    the longer one up to its own relative position and beyond, and the last real query hears all of
+    it; the reference's `tril` let text query i hear only audio frames 0..i (the first 15 frames
+    for a 15-token sentence).
+    """
+    n_real = query_mask.sum(-1) if query_mask is not None else torch.full((1,), n, device=device)  # (B,)
+    m_real = key_mask.sum(-1) if key_mask is not None else torch.full((1,), m, device=device)  # (B,)
+    reach = (m_real - n_real).abs()[:, None, None]  # (B, 1, 1)
+    queries = torch.arange(n, device=device)[None, :, None]  # (1, N, 1)
+    keys = torch.arange(m, device=device)[None, None, :]  # (1, 1, M)
+    return keys <= queries + reach
 
 
 class FeedForward(nn.Sequential):
@@ -73,9 +94,9 @@ class TransformerBlock(nn.Module):
         self.ff = FeedForward(dim, relu_dropout)
         self.res_dropout = nn.Dropout(res_dropout)
 
-    def forward(self, x, context=None, context_mask=None, causal=False):
+    def forward(self, x, x_mask=None, context=None, context_mask=None, causal=False):
         normed_context = None if context is None else self.attn_norm(context)
-        x = self.res_dropout(self.attn(self.attn_norm(x), normed_context, context_mask, causal)) + x
+        x = self.res_dropout(self.attn(self.attn_norm(x), x_mask, normed_context, context_mask, causal)) + x
         return self.res_dropout(self.ff(self.ff_norm(x))) + x
 
 
@@ -127,10 +148,8 @@ class TransformerEncoder(nn.Module):
         context_mask: torch.Tensor | None = None,  # (B, M)
     ) -> torch.Tensor:
         x = self.embed(x, mask)
-        if context is None:
-            context, context_mask = None, mask
-        else:
+        if context is not None:
             context = self.embed(context, context_mask)
         for block in self.blocks:
-            x = block(x, context, context_mask, self.causal)
+            x = block(x, mask, context, context_mask, self.causal)
         return x  # (B, N, D)

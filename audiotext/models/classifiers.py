@@ -6,14 +6,31 @@ D model width, C classes. Masks are boolean, True on real (unpadded) steps.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from audiotext.config import ModelConfig
+from audiotext.config import ModelConfig, RunConfig
 from audiotext.models.blocks import TransformerEncoder
 
 MODALITIES = ("audio", "text", "cross")
 MERGES = ("average", "last")
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The widths a model is built with, derived from its run's configuration and data, never set
+    by hand: `Dims.of` is the one place they are computed."""
+
+    audio: int  # F: MFCC coefficients per frame
+    text: int  # E: the text encoder's width (0 for audio-only models)
+    classes: int  # C
+
+    @classmethod
+    def of(cls, cfg: RunConfig, text_width: int | None) -> "Dims":
+        """`text_width`: the encoder's hidden size, None when the model reads no text."""
+        return cls(audio=cfg.audio.n_mfcc, text=text_width or 0, classes=len(cfg.labels))
 
 
 def merge_over_time(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -50,9 +67,9 @@ class Standardize(nn.Module):
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
 
-    def fit(self, frames: torch.Tensor) -> None:  # (frames, F) from the training clips
-        self.mean.copy_(frames.mean(dim=0))
-        self.std.copy_(frames.std(dim=0).clamp(min=1e-5))
+    def set(self, mean, std) -> None:  # (F,) each, over every frame of the training clips
+        self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
+        self.std.copy_(torch.as_tensor(std, dtype=self.std.dtype).clamp(min=1e-5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -74,12 +91,12 @@ def _encoder(cfg: ModelConfig, dim: int, attn_dropout: float) -> TransformerEnco
 class AudioClassifier(nn.Module):
     """Self-attention over MFCC frames at width F (no projection), as the reference."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, dims: Dims):
         super().__init__()
         self.merge_how = cfg.merge_how
-        self.audio_norm = Standardize(cfg.audio_dim)
-        self.encoder = _encoder(cfg, cfg.audio_dim, cfg.attn_dropout)
-        self.head = ClassificationHead(cfg.audio_dim, cfg.n_classes, cfg.out_dropout)
+        self.audio_norm = Standardize(dims.audio)
+        self.encoder = _encoder(cfg, dims.audio, cfg.attn_dropout)
+        self.head = ClassificationHead(dims.audio, dims.classes, cfg.out_dropout)
 
     def forward(self, audio, audio_mask, text=None, text_mask=None):
         x = self.encoder(self.audio_norm(audio), audio_mask)  # (B, T, F)
@@ -89,10 +106,10 @@ class AudioClassifier(nn.Module):
 class TextClassifier(nn.Module):
     """Frozen-encoder baseline: mean of the encoder's last layer, then a linear layer."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, dims: Dims):
         super().__init__()
         self.dropout = nn.Dropout(cfg.out_dropout)
-        self.out = nn.Linear(cfg.text_dim, cfg.n_classes)
+        self.out = nn.Linear(dims.text, dims.classes)
 
     def forward(self, audio, audio_mask, text, text_mask):
         return self.out(self.dropout(merge_over_time(text, text_mask, "average")))
@@ -107,25 +124,28 @@ class CrossModalClassifier(nn.Module):
 
     kernel = 3
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, dims: Dims):
         super().__init__()
         d = cfg.d_model
         self.merge_how = cfg.merge_how
-        self.audio_norm = Standardize(cfg.audio_dim)
+        self.audio_norm = Standardize(dims.audio)
         self.text_dropout = nn.Dropout(cfg.embed_dropout)
-        self.audio_proj = nn.Conv1d(cfg.audio_dim, d, self.kernel, bias=False)
-        self.text_proj = nn.Conv1d(cfg.text_dim, d, self.kernel, bias=False)
+        self.audio_proj = nn.Conv1d(dims.audio, d, self.kernel, bias=False)
+        self.text_proj = nn.Conv1d(dims.text, d, self.kernel, bias=False)
         self.audio_with_text = _encoder(cfg, d, cfg.attn_dropout_a)
         self.text_with_audio = _encoder(cfg, d, cfg.attn_dropout)
         self.audio_self = _encoder(cfg, d, cfg.attn_dropout)
         self.text_self = _encoder(cfg, d, cfg.attn_dropout)
-        self.head = ClassificationHead(2 * d, cfg.n_classes, cfg.out_dropout)
+        self.head = ClassificationHead(2 * d, dims.classes, cfg.out_dropout)
 
     def _project(self, conv: nn.Conv1d, x: torch.Tensor, mask: torch.Tensor):
         # Output step t sees input steps t..t+2, so it is real exactly when step t+2 is.
         return conv(x.transpose(1, 2)).transpose(1, 2), mask[:, self.kernel - 1 :]
 
     def forward(self, audio, audio_mask, text, text_mask):
+        if not text_mask[:, self.kernel - 1 :].any(dim=1).all():
+            # A stream without a real step would attend to padding; loading refuses such sentences.
+            raise ValueError(f"every text needs at least {self.kernel} tokens ([CLS] and [SEP] included)")
         a, a_mask = self._project(self.audio_proj, self.audio_norm(audio), audio_mask)  # (B, T-2, D)
         t, t_mask = self._project(self.text_proj, self.text_dropout(text), text_mask)  # (B, L-2, D)
         a_cross = self.audio_with_text(a, a_mask, context=t, context_mask=t_mask)
@@ -135,10 +155,10 @@ class CrossModalClassifier(nn.Module):
         return self.head(torch.cat([a_out, t_out], dim=-1))  # (B, C)
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
+def build_model(cfg: ModelConfig, dims: Dims) -> nn.Module:
     if cfg.merge_how not in MERGES:
         raise ValueError(f"merge_how must be one of {', '.join(MERGES)}, got {cfg.merge_how!r}")
     classes = {"audio": AudioClassifier, "text": TextClassifier, "cross": CrossModalClassifier}
     if cfg.modality not in classes:
         raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {cfg.modality!r}")
-    return classes[cfg.modality](cfg)
+    return classes[cfg.modality](cfg, dims)

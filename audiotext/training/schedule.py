@@ -1,11 +1,15 @@
-"""Learning-rate schedule: linear warm-up per optimizer step, then ReduceLROnPlateau on dev loss.
+"""Learning-rate schedules, both stepped by the engine after every optimizer step and every epoch.
 
-The reference meant this but stepped its warm-up once per epoch; here warm-up counts steps.
+- `WarmupThenPlateau`: linear warm-up per optimizer step, then ReduceLROnPlateau on the dev loss
+  (the classifiers). The reference meant this but stepped its warm-up once per epoch.
+- `WarmupThenLinearDecay`: linear warm-up, then linear decay to zero at the last step (BERT's
+  schedule: text fine-tuning and masked-LM pre-training).
 """
 
 from __future__ import annotations
 
 import torch
+from transformers import get_linear_schedule_with_warmup
 
 
 class WarmupThenPlateau:
@@ -31,7 +35,18 @@ class WarmupThenPlateau:
             self.steps += 1
             self._set_warmup_lr()
 
-    def step_epoch(self, dev_loss: float) -> None:
+    def step_epoch(self, dev_loss: float | None) -> None:
         # Plateau counting starts once warm-up is over, so a slow start cannot decay the rate.
-        if not self.warming_up:
+        if not self.warming_up and dev_loss is not None:
             self.plateau.step(dev_loss)
+
+
+class WarmupThenLinearDecay:
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+        self.inner = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+
+    def step_batch(self) -> None:
+        self.inner.step()
+
+    def step_epoch(self, dev_loss: float | None) -> None:
+        pass

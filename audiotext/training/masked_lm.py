@@ -17,16 +17,15 @@ Shape legend: B sentences in a batch, L tokens, V vocabulary.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from tokenizers import models, normalizers, pre_tokenizers
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import (
     BertConfig,
@@ -34,12 +33,11 @@ from transformers import (
     BertTokenizer,
     DataCollatorForLanguageModeling,
     PreTrainedTokenizerBase,
-    get_linear_schedule_with_warmup,
 )
 
+from audiotext.features.encoders import load_text_encoder, save_directory
 from audiotext.features.text import default_encoder_path, normalize_text
-from audiotext.text.loading import load_text_encoder, save_directory
-from audiotext.training.loop import seed_everything, select_device
+from audiotext.training.engine import Engine, EngineSettings
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # A from-scratch model small enough to train on a few hundred sentences on two CPU cores.
@@ -191,8 +189,10 @@ def pretrain(
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be at least 1, got {epochs}, {batch_size}")
     started = time.perf_counter()
-    seed_everything(seed)
-    device = select_device(no_cuda)
+    engine = Engine(
+        EngineSettings(name="pretrain", epochs=epochs, seed=seed, clip=1.0, warmup_percent=warmup_percent,
+                       schedule="linear", no_cuda=no_cuda, progress=progress)  # fmt: skip
+    )
     sentences = read_corpus(corpus_files)
     added: list[str] = []
     if new_tokenizer_vocab_size is not None:
@@ -209,51 +209,34 @@ def pretrain(
             model.resize_token_embeddings(len(tokenizer))
             if progress and added:
                 tqdm.write(f"vocabulary: added {len(added)} tokens the corpus needs: {' '.join(added)}")
-    model.to(device)
+    model.to(engine.device)
     max_len = min(max_len, model.config.max_position_embeddings)
     ids = tokenizer(sentences, truncation=True, max_length=max_len)["input_ids"]
-    collate = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, seed=seed)
+    # input_ids and labels (B, L); labels are -100 except where a token was picked for masking.
+    masking = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, seed=seed)
+    batches = DataLoader([{"input_ids": i} for i in ids], batch_size=batch_size, shuffle=True, collate_fn=masking,
+                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    stats: dict = {}
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    steps_per_epoch = math.ceil(len(ids) / batch_size)
-    total = epochs * steps_per_epoch
-    schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_percent * total), total)
-    generator = torch.Generator().manual_seed(seed)
-
-    epoch_losses: list[float] = []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(ids), generator=generator).tolist()
-        losses = []
-        starts = range(0, len(order), batch_size)
-        bar = tqdm(starts, desc=f"pretrain epoch {epoch}/{epochs}", leave=False, disable=not progress)
-        for start in bar:
-            # input_ids and labels (B, L); labels are -100 except where a token was picked for masking.
-            batch = collate([{"input_ids": ids[i]} for i in order[start : start + batch_size]])
-            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        epoch_losses.append(float(np.mean(losses)))
-        stats = {
-            "source": source,
-            "sentences": len(sentences),
-            "added_tokens": added,
-            "epochs_done": epoch,
-            "epoch_losses": epoch_losses,
-            "hyperparameters": dict(
+    def save_epoch(epoch: int, row: dict) -> None:
+        stats.update(
+            source=source, sentences=len(sentences), added_tokens=added, epochs_done=epoch,
+            epoch_losses=[*stats.get("epoch_losses", []), row["train_loss"]],
+            hyperparameters=dict(
                 epochs=epochs, lr=lr, batch_size=batch_size, mlm_probability=mlm_probability, max_len=max_len,
                 warmup_percent=warmup_percent, seed=seed, new_tokenizer_vocab_size=new_tokenizer_vocab_size,
                 extend_vocab=extend_vocab,
             ),
-        }
+        )  # fmt: skip
         _save(out_dir, tokenizer, model, stats)
-        if progress:
-            tqdm.write(f"pretrain epoch {epoch:3d}  masked-LM loss {epoch_losses[-1]:.4f}")
+
+    engine.fit(
+        model,
+        torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01),
+        batches,
+        loss=lambda m, batch: m(**batch).loss,
+        on_epoch=save_epoch,
+    )
     return {**stats, "model_dir": str(out_dir), "seconds": time.perf_counter() - started}
 
 

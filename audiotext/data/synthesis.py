@@ -43,15 +43,18 @@ import soxr
 from tqdm import tqdm
 
 from audiotext.config import REFERENCE_LABELS, AudioConfig
+from audiotext.data.corpus import write_reference_pickle
 from audiotext.data.media import to_int16
-from audiotext.io import atomic_path, write_json
+from audiotext.data.splits import SPLITS, assign_splits, check_leakage
+from audiotext.io import write_json
 
 SAMPLE_RATE = AudioConfig().sample_rate
 SPLIT_BY = ("clip", "script")
-SPLITS = ("train", "dev", "test")
 # Three voices reading the 350 scripts: 1050 clips, about the size of a 2-core demo run.
 DEFAULT_SPEAKERS = 3
-HELD_OUT_FRACTION = 0.1  # of each emotion, for dev and again for test: ~80/10/10 as the reference
+SPLIT_RATIOS = (0.8, 0.1, 0.1)  # of each emotion's clips or scripts, as the reference
+# The demo's partitions in the terms of `assign_splits`: a script is one sentence.
+_SPLIT_UNIT = {"clip": "clip", "script": "sentence"}
 
 # espeak-ng voice variants, one per speaker, female and male alternating so that any prefix is mixed.
 SPEAKER_VARIANTS: tuple[str, ...] = (
@@ -259,25 +262,6 @@ def _stt_transcript(sentence: str, vocabulary: frozenset[str], rng: np.random.Ge
     return text
 
 
-def _assign_splits(
-    emotions: np.ndarray, script_ids: np.ndarray, split_by: str, rng: np.random.Generator
-) -> np.ndarray:
-    """Each clip's split name, stratified by emotion; by script, every script's clips stay together."""
-    assignment = np.empty(len(emotions), dtype=object)
-    for emotion in REFERENCE_LABELS:
-        in_emotion = emotions == emotion
-        # Units drawn into splits: clip indices, or script ids (each unit then takes all its clips).
-        units = np.flatnonzero(in_emotion) if split_by == "clip" else np.unique(script_ids[in_emotion])
-        units = rng.permutation(units)
-        n_held_out = max(1, int(HELD_OUT_FRACTION * len(units) + 0.5))
-        unit_split = {unit: "test" for unit in units[:n_held_out]}
-        unit_split.update({unit: "dev" for unit in units[n_held_out : 2 * n_held_out]})
-        for i in np.flatnonzero(in_emotion):
-            unit = i if split_by == "clip" else script_ids[i]
-            assignment[i] = unit_split.get(unit, "train")
-    return assignment
-
-
 def _synthesise_all(jobs: list[ClipJob], workers: int, progress: bool) -> list[np.ndarray]:
     with contextlib.ExitStack() as stack:
         if workers > 1:
@@ -290,11 +274,6 @@ def _synthesise_all(jobs: list[ClipJob], workers: int, progress: bool) -> list[n
         # differently from numpy's shared int16; rebuilding every clip on the shared one keeps the
         # files byte-identical whatever the number of workers.
         return [np.frombuffer(clip, dtype=np.int16).copy() for clip in clips]
-
-
-def _write_pickle(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_pickle(tmp)
 
 
 def build_demo_corpus(
@@ -350,14 +329,12 @@ def build_demo_corpora(
 
     clips = pd.DataFrame(
         {
-            "person_ix": np.array([job.speaker for job in jobs], dtype=np.int64),
-            "audio": pd.Series(audio, dtype=object),
-            # object, not pandas' string dtype, so that the pickles load with older pandas too.
-            "Sentence": pd.Series([job.sentence for job in jobs], dtype=object),
-            "Emotion": pd.Series([job.emotion for job in jobs], dtype=object),
+            "speaker": [job.speaker for job in jobs],
+            "text": [job.sentence for job in jobs],
+            "label": [job.emotion for job in jobs],
+            "script_id": [job.script_id for job in jobs],
         }
     )
-    script_ids = np.array([job.script_id for job in jobs])
     vocabulary = frozenset(char for sentence in scripts["sentence"] for char in sentence if _is_hangul(char))
     # A random stream of its own per clip, so that transcripts do not move when the audio draws do.
     transcripts = [
@@ -373,23 +350,26 @@ def build_demo_corpora(
     }
     counts = {}
     for split_by, out_dir in out_dirs.items():
-        split_of = _assign_splits(clips["Emotion"].to_numpy(), script_ids, split_by, np.random.default_rng([seed]))
-        frames = {name: clips[split_of == name].reset_index(drop=True) for name in SPLITS}
-        heard = pd.Series([t for t, name in zip(transcripts, split_of) if name == "test"], dtype=object)
-        frames["test_stt"] = frames["test"].assign(Sentence=heard)
-        for name, frame in frames.items():
-            _write_pickle(frame, out_dir / f"{name}.pkl")
+        split_of = assign_splits(clips, _SPLIT_UNIT[split_by], SPLIT_RATIOS, seed).to_numpy()
+        check_leakage(clips, pd.Series(split_of), _SPLIT_UNIT[split_by])
+        members = {name: np.flatnonzero(split_of == name) for name in SPLITS}
+        sentences = {name: clips["text"].to_numpy()[rows] for name, rows in members.items()}
+        sentences["test_stt"] = [transcripts[i] for i in members["test"]]
+        members["test_stt"] = members["test"]
+        for name, rows in members.items():
+            write_reference_pickle(out_dir / f"{name}.pkl", clips["speaker"].to_numpy()[rows],
+                                   [audio[i] for i in rows], sentences[name], clips["label"].to_numpy()[rows])  # fmt: skip
         write_json(
             out_dir / "corpus.json",
             {
                 **description,
                 "split_by": split_by,
                 "counts": {
-                    name: {emotion: int((frame["Emotion"] == emotion).sum()) for emotion in REFERENCE_LABELS}
-                    for name, frame in frames.items()
+                    name: {emotion: int((clips["label"].to_numpy()[rows] == emotion).sum()) for emotion in REFERENCE_LABELS}
+                    for name, rows in members.items()
                 },
-                "script_ids": {name: sorted(set(script_ids[split_of == name].tolist())) for name in SPLITS},
+                "script_ids": {name: sorted(set(clips["script_id"].to_numpy()[members[name]].tolist())) for name in SPLITS},
             },
         )
-        counts[split_by] = {name: len(frame) for name, frame in frames.items()}
+        counts[split_by] = {name: len(rows) for name, rows in members.items()}
     return counts

@@ -1,4 +1,4 @@
-"""`make demo`: the reference's whole workflow on the built-in demo corpus, on both of its partitions.
+"""Whole workflows over the parts below. `make demo`: the reference's whole workflow on the built-in demo corpus, on both of its partitions.
 
 1. Synthesise the corpus once and split it two ways: by clip (a test sentence was heard in
    training, read by another voice: the reference's main partition) and by script (no test sentence
@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Iterator
 
 from audiotext.config import AudioConfig, ModelConfig, RunConfig, TextConfig, TrainConfig
-from audiotext.data.demo import DEFAULT_SPEAKERS, build_demo_corpora, load_demo_scripts
-from audiotext.evaluation.evaluate import evaluate
+from audiotext.data.synthesis import DEFAULT_SPEAKERS, build_demo_corpora, load_demo_scripts
+from audiotext.evaluation.evaluate import evaluate, evaluate_text_classifier
 from audiotext.evaluation.metrics import format_results_table
+from audiotext.features.cache import FeatureCache
 from audiotext.io import atomic_path
-from audiotext.text.finetune import evaluate_text_classifier, finetune
-from audiotext.text.pretrain import pretrain
 from audiotext.training.loop import train
+from audiotext.training.masked_lm import pretrain
+from audiotext.training.text_classifier import finetune
 
 PARTITIONS = {"clip": "clip", "script": "script (sentence-disjoint)"}
 TEST_SETS = ("test", "test_stt")
@@ -74,7 +75,8 @@ CROSS = DemoModel(
 )
 
 
-def run_demo(out: str | Path, seed: int = 0, progress: bool = True) -> list[dict]:
+def run_demo(out: str | Path, seed: int = 0, cache: FeatureCache | None = None, progress: bool = True) -> list[dict]:
+    """Runs the demo into `out`; features come from `cache` where it has them (None: in memory)."""
     out = Path(out)
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -82,7 +84,7 @@ def run_demo(out: str | Path, seed: int = 0, progress: bool = True) -> list[dict
     timings["corpus"] = time.perf_counter() - started
     rows = []
     for partition, corpus in corpora.items():
-        rows += _run_partition(out / partition, partition, corpus, seed, progress, timings)
+        rows += _run_partition(out / partition, partition, corpus, seed, cache, progress, timings)
 
     table = format_results_table(rows, rows[0]["metrics"]["labels"])
     seconds = time.perf_counter() - started
@@ -93,7 +95,13 @@ def run_demo(out: str | Path, seed: int = 0, progress: bool = True) -> list[dict
 
 
 def _run_partition(
-    folder: Path, partition: str, corpus: Path, seed: int, progress: bool, timings: dict[str, float]
+    folder: Path,
+    partition: str,
+    corpus: Path,
+    seed: int,
+    cache: FeatureCache | None,
+    progress: bool,
+    timings: dict[str, float],
 ) -> list[dict]:
     rows = []
 
@@ -131,8 +139,9 @@ def _run_partition(
         _say(f"== [{partition}] training {model.title} ==", progress)
         run_dir = folder / "runs" / model.run
         with timed(model.title):
-            train(cfg, run_dir, results_csv=folder.parent / "results.csv", progress=progress)
-            add_rows(model.title, {split: evaluate(run_dir, split, progress=progress) for split in TEST_SETS}, run_dir)
+            train(cfg, run_dir, results_csv=folder.parent / "results.csv", cache=cache, progress=progress)
+            evaluations = {split: evaluate(run_dir, split, cache=cache, progress=progress) for split in TEST_SETS}
+            add_rows(model.title, evaluations, run_dir)
     return rows
 
 

@@ -1,0 +1,44 @@
+"""From a run's configuration to batches: a split loaded from any source, its features (through the
+feature cache), and the loaders that batch them."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+
+from audiotext.config import RunConfig
+from audiotext.data.dataset import EncodedSplit, LengthBucketBatchSampler, collate, encode_split
+from audiotext.data.manifest import load_any_split
+from audiotext.features.cache import FeatureCache
+from audiotext.features.text import TextEncoder
+
+
+def text_encoder_for(cfg: RunConfig, device: torch.device) -> TextEncoder | None:
+    """The frozen encoder a model of `cfg` reads text through; None for audio-only models."""
+    if cfg.model.modality == "audio":
+        return None
+    return TextEncoder(cfg.text.encoder or None, max_len=cfg.text.max_len_for_text, device=device)
+
+
+def load_encoded(
+    cfg: RunConfig,
+    split: str,
+    text_encoder: TextEncoder | None,
+    cache: FeatureCache | None = None,
+    progress: bool = True,
+) -> EncodedSplit:
+    """Loads a split (see `load_any_split`) and its features, from `cache` where it has them."""
+    use_audio = cfg.model.modality != "text"
+    loaded = load_any_split(cfg.data_path, split, cfg.labels, cfg.audio.sample_rate, with_audio=use_audio)
+    return encode_split(loaded, cfg.audio, text_encoder, use_audio=use_audio, cache=cache, progress=progress)
+
+
+def make_loader(
+    data: EncodedSplit, batch_size: int, shuffle: bool, seed: int = 0, length_buckets: bool = False
+) -> DataLoader:
+    """Batches in order, shuffled, or shuffled in batches of similar length (see `LengthBucketBatchSampler`)."""
+    generator = torch.Generator().manual_seed(seed)
+    if shuffle and length_buckets:
+        sampler = LengthBucketBatchSampler(data.lengths(), batch_size, generator)
+        return DataLoader(data, batch_sampler=sampler, collate_fn=collate)
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator)

@@ -1,0 +1,187 @@
+"""The on-disk feature cache: equal to features computed in memory, reused when nothing changed,
+rebuilt when anything it depends on changed, never half-written, and its command."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from audiotext.cli import main
+from audiotext.config import REFERENCE_LABELS, AudioConfig, ModelConfig, RunConfig, TrainConfig
+from audiotext.data.corpus import load_split
+from audiotext.data.dataset import encode_split
+from audiotext.features.cache import FeatureCache, audio_features, text_states
+from audiotext.features.text import TextEncoder
+from audiotext.training.loop import train
+
+AUDIO = AudioConfig(resample_rate=8000)
+# float16 keeps 11 significant bits: a relative error of at most 2^-11.
+FLOAT16_RTOL = 2.0**-11
+
+
+@pytest.fixture(scope="module")
+def dev(demo_corpus):
+    return load_split(demo_corpus / "dev.pkl", REFERENCE_LABELS)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return TextEncoder(None, max_len=32)
+
+
+def entries(cache: FeatureCache, kind: str) -> list[str]:
+    return [e.key for e in cache.entries() if e.kind == kind]
+
+
+def test_cached_features_equal_those_computed_in_memory(dev, encoder, tmp_path):
+    cache = FeatureCache(tmp_path, progress=False)
+    cached = encode_split(dev, AUDIO, encoder, use_audio=True, cache=cache, progress=False)
+    fresh = encode_split(dev, AUDIO, encoder, use_audio=True, cache=None, progress=False)
+    assert isinstance(cached.audio.values, np.memmap) and cached.audio.values.dtype == np.float16
+    assert np.array_equal(cached.audio.lengths(), fresh.audio.lengths())
+    assert np.array_equal(cached.text.lengths(), fresh.text.lengths())
+    for i in range(len(fresh)):
+        (a, t, y), (a0, t0, y0) = cached[i], fresh[i]
+        torch.testing.assert_close(a, a0, rtol=FLOAT16_RTOL, atol=1e-6)
+        torch.testing.assert_close(t, t0, rtol=FLOAT16_RTOL, atol=1e-6)
+        assert y == y0
+
+
+def test_an_unchanged_rerun_and_test_stt_after_test_reuse_the_entries(demo_corpus, encoder, tmp_path, capsys):
+    cache = FeatureCache(tmp_path, progress=True)
+    test = load_split(demo_corpus / "test.pkl", REFERENCE_LABELS)
+    first = encode_split(test, AUDIO, encoder, use_audio=True, cache=cache, progress=False)
+    encoded_before = encoder.n_encoded
+    assert "computed" in capsys.readouterr().out
+    again = encode_split(test, AUDIO, encoder, use_audio=True, cache=cache, progress=False)
+    assert encoder.n_encoded == encoded_before, "the encoder ran although the cache held the states"
+    assert "reused from the cache" in capsys.readouterr().out
+    assert np.array_equal(first.audio.values, again.audio.values)
+
+    stt = load_split(demo_corpus / "test_stt.pkl", REFERENCE_LABELS)  # the same clips, other transcripts
+    encode_split(stt, AUDIO, encoder, use_audio=True, cache=cache, progress=False)
+    assert len(entries(cache, "audio")) == 1, "test_stt's audio is test's: one MFCC entry"
+    assert len(entries(cache, "text")) == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(resample_rate=16000),
+        dict(n_mfcc=20),
+        dict(n_fft_size=512),
+        dict(max_len_for_audio=100),
+        dict(sample_rate=44100),
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_changing_an_audio_setting_builds_a_new_entry(dev, tmp_path, change):
+    cache = FeatureCache(tmp_path, progress=False)
+    clips = dev.audio[:6]
+    audio_features(clips, AUDIO, cache, progress=False)
+    audio_features(clips, dataclasses.replace(AUDIO, **change), cache, progress=False)
+    assert len(entries(cache, "audio")) == 2
+
+
+def test_changing_one_sample_of_one_clip_builds_a_new_entry(dev, tmp_path):
+    cache = FeatureCache(tmp_path, progress=False)
+    clips = [clip.copy() for clip in dev.audio[:6]]
+    audio_features(clips, AUDIO, cache, progress=False)
+    clips[3][len(clips[3]) // 2] += 1
+    audio_features(clips, AUDIO, cache, progress=False)
+    assert len(entries(cache, "audio")) == 2
+
+
+def test_changing_the_encoder_or_its_maximum_length_builds_a_new_entry(encoder, tmp_path):
+    cache = FeatureCache(tmp_path, progress=False)
+    sentences = ["너무 무서워", "정말 화가 나!"]
+    text_states(sentences, encoder, cache, progress=False)
+    text_states(sentences, TextEncoder(None, max_len=5), cache, progress=False)
+    # The same weights in another folder are the same encoder; one changed byte is another.
+    copy = tmp_path / "encoder"
+    copy.mkdir()
+    for file in encoder.path.iterdir():
+        if file.is_file():
+            (copy / file.name).write_bytes(file.read_bytes())
+    text_states(sentences, TextEncoder(copy, max_len=32), cache, progress=False)
+    assert len(entries(cache, "text")) == 2
+    config = copy / "config.json"
+    config.write_text(config.read_text(encoding="utf-8").replace("}", ', "note": 1}', 1), encoding="utf-8")
+    text_states(sentences, TextEncoder(copy, max_len=32), cache, progress=False)
+    assert len(entries(cache, "text")) == 3
+
+
+def test_a_build_that_fails_halfway_leaves_no_entry(dev, tmp_path):
+    cache = FeatureCache(tmp_path, progress=False)
+
+    def broken():
+        yield np.zeros((5, 40), np.float32)
+        raise ValueError("row 1: clip has 3 samples")
+
+    with pytest.raises(ValueError, match="row 1"):
+        cache.packed("audio", "k" * 32, 2, broken, facts={}, what="test")
+    assert cache.entries() == [] and list((tmp_path / "audio").iterdir()) == []
+
+
+def test_a_build_killed_halfway_leaves_nothing_that_passes_for_an_entry(tmp_path):
+    """SIGKILL while the entry is being written; the next build starts afresh and completes."""
+    halfway = tmp_path / "halfway"
+    script = textwrap.dedent(
+        f"""
+        import pathlib, time, numpy as np
+        from audiotext.features.cache import FeatureCache
+        def slow():
+            for i in range(4):
+                yield np.full((10, 3), i, np.float32)
+            pathlib.Path({str(halfway)!r}).touch()
+            time.sleep(120)
+            yield np.zeros((10, 3), np.float32)
+        FeatureCache({str(tmp_path)!r}, progress=False).packed("audio", "killed", 5, slow, facts={{}}, what="x")
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    while not halfway.exists():
+        assert time.monotonic() < deadline and process.poll() is None, "the build never got going"
+        time.sleep(0.05)
+    assert list(tmp_path.glob("audio/.*/values.bin")), "the build writes into a temporary folder"
+    process.kill()
+    process.wait()
+    cache = FeatureCache(tmp_path, progress=False)
+    assert cache.entries() == [], "a killed build must not pass for an entry"
+    rebuilt = cache.packed("audio", "killed", 2, lambda: [np.ones((4, 3)), np.ones((2, 3))], facts={}, what="x")
+    assert rebuilt.lengths().tolist() == [4, 2] and len(cache.entries()) == 1
+
+
+def test_a_cold_and_a_warm_run_train_to_the_same_figures(demo_corpus, tmp_path):
+    cfg = RunConfig(
+        name="audio", data_path=str(demo_corpus), audio=AUDIO,
+        model=ModelConfig(modality="audio", layers=1, attn_dropout=0.0), train=TrainConfig(num_epochs=1, seed=3),
+    )  # fmt: skip
+    cache = FeatureCache(tmp_path / "cache", progress=False)
+    cold = train(cfg, tmp_path / "cold", cache=cache, progress=False)
+    built = sorted(e.key for e in cache.entries())
+    warm = train(cfg, tmp_path / "warm", cache=cache, progress=False)
+    assert sorted(e.key for e in cache.entries()) == built  # nothing new was built
+    assert (cold["dev_loss"], cold["dev_macro_f1"]) == (warm["dev_loss"], warm["dev_macro_f1"])
+
+
+def test_features_command_builds_lists_and_clears(demo_corpus, tmp_path, capsys):
+    cache = str(tmp_path / "cache")
+    main(["features", "build", "--data_path", str(demo_corpus), "--do_audio", "--resample_rate", "8000",
+          "--split", "dev", "test", "test_stt", "--feature_cache", cache, "--quiet"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "dev: 70 clips" in out and "test_stt: 70 clips" in out
+    main(["features", "info", "--feature_cache", cache])
+    info = capsys.readouterr().out
+    assert "2 entries" in info and info.count("\n  audio ") == 2  # test_stt reused test's MFCCs
+    main(["features", "clear", "--feature_cache", cache])
+    assert "removed 2 entries" in capsys.readouterr().out
+    assert FeatureCache(cache).entries() == []
