@@ -331,6 +331,8 @@ def cmd_features_build(args: argparse.Namespace) -> None:
 
     cfg = config_from_args(args)
     cache = feature_cache_of(args)
+    if cache is None:
+        raise SystemExit("error: features build stores features in the cache; drop --no_feature_cache")
     encoder = text_encoder_for(cfg, select_device(args.no_cuda))
     for split in args.split:
         data = load_encoded(cfg, split, encoder, cache, progress=not args.quiet)

@@ -85,7 +85,7 @@ def test_a_sentence_that_normalises_to_nothing_is_refused_for_text_models_with_f
     emoji = frame.assign(Sentence=list(frame["Sentence"][:3]) + ["🙂 ~~ 😢"] + list(frame["Sentence"][4:]))
     path = write(emoji, tmp_path)
     split = load_split(path, REFERENCE_LABELS)
-    with pytest.raises(CorpusError, match=r"row 3: column 'sentence' '🙂 ~~ 😢' normalises to nothing") as err:
+    with pytest.raises(CorpusError, match=r"row 3: the sentence '🙂 ~~ 😢' normalises to nothing") as err:
         encode_split(split, AudioConfig(), TextEncoder(None), use_audio=False, progress=False)
     assert str(path) in str(err.value)
     # An audio-only model never reads the sentence, so the split is fine for it.

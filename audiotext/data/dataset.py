@@ -104,7 +104,7 @@ def encode_split(
         if not distinct[0]:  # np.unique sorts: an empty sentence comes first
             i = normalised.index("")
             raise CorpusError(
-                f"{split.where(i)}: column 'sentence' {split.sentences[i]!r} normalises to nothing "
+                f"{split.where(i)}: the sentence {split.sentences[i]!r} normalises to nothing "
                 "(the text features keep only a-z, A-Z, Hangul, digits and . ! ?)"
             )
         text = text_states(list(distinct), text_encoder, cache, progress, name=split.name)

@@ -348,27 +348,27 @@ def build_demo_corpora(
         "sample_rate": SAMPLE_RATE,
         "synthesiser": _espeak_version(espeak),
     }
+    speakers_of, sentences_of, labels_of = (clips[c].to_numpy() for c in ("speaker", "text", "label"))
     counts = {}
     for split_by, out_dir in out_dirs.items():
-        split_of = assign_splits(clips, _SPLIT_UNIT[split_by], SPLIT_RATIOS, seed).to_numpy()
-        check_leakage(clips, pd.Series(split_of), _SPLIT_UNIT[split_by])
+        split_of = assign_splits(clips, _SPLIT_UNIT[split_by], SPLIT_RATIOS, seed)
+        check_leakage(clips, split_of, _SPLIT_UNIT[split_by])
         members = {name: np.flatnonzero(split_of == name) for name in SPLITS}
-        sentences = {name: clips["text"].to_numpy()[rows] for name, rows in members.items()}
-        sentences["test_stt"] = [transcripts[i] for i in members["test"]]
         members["test_stt"] = members["test"]
         for name, rows in members.items():
-            write_reference_pickle(out_dir / f"{name}.pkl", clips["speaker"].to_numpy()[rows],
-                                   [audio[i] for i in rows], sentences[name], clips["label"].to_numpy()[rows])  # fmt: skip
+            sentences = [transcripts[i] for i in rows] if name == "test_stt" else sentences_of[rows]
+            write_reference_pickle(out_dir / f"{name}.pkl", speakers_of[rows], [audio[i] for i in rows], sentences,
+                                   labels_of[rows])  # fmt: skip
         write_json(
             out_dir / "corpus.json",
             {
                 **description,
                 "split_by": split_by,
                 "counts": {
-                    name: {emotion: int((clips["label"].to_numpy()[rows] == emotion).sum()) for emotion in REFERENCE_LABELS}
+                    name: {emotion: int((labels_of[rows] == emotion).sum()) for emotion in REFERENCE_LABELS}
                     for name, rows in members.items()
                 },
-                "script_ids": {name: sorted(set(clips["script_id"].to_numpy()[members[name]].tolist())) for name in SPLITS},
+                "script_ids": {name: sorted(set(clips["script_id"][members[name]].tolist())) for name in SPLITS},
             },
         )
         counts[split_by] = {name: len(rows) for name, rows in members.items()}
