@@ -11,6 +11,10 @@ from audiotext.config import REFERENCE_LABELS, AudioConfig, ModelConfig, RunConf
 from audiotext.data.manifest import data_labels
 from audiotext.data.synthesis import DEFAULT_SPEAKERS
 
+# --model names; "mult" is stored as the modality "cross". The reference spelt it Transformer or MULT.
+MODEL_NAMES = ("mult", "audio", "text", "early", "late", "tfn", "lmf")
+_MULT_SPELLINGS = ("Transformer", "MULT", "MulT")
+
 # Flags of the reference train.py that have no effect here, and why (see README, "Flags").
 _NOT_APPLICABLE = {
     "bert_config_path": "the encoder's config is read from its directory (--bert_model_path)",
@@ -26,7 +30,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--do_audio", action="store_true", help="use only the audio (MFCC) features")
     add("--do_text", action="store_true", help="use only the text features (frozen encoder + linear head)")
     add("--merge_how", default=m.merge_how, choices=["average", "last"], help="how to merge a sequence over time")
-    add("--model", default="Transformer", choices=["Transformer", "MULT", "MulT"], help="model family (Transformer)")
+    add("--model", default="mult", choices=[*MODEL_NAMES, *_MULT_SPELLINGS],
+        help="mult: the cross-modal Transformer (default; the reference's Transformer/MULT); audio, text: one "
+             "modality; early, late, tfn, lmf: fusion of the pooled streams (see README)")
     add("--data_name", default="vat", help="dataset name, recorded in the results (default: vat)")
     add("--data_path", default="data",
         help="folder holding train.pkl, dev.pkl, test.pkl (test_stt.pkl), or a manifest (.csv/.jsonl) with a split column")
@@ -105,7 +111,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         labels = data_labels(args.data_path) or list(REFERENCE_LABELS)
     if args.d_out is not None and args.d_out != len(labels):
         raise SystemExit(f"error: --d_out {args.d_out} does not match the {len(labels)} labels {labels}")
-    modality = "audio" if args.do_audio else "text" if args.do_text else "cross"
+    model = "mult" if args.model in _MULT_SPELLINGS else args.model
+    for flag, implied in (("do_audio", "audio"), ("do_text", "text")):
+        if getattr(args, flag):
+            if model not in ("mult", implied):
+                raise SystemExit(f"error: --{flag} and --model {args.model} exclude each other")
+            model = implied
+    modality = "cross" if model == "mult" else model
     return RunConfig(
         name=args.name,
         data_path=args.data_path,

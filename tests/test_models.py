@@ -5,7 +5,7 @@ import torch
 
 from audiotext.config import ModelConfig
 from audiotext.models.blocks import causal_mask
-from audiotext.models.classifiers import Dims, build_model, merge_over_time
+from audiotext.models.classifiers import MODALITIES, Dims, build_model, merge_over_time
 
 F_MFCC, E_TEXT = 40, 32
 DIMS = Dims(audio=F_MFCC, text=E_TEXT, classes=7)
@@ -25,7 +25,7 @@ def batch_with_lengths(audio_lengths, text_lengths, seed=0):
     return dict(audio=audio, audio_mask=audio_mask, text=text, text_mask=text_mask)
 
 
-@pytest.mark.parametrize("modality", ["audio", "text", "cross"])
+@pytest.mark.parametrize("modality", MODALITIES)
 def test_logits_shape_and_every_parameter_gets_a_gradient(modality):
     model = tiny_model(modality)
     batch = batch_with_lengths([30, 17, 9], [12, 5, 8])
@@ -36,7 +36,7 @@ def test_logits_shape_and_every_parameter_gets_a_gradient(modality):
     assert not missing, f"parameters without gradient: {missing}"
 
 
-@pytest.mark.parametrize("modality", ["audio", "text", "cross"])
+@pytest.mark.parametrize("modality", MODALITIES)
 @pytest.mark.parametrize("merge_how", ["average", "last"])
 @pytest.mark.parametrize("attn_mask", [True, False])
 def test_padded_frames_and_tokens_never_change_the_output(modality, merge_how, attn_mask):
@@ -53,7 +53,7 @@ def test_padded_frames_and_tokens_never_change_the_output(modality, merge_how, a
     torch.testing.assert_close(model(**noisy), reference, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("modality", ["audio", "cross"])
+@pytest.mark.parametrize("modality", [m for m in MODALITIES if m != "text"])
 def test_batched_equals_one_clip_at_a_time(modality):
     model = tiny_model(modality).eval()
     audio_lengths, text_lengths = [30, 17, 9], [12, 5, 8]
@@ -99,7 +99,7 @@ def test_causal_mask_follows_mult_for_rectangular_pairs_per_clip():
 
 def test_with_default_flags_the_text_stream_hears_the_end_of_the_clip():
     model = tiny_model("cross").eval()  # attn_mask on, as by default
-    assert model.text_with_audio.causal
+    assert model.streams.text_with_audio.causal
     batch = batch_with_lengths([200, 150], [15, 9])
     changed = {k: v.clone() for k, v in batch.items()}
     changed["audio"][0, 190:200] += 5.0  # the last real frames of clip 0
@@ -108,7 +108,7 @@ def test_with_default_flags_the_text_stream_hears_the_end_of_the_clip():
     streams = {}
     for name, inputs in (("before", batch), ("after", changed)):
         hooked = []
-        handle = model.text_with_audio.register_forward_hook(lambda m, i, out: hooked.append(out))
+        handle = model.streams.text_with_audio.register_forward_hook(lambda m, i, out: hooked.append(out))
         with torch.inference_mode():
             logits = model(**inputs)
         handle.remove()
@@ -119,8 +119,26 @@ def test_with_default_flags_the_text_stream_hears_the_end_of_the_clip():
         assert not torch.allclose(logits_before[clip], logits_after[clip])
 
 
-def test_a_text_without_a_real_step_is_refused_by_the_cross_modal_model():
-    model = tiny_model("cross").eval()
+@pytest.mark.parametrize("modality", ["cross", "early", "late", "tfn", "lmf"])
+def test_a_text_without_a_real_step_is_refused_by_the_models_that_fuse(modality):
+    model = tiny_model(modality).eval()
     batch = batch_with_lengths([30, 17], [12, 2])  # [CLS] [SEP]: nothing left after the convolution
     with pytest.raises(ValueError, match="at least 3 tokens"):
         model(**batch)
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_a_few_steps_on_tiny_data_lower_the_loss(modality):
+    torch.manual_seed(0)
+    model = tiny_model(modality, attn_dropout=0.0, embed_dropout=0.0, res_dropout=0.0, relu_dropout=0.0)
+    batch = batch_with_lengths([30, 17, 9, 25, 12, 20], [12, 5, 8, 10, 6, 9])
+    labels = torch.tensor([0, 1, 2, 3, 4, 5])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss = torch.nn.functional.cross_entropy(model(**batch), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses

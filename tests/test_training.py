@@ -114,3 +114,13 @@ def test_length_buckets_batch_every_clip_once_with_less_padding(demo_corpus):
 
     at_random = padded_frames(make_loader(data, 24, shuffle=True, seed=0))
     assert padded_frames(bucketed) < 0.5 * at_random
+
+
+@pytest.mark.parametrize("model", ["early", "late", "tfn", "lmf"])
+def test_fusion_models_train_and_test_from_their_run_folder(demo_corpus, tmp_path, model):
+    cfg = small_config(demo_corpus, model, num_epochs=1)
+    cfg.model.layers = 1
+    summary = train(cfg, tmp_path / model, progress=False)
+    assert json.loads((tmp_path / model / "config.json").read_text(encoding="utf-8"))["model"]["modality"] == model
+    metrics = evaluate(tmp_path / model, "test", progress=False)
+    assert metrics["n"] == 70 and 0 <= metrics["accuracy"] <= 1 and summary["best_epoch"] == 1

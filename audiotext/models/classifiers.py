@@ -14,7 +14,8 @@ from torch import nn
 from audiotext.config import ModelConfig, RunConfig
 from audiotext.models.blocks import TransformerEncoder
 
-MODALITIES = ("audio", "text", "cross")
+# "cross" is MulT; early, late, tfn and lmf fuse the two pooled streams without cross-attention.
+MODALITIES = ("audio", "text", "cross", "early", "late", "tfn", "lmf")
 MERGES = ("average", "last")
 
 
@@ -115,16 +116,18 @@ class TextClassifier(nn.Module):
         return self.out(self.dropout(merge_over_time(text, text_mask, "average")))
 
 
-class CrossModalClassifier(nn.Module):
-    """Audio attends to text and text attends to audio, each then attends to itself.
+class PooledStreams(nn.Module):
+    """Audio and text each to one vector (B, D), with or without MulT's cross-modal attention.
 
     Both streams are projected to D by a kernel-3 convolution without padding, which shortens each
-    sequence by 2; the masks are shortened to match so padding never leaks into real steps.
+    sequence by 2; the masks are shortened to match so padding never leaks into real steps. With
+    `cross`, audio attends to text and text attends to audio; then each stream attends to itself and
+    is merged over time.
     """
 
     kernel = 3
 
-    def __init__(self, cfg: ModelConfig, dims: Dims):
+    def __init__(self, cfg: ModelConfig, dims: Dims, cross: bool):
         super().__init__()
         d = cfg.d_model
         self.merge_how = cfg.merge_how
@@ -132,33 +135,132 @@ class CrossModalClassifier(nn.Module):
         self.text_dropout = nn.Dropout(cfg.embed_dropout)
         self.audio_proj = nn.Conv1d(dims.audio, d, self.kernel, bias=False)
         self.text_proj = nn.Conv1d(dims.text, d, self.kernel, bias=False)
-        self.audio_with_text = _encoder(cfg, d, cfg.attn_dropout_a)
-        self.text_with_audio = _encoder(cfg, d, cfg.attn_dropout)
+        self.cross = cross
+        if cross:
+            self.audio_with_text = _encoder(cfg, d, cfg.attn_dropout_a)
+            self.text_with_audio = _encoder(cfg, d, cfg.attn_dropout)
         self.audio_self = _encoder(cfg, d, cfg.attn_dropout)
         self.text_self = _encoder(cfg, d, cfg.attn_dropout)
-        self.head = ClassificationHead(2 * d, dims.classes, cfg.out_dropout)
 
     def _project(self, conv: nn.Conv1d, x: torch.Tensor, mask: torch.Tensor):
         # Output step t sees input steps t..t+2, so it is real exactly when step t+2 is.
         return conv(x.transpose(1, 2)).transpose(1, 2), mask[:, self.kernel - 1 :]
 
-    def forward(self, audio, audio_mask, text, text_mask):
+    def forward(self, audio, audio_mask, text, text_mask) -> tuple[torch.Tensor, torch.Tensor]:
         if not text_mask[:, self.kernel - 1 :].any(dim=1).all():
             # A stream without a real step would attend to padding; loading refuses such sentences.
             raise ValueError(f"every text needs at least {self.kernel} tokens ([CLS] and [SEP] included)")
         a, a_mask = self._project(self.audio_proj, self.audio_norm(audio), audio_mask)  # (B, T-2, D)
         t, t_mask = self._project(self.text_proj, self.text_dropout(text), text_mask)  # (B, L-2, D)
-        a_cross = self.audio_with_text(a, a_mask, context=t, context_mask=t_mask)
-        t_cross = self.text_with_audio(t, t_mask, context=a, context_mask=a_mask)
-        a_out = merge_over_time(self.audio_self(a_cross, a_mask), a_mask, self.merge_how)  # (B, D)
-        t_out = merge_over_time(self.text_self(t_cross, t_mask), t_mask, self.merge_how)  # (B, D)
-        return self.head(torch.cat([a_out, t_out], dim=-1))  # (B, C)
+        if self.cross:
+            a, t = (
+                self.audio_with_text(a, a_mask, context=t, context_mask=t_mask),
+                self.text_with_audio(t, t_mask, context=a, context_mask=a_mask),
+            )
+        a_out = merge_over_time(self.audio_self(a, a_mask), a_mask, self.merge_how)  # (B, D)
+        t_out = merge_over_time(self.text_self(t, t_mask), t_mask, self.merge_how)  # (B, D)
+        return a_out, t_out
+
+
+class OnStreams(nn.Module):
+    """A classifier over `PooledStreams`; training sets the MFCC statistics of `audio_norm`."""
+
+    streams: PooledStreams
+
+    @property
+    def audio_norm(self) -> Standardize:
+        return self.streams.audio_norm
+
+
+class CrossModalClassifier(OnStreams):
+    """MulT: audio attends to text and text attends to audio, each then attends to itself; the two
+    pooled streams, concatenated (2D), feed the head (Tsai et al., 2019)."""
+
+    cross = True
+
+    def __init__(self, cfg: ModelConfig, dims: Dims):
+        super().__init__()
+        self.streams = PooledStreams(cfg, dims, cross=self.cross)
+        self.head = ClassificationHead(2 * cfg.d_model, dims.classes, cfg.out_dropout)
+
+    def forward(self, audio, audio_mask, text, text_mask):
+        return self.head(torch.cat(self.streams(audio, audio_mask, text, text_mask), dim=-1))  # (B, C)
+
+
+class EarlyFusionClassifier(CrossModalClassifier):
+    """Each stream attends only to itself; the pooled audio and text, concatenated, feed the head."""
+
+    cross = False
+
+
+class LateFusionClassifier(OnStreams):
+    """A head per modality; the logits are a learned convex mix of their log-probabilities."""
+
+    def __init__(self, cfg: ModelConfig, dims: Dims):
+        super().__init__()
+        self.streams = PooledStreams(cfg, dims, cross=False)
+        self.audio_head = ClassificationHead(cfg.d_model, dims.classes, cfg.out_dropout)
+        self.text_head = ClassificationHead(cfg.d_model, dims.classes, cfg.out_dropout)
+        self.mix = nn.Parameter(torch.zeros(2))  # softmax: equal weights to start
+
+    def forward(self, audio, audio_mask, text, text_mask):
+        a, t = self.streams(audio, audio_mask, text, text_mask)
+        weights = self.mix.softmax(-1)
+        return weights[0] * self.audio_head(a).log_softmax(-1) + weights[1] * self.text_head(t).log_softmax(-1)
+
+
+def _with_one(x: torch.Tensor) -> torch.Tensor:  # (B, D) → (B, D+1)
+    return torch.cat([x, x.new_ones(x.shape[0], 1)], dim=-1)
+
+
+class TensorFusionClassifier(OnStreams):
+    """The outer product [a; 1] ⊗ [t; 1], flattened ((D+1)², unimodal and bimodal terms alike),
+    feeds the head (Zadeh et al., 2017)."""
+
+    def __init__(self, cfg: ModelConfig, dims: Dims):
+        super().__init__()
+        self.streams = PooledStreams(cfg, dims, cross=False)
+        self.head = ClassificationHead((cfg.d_model + 1) ** 2, dims.classes, cfg.out_dropout)
+
+    def forward(self, audio, audio_mask, text, text_mask):
+        a, t = self.streams(audio, audio_mask, text, text_mask)
+        fused = _with_one(a)[:, :, None] * _with_one(t)[:, None, :]  # (B, D+1, D+1)
+        return self.head(fused.flatten(1))
+
+
+class LowRankFusionClassifier(OnStreams):
+    """The tensor fusion's weights in `rank` modality-specific factors: sum over i of
+    ([a; 1] W_a,i) * ([t; 1] W_t,i), never forming the outer product (Liu et al., 2018)."""
+
+    rank = 4
+
+    def __init__(self, cfg: ModelConfig, dims: Dims):
+        super().__init__()
+        d = cfg.d_model
+        self.streams = PooledStreams(cfg, dims, cross=False)
+        self.audio_factors = nn.Parameter(torch.randn(self.rank, d + 1, d) / (d + 1) ** 0.5)
+        self.text_factors = nn.Parameter(torch.randn(self.rank, d + 1, d) / (d + 1) ** 0.5)
+        self.head = ClassificationHead(d, dims.classes, cfg.out_dropout)
+
+    def forward(self, audio, audio_mask, text, text_mask):
+        a, t = self.streams(audio, audio_mask, text, text_mask)
+        a_factors = torch.einsum("bi,rid->rbd", _with_one(a), self.audio_factors)  # (rank, B, D)
+        t_factors = torch.einsum("bi,rid->rbd", _with_one(t), self.text_factors)
+        return self.head((a_factors * t_factors).sum(0))  # (B, D) → (B, C)
 
 
 def build_model(cfg: ModelConfig, dims: Dims) -> nn.Module:
     if cfg.merge_how not in MERGES:
         raise ValueError(f"merge_how must be one of {', '.join(MERGES)}, got {cfg.merge_how!r}")
-    classes = {"audio": AudioClassifier, "text": TextClassifier, "cross": CrossModalClassifier}
+    classes = {
+        "audio": AudioClassifier,
+        "text": TextClassifier,
+        "cross": CrossModalClassifier,
+        "early": EarlyFusionClassifier,
+        "late": LateFusionClassifier,
+        "tfn": TensorFusionClassifier,
+        "lmf": LowRankFusionClassifier,
+    }
     if cfg.modality not in classes:
         raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {cfg.modality!r}")
     return classes[cfg.modality](cfg, dims)
