@@ -12,7 +12,7 @@ from audiotext.data.manifest import data_labels
 from audiotext.data.synthesis import DEFAULT_SPEAKERS
 
 # --model names; "mult" is stored as the modality "cross". The reference spelt it Transformer or MULT.
-MODEL_NAMES = ("mult", "audio", "text", "early", "late", "tfn", "lmf")
+MODEL_NAMES = ("mult", "audio", "text", "early", "late", "tfn", "lmf", "linear")
 _MULT_SPELLINGS = ("Transformer", "MULT", "MulT")
 
 # Flags of the reference train.py that have no effect here, and why (see README, "Flags").
@@ -29,10 +29,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--do_audio", action="store_true", help="use only the audio (MFCC) features")
     add("--do_text", action="store_true", help="use only the text features (frozen encoder + linear head)")
-    add("--merge_how", default=m.merge_how, choices=["average", "last"], help="how to merge a sequence over time")
+    add("--merge_how", default=m.merge_how, choices=["average", "last", "stats"],
+        help="how to merge a sequence over time: masked mean, last real step, or mean and standard deviation")
     add("--model", default="mult", choices=[*MODEL_NAMES, *_MULT_SPELLINGS],
         help="mult: the cross-modal Transformer (default; the reference's Transformer/MULT); audio, text: one "
-             "modality; early, late, tfn, lmf: fusion of the pooled streams (see README)")
+             "modality; early, late, tfn, lmf: fusion of the pooled streams; linear: logistic regression on MFCC "
+             "statistics and character n-grams (see README)")
     add("--data_name", default="vat", help="dataset name, recorded in the results (default: vat)")
     add("--data_path", default="data",
         help="folder holding train.pkl, dev.pkl, test.pkl (test_stt.pkl), or a manifest (.csv/.jsonl) with a split column")
@@ -194,10 +196,10 @@ def cmd_test(args: argparse.Namespace) -> None:
     from audiotext.evaluation.metrics import format_results_table
 
     run_dir = Path(args.run_dir) if args.run_dir else run_dir_of(args)
-    rows = []
+    rows, cache = [], feature_cache_of(args)
     for split in args.split:
         out_dir = Path(args.eval_dir) / Path(split).stem if args.eval_dir else None
-        metrics = evaluate(run_dir, split, args.data_path, out_dir, no_cuda=args.no_cuda, cache=feature_cache_of(args),
+        metrics = evaluate(run_dir, split, args.data_path, out_dir, no_cuda=args.no_cuda, cache=cache,
                            progress=not args.quiet)  # fmt: skip
         rows.append({"model": run_dir.name, "test_set": metrics["split"], "metrics": metrics})
     print(format_results_table(rows, rows[0]["metrics"]["labels"]))
@@ -345,6 +347,9 @@ def cmd_features_build(args: argparse.Namespace) -> None:
     cache = feature_cache_of(args)
     if cache is None:
         raise SystemExit("error: features build stores features in the cache; drop --no_feature_cache")
+    if cfg.model.modality == "linear":
+        raise SystemExit("error: the linear model's character n-grams are fitted by its training run; "
+                         "build its MFCCs with --do_audio and the same audio flags")
     encoder = text_encoder_for(cfg, select_device(args.no_cuda))
     for split in args.split:
         data = load_encoded(cfg, split, encoder, cache, progress=not args.quiet)

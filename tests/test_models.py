@@ -37,7 +37,7 @@ def test_logits_shape_and_every_parameter_gets_a_gradient(modality):
 
 
 @pytest.mark.parametrize("modality", MODALITIES)
-@pytest.mark.parametrize("merge_how", ["average", "last"])
+@pytest.mark.parametrize("merge_how", ["average", "last", "stats"])
 @pytest.mark.parametrize("attn_mask", [True, False])
 def test_padded_frames_and_tokens_never_change_the_output(modality, merge_how, attn_mask):
     model = tiny_model(modality, merge_how=merge_how, attn_mask=attn_mask).eval()
@@ -74,6 +74,8 @@ def test_merge_last_takes_the_last_real_step_and_average_ignores_padding():
     mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
     assert merge_over_time(x, mask, "last").flatten().tolist() == [2.0, 4.0]
     assert merge_over_time(x, mask, "average").flatten().tolist() == [1.0, 4.0]
+    stats = merge_over_time(x, mask, "stats")  # (B, 2): mean, then standard deviation of real steps
+    torch.testing.assert_close(stats, torch.tensor([[1.0, (2 / 3) ** 0.5], [4.0, 0.0]]), atol=1e-3, rtol=0)
 
 
 def test_bad_options_are_refused_with_the_reason():

@@ -116,7 +116,7 @@ def test_length_buckets_batch_every_clip_once_with_less_padding(demo_corpus):
     assert padded_frames(bucketed) < 0.5 * at_random
 
 
-@pytest.mark.parametrize("model", ["early", "late", "tfn", "lmf"])
+@pytest.mark.parametrize("model", ["early", "late", "tfn", "lmf", "linear"])
 def test_fusion_models_train_and_test_from_their_run_folder(demo_corpus, tmp_path, model):
     cfg = small_config(demo_corpus, model, num_epochs=1)
     cfg.model.layers = 1

@@ -3,6 +3,8 @@ feature cache), and the loaders that batch them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch.utils.data import DataLoader
 
@@ -10,14 +12,31 @@ from audiotext.config import RunConfig
 from audiotext.data.dataset import EncodedSplit, LengthBucketBatchSampler, collate, encode_split
 from audiotext.data.manifest import load_any_split
 from audiotext.features.cache import FeatureCache
+from audiotext.features.ngrams import NGRAMS_FILE, CharNgramEncoder
 from audiotext.features.text import TextEncoder
 
 
-def text_encoder_for(cfg: RunConfig, device: torch.device) -> TextEncoder | None:
-    """The frozen encoder a model of `cfg` reads text through; None for audio-only models."""
+def text_encoder_for(
+    cfg: RunConfig, device: torch.device, run_dir: str | Path | None = None
+) -> TextEncoder | CharNgramEncoder | None:
+    """What a model of `cfg` reads text through: the frozen encoder; for the linear model the
+    character n-grams fitted for its run (`run_dir`, see `fit_char_ngrams`); None for audio-only."""
     if cfg.model.modality == "audio":
         return None
+    if cfg.model.modality == "linear":
+        if run_dir is None:
+            raise ValueError("the linear model reads the character n-grams fitted by its training run: name the run")
+        path = Path(run_dir) / NGRAMS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{run_dir}: no {NGRAMS_FILE}, the character n-grams of a linear model's run")
+        return CharNgramEncoder.load(path)
     return TextEncoder(cfg.text.encoder or None, max_len=cfg.text.max_len_for_text, device=device)
+
+
+def fit_char_ngrams(cfg: RunConfig, run_dir: str | Path) -> None:
+    """Fits the character n-grams of the training sentences and keeps them in `run_dir`."""
+    train = load_any_split(cfg.data_path, "train", cfg.labels, cfg.audio.sample_rate, with_audio=False)
+    CharNgramEncoder.fit(train.sentences).save(Path(run_dir) / NGRAMS_FILE)
 
 
 def load_encoded(

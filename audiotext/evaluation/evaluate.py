@@ -38,7 +38,7 @@ def evaluate(
     cfg, model = load_run(run_dir, device)
     if data_path is not None:
         cfg.data_path = str(data_path)
-    data = load_encoded(cfg, split, text_encoder_for(cfg, device), cache, progress)
+    data = load_encoded(cfg, split, text_encoder_for(cfg, device, run_dir), cache, progress)
     logits, targets = predict(model, make_loader(data, batch_size, shuffle=False), device)
     predicted = logits.argmax(-1)
 

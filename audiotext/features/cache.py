@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from audiotext.config import AudioConfig
 from audiotext.features.audio import iter_audio_features
+from audiotext.features.ngrams import CharNgramEncoder
 from audiotext.features.text import TextEncoder
 from audiotext.io import write_json
 
@@ -232,7 +233,11 @@ def audio_features(
 
 
 def text_states(
-    sentences: Sequence[str], encoder: TextEncoder, cache: FeatureCache | None, progress: bool = True, name: str = ""
+    sentences: Sequence[str],
+    encoder: TextEncoder | CharNgramEncoder,
+    cache: FeatureCache | None,
+    progress: bool = True,
+    name: str = "",
 ) -> PackedSequences:
     """The encoder's last hidden layer (L_j, E) of each of the distinct, normalised `sentences`:
     from `cache` (built there when absent), or computed in memory when `cache` is None."""

@@ -14,9 +14,10 @@ from torch import nn
 from audiotext.config import ModelConfig, RunConfig
 from audiotext.models.blocks import TransformerEncoder
 
-# "cross" is MulT; early, late, tfn and lmf fuse the two pooled streams without cross-attention.
-MODALITIES = ("audio", "text", "cross", "early", "late", "tfn", "lmf")
-MERGES = ("average", "last")
+# "cross" is MulT; early, late, tfn and lmf fuse the two pooled streams without cross-attention;
+# linear is the logistic regression on MFCC statistics and character n-grams.
+MODALITIES = ("audio", "text", "cross", "early", "late", "tfn", "lmf", "linear")
+MERGES = ("average", "last", "stats")
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,23 @@ class Dims:
         return cls(audio=cfg.audio.n_mfcc, text=text_width or 0, classes=len(cfg.labels))
 
 
+def merged_width(dim: int, how: str) -> int:
+    """The width `merge_over_time` gives steps of width `dim`."""
+    return 2 * dim if how == "stats" else dim
+
+
 def merge_over_time(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
-    """(B, N, D) → (B, D): masked mean, or the last real step."""
-    if how == "average":
-        weights = mask.unsqueeze(-1).to(x.dtype)
-        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+    """(B, N, D) → (B, D): masked mean ("average") or the last real step ("last"); "stats" gives
+    (B, 2D), the mean and the standard deviation over the real steps (statistics pooling: the
+    utterance statistics a linear model on MFCCs lives on)."""
+    if how in ("average", "stats"):
+        weights = mask.unsqueeze(-1).to(x.dtype)  # (B, N, 1)
+        count = weights.sum(dim=1).clamp(min=1.0)
+        mean = (x * weights).sum(dim=1) / count
+        if how == "average":
+            return mean
+        variance = ((x - mean[:, None]) ** 2 * weights).sum(dim=1) / count
+        return torch.cat([mean, (variance + 1e-6).sqrt()], dim=-1)
     last = mask.long().sum(dim=1).clamp(min=1) - 1
     return x[torch.arange(x.shape[0], device=x.device), last]
 
@@ -97,7 +110,7 @@ class AudioClassifier(nn.Module):
         self.merge_how = cfg.merge_how
         self.audio_norm = Standardize(dims.audio)
         self.encoder = _encoder(cfg, dims.audio, cfg.attn_dropout)
-        self.head = ClassificationHead(dims.audio, dims.classes, cfg.out_dropout)
+        self.head = ClassificationHead(merged_width(dims.audio, cfg.merge_how), dims.classes, cfg.out_dropout)
 
     def forward(self, audio, audio_mask, text=None, text_mask=None):
         x = self.encoder(self.audio_norm(audio), audio_mask)  # (B, T, F)
@@ -116,8 +129,26 @@ class TextClassifier(nn.Module):
         return self.out(self.dropout(merge_over_time(text, text_mask, "average")))
 
 
+class LinearClassifier(nn.Module):
+    """The cheap baseline every deep model must beat: a logistic regression on the mean and the
+    standard deviation of the standardised MFCCs over the real frames (2F) and the transcript's
+    character n-gram vector (V, one step: `audiotext.features.ngrams`)."""
+
+    def __init__(self, cfg: ModelConfig, dims: Dims):
+        super().__init__()
+        self.audio_norm = Standardize(dims.audio)
+        self.dropout = nn.Dropout(cfg.out_dropout)
+        self.out = nn.Linear(merged_width(dims.audio, "stats") + dims.text, dims.classes)
+
+    def forward(self, audio, audio_mask, text, text_mask):
+        statistics = merge_over_time(self.audio_norm(audio), audio_mask, "stats")  # (B, 2F)
+        ngrams = merge_over_time(text, text_mask, "average")  # (B, V)
+        return self.out(self.dropout(torch.cat([statistics, ngrams], dim=-1)))  # (B, C)
+
+
 class PooledStreams(nn.Module):
-    """Audio and text each to one vector (B, D), with or without MulT's cross-modal attention.
+    """Audio and text each to one vector (B, W), with or without MulT's cross-modal attention;
+    W = D, or 2D with statistics pooling.
 
     Both streams are projected to D by a kernel-3 convolution without padding, which shortens each
     sequence by 2; the masks are shortened to match so padding never leaks into real steps. With
@@ -141,6 +172,7 @@ class PooledStreams(nn.Module):
             self.text_with_audio = _encoder(cfg, d, cfg.attn_dropout)
         self.audio_self = _encoder(cfg, d, cfg.attn_dropout)
         self.text_self = _encoder(cfg, d, cfg.attn_dropout)
+        self.width = merged_width(d, cfg.merge_how)  # of each pooled stream
 
     def _project(self, conv: nn.Conv1d, x: torch.Tensor, mask: torch.Tensor):
         # Output step t sees input steps t..t+2, so it is real exactly when step t+2 is.
@@ -157,8 +189,8 @@ class PooledStreams(nn.Module):
                 self.audio_with_text(a, a_mask, context=t, context_mask=t_mask),
                 self.text_with_audio(t, t_mask, context=a, context_mask=a_mask),
             )
-        a_out = merge_over_time(self.audio_self(a, a_mask), a_mask, self.merge_how)  # (B, D)
-        t_out = merge_over_time(self.text_self(t, t_mask), t_mask, self.merge_how)  # (B, D)
+        a_out = merge_over_time(self.audio_self(a, a_mask), a_mask, self.merge_how)  # (B, W)
+        t_out = merge_over_time(self.text_self(t, t_mask), t_mask, self.merge_how)  # (B, W)
         return a_out, t_out
 
 
@@ -181,7 +213,7 @@ class CrossModalClassifier(OnStreams):
     def __init__(self, cfg: ModelConfig, dims: Dims):
         super().__init__()
         self.streams = PooledStreams(cfg, dims, cross=self.cross)
-        self.head = ClassificationHead(2 * cfg.d_model, dims.classes, cfg.out_dropout)
+        self.head = ClassificationHead(2 * self.streams.width, dims.classes, cfg.out_dropout)
 
     def forward(self, audio, audio_mask, text, text_mask):
         return self.head(torch.cat(self.streams(audio, audio_mask, text, text_mask), dim=-1))  # (B, C)
@@ -199,8 +231,8 @@ class LateFusionClassifier(OnStreams):
     def __init__(self, cfg: ModelConfig, dims: Dims):
         super().__init__()
         self.streams = PooledStreams(cfg, dims, cross=False)
-        self.audio_head = ClassificationHead(cfg.d_model, dims.classes, cfg.out_dropout)
-        self.text_head = ClassificationHead(cfg.d_model, dims.classes, cfg.out_dropout)
+        self.audio_head = ClassificationHead(self.streams.width, dims.classes, cfg.out_dropout)
+        self.text_head = ClassificationHead(self.streams.width, dims.classes, cfg.out_dropout)
         self.mix = nn.Parameter(torch.zeros(2))  # softmax: equal weights to start
 
     def forward(self, audio, audio_mask, text, text_mask):
@@ -220,11 +252,11 @@ class TensorFusionClassifier(OnStreams):
     def __init__(self, cfg: ModelConfig, dims: Dims):
         super().__init__()
         self.streams = PooledStreams(cfg, dims, cross=False)
-        self.head = ClassificationHead((cfg.d_model + 1) ** 2, dims.classes, cfg.out_dropout)
+        self.head = ClassificationHead((self.streams.width + 1) ** 2, dims.classes, cfg.out_dropout)
 
     def forward(self, audio, audio_mask, text, text_mask):
         a, t = self.streams(audio, audio_mask, text, text_mask)
-        fused = _with_one(a)[:, :, None] * _with_one(t)[:, None, :]  # (B, D+1, D+1)
+        fused = _with_one(a)[:, :, None] * _with_one(t)[:, None, :]  # (B, W+1, W+1)
         return self.head(fused.flatten(1))
 
 
@@ -238,8 +270,9 @@ class LowRankFusionClassifier(OnStreams):
         super().__init__()
         d = cfg.d_model
         self.streams = PooledStreams(cfg, dims, cross=False)
-        self.audio_factors = nn.Parameter(torch.randn(self.rank, d + 1, d) / (d + 1) ** 0.5)
-        self.text_factors = nn.Parameter(torch.randn(self.rank, d + 1, d) / (d + 1) ** 0.5)
+        w = self.streams.width
+        self.audio_factors = nn.Parameter(torch.randn(self.rank, w + 1, d) / (w + 1) ** 0.5)
+        self.text_factors = nn.Parameter(torch.randn(self.rank, w + 1, d) / (w + 1) ** 0.5)
         self.head = ClassificationHead(d, dims.classes, cfg.out_dropout)
 
     def forward(self, audio, audio_mask, text, text_mask):
@@ -260,6 +293,7 @@ def build_model(cfg: ModelConfig, dims: Dims) -> nn.Module:
         "late": LateFusionClassifier,
         "tfn": TensorFusionClassifier,
         "lmf": LowRankFusionClassifier,
+        "linear": LinearClassifier,
     }
     if cfg.modality not in classes:
         raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {cfg.modality!r}")

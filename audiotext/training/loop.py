@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from audiotext.config import RunConfig
-from audiotext.data.loading import load_encoded, make_loader, text_encoder_for
+from audiotext.data.loading import fit_char_ngrams, load_encoded, make_loader, text_encoder_for
 from audiotext.evaluation.metrics import evaluate_loss_and_metrics
 from audiotext.features.cache import FeatureCache
+from audiotext.features.text import TextEncoder
 from audiotext.inference.predict import forward
 from audiotext.io import atomic_path
 from audiotext.models.checkpoint import EPOCH_LOG, save_config, save_weights
@@ -42,8 +43,11 @@ def train(
             progress=progress,
         )  # fmt: skip
     )
-    text_encoder = text_encoder_for(cfg, engine.device)
-    if text_encoder is not None and cfg.text.hidden_size not in (None, text_encoder.hidden_size):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.model.modality == "linear":
+        fit_char_ngrams(cfg, run_dir)
+    text_encoder = text_encoder_for(cfg, engine.device, run_dir)
+    if isinstance(text_encoder, TextEncoder) and cfg.text.hidden_size not in (None, text_encoder.hidden_size):
         raise ValueError(
             f"hidden size {cfg.text.hidden_size} was asked for, but the encoder "
             f"{cfg.text.encoder or 'MiniLM (default)'} is {text_encoder.hidden_size} wide"
@@ -61,7 +65,6 @@ def train(
         train_data, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, length_buckets=cfg.train.length_buckets
     )
     dev_loader = make_loader(dev_data, cfg.train.batch_size, shuffle=False)
-    run_dir.mkdir(parents=True, exist_ok=True)
     save_config(run_dir, cfg, dims)
     fit = engine.fit(
         model,
