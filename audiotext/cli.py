@@ -61,6 +61,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--optim", default=t.optim, help="torch.optim optimizer name (default: Adam)")
     add("--num_epochs", type=int, default=t.num_epochs, help="number of epochs (default: 40)")
     add("--when", type=int, default=t.when, help="epochs without dev improvement before the rate decays (default: 20)")
+    add("--select_by", default=t.select_by, choices=["loss", "macro_f1"],
+        help="dev metric that picks the kept epoch: lowest loss (the reference's) or highest macro-F1")
+    add("--early_stop", type=int, default=t.early_stop, metavar="EPOCHS",
+        help="stop when the dev metric has not improved for this many epochs (default: 0, train every epoch)")
     add("--no_length_buckets", dest="length_buckets", action="store_false",
         help="batch clips at random instead of by similar length (more padding, slower; the reference's way)")
     add("--batch_chunk", type=int, default=t.batch_chunk, help="chunks per batch, to save memory (default: 1)")
@@ -164,6 +168,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             seed=args.seed,
             no_cuda=args.no_cuda,
             length_buckets=args.length_buckets,
+            select_by=args.select_by,
+            early_stop=args.early_stop,
         ),
     )
 

@@ -60,6 +60,8 @@ class TrainConfig:
     seed: int = 1111
     no_cuda: bool = False
     length_buckets: bool = True  # batch clips of similar length: less padding to compute on
+    select_by: str = "loss"  # the dev metric that picks the best epoch: "loss" or "macro_f1"
+    early_stop: int = 0  # epochs without a better dev metric before training stops; 0: all epochs
 
 
 @dataclass

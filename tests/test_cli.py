@@ -145,3 +145,13 @@ def test_text_pretrain_finetune_then_korbert_test_sh(demo_corpus, tmp_path):
     for split in ("test", "test_stt"):
         metrics = json.loads((model / "eval" / split / "metrics.json").read_text(encoding="utf-8"))
         assert metrics["n"] == len(pd.read_pickle(demo_corpus / f"{split}.pkl"))
+
+
+def test_model_selection_and_early_stopping_flags_reach_the_configuration():
+    from audiotext.cli import config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["train", "--model", "lmf", "--select_by", "macro_f1",
+                                                      "--early_stop", "4", "--merge_how", "stats"]))  # fmt: skip
+    assert (cfg.model.modality, cfg.train.select_by, cfg.train.early_stop, cfg.model.merge_how) == ("lmf", "macro_f1", 4, "stats")
+    with pytest.raises(SystemExit, match="exclude each other"):
+        config_from_args(build_parser().parse_args(["train", "--model", "tfn", "--do_audio"]))

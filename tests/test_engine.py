@@ -72,8 +72,17 @@ def test_training_lowers_the_loss_and_warm_up_then_decay_shape_the_rate():
 @pytest.mark.parametrize(
     "bad, message",
     [(dict(epochs=0), "epochs"), (dict(schedule="cosine"), "schedule"), (dict(best_by="accuracy"), "best_by"),
-     (dict(warmup_percent=1.5), "warmup_percent"), (dict(batch_chunk=0), "batch_chunk")],  # fmt: skip
+     (dict(warmup_percent=1.5), "warmup_percent"), (dict(batch_chunk=0), "batch_chunk"),
+     (dict(stop_after=-1), "stop_after")],  # fmt: skip
 )
 def test_bad_settings_are_refused_with_the_setting_named(bad, message):
     with pytest.raises(ValueError, match=message):
         EngineSettings(**{**dict(name="t", epochs=1, seed=0), **bad})
+
+
+def test_training_stops_early_when_the_named_metric_no_longer_improves(tmp_path):
+    dev = iter([{"loss": 0.9}, {"loss": 0.6}, {"loss": 0.7}, {"loss": 0.65}, {"loss": 0.5}, {"loss": 0.4}])
+    _, result = fit(EngineSettings(name="t", epochs=6, seed=0, stop_after=2, progress=False),
+                    evaluate=lambda m: next(dev), epoch_log=tmp_path / "epochs.csv")  # fmt: skip
+    assert [row["epoch"] for row in result.rows] == [1, 2, 3, 4] and result.best["epoch"] == 2
+    assert len(pd.read_csv(tmp_path / "epochs.csv")) == 4

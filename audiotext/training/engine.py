@@ -4,8 +4,8 @@ fine-tuned text classifier and masked-LM pre-training all train through `Engine.
 A task supplies its model, its optimizer, its batches (dicts of tensors, batch first), its loss and,
 when it has a dev set, its dev metrics. The engine owns everything else: seeding and the device,
 the epoch and step loop, warm-up and the learning-rate schedule, gradient clipping, splitting a
-batch into chunks, progress bars and log lines, the epoch CSV, dev evaluation every epoch and the
-best epoch by a named metric. Resume, multi-process training and mixed precision belong here, once.
+batch into chunks, progress bars and log lines, the epoch CSV, dev evaluation every epoch, the
+best epoch by a named metric and stopping early when it no longer improves. Resume, multi-process training and mixed precision belong here, once.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class EngineSettings:
     schedule: str = "plateau"  # "plateau" (then ReduceLROnPlateau on dev loss) or "linear" (then decay to 0)
     patience: int = 20  # epochs without a lower dev loss before "plateau" decays the rate
     best_by: str = "loss"  # lowest dev "loss", or highest dev "macro_f1" (ties: lower loss)
+    stop_after: int = 0  # epochs without a better best_by before training stops; 0: every epoch
     logging_steps: int = 1  # steps between updates of the progress bar's running loss
     batch_chunk: int = 1  # chunks a batch is split into (same gradient, less memory)
     no_cuda: bool = False
@@ -54,6 +55,8 @@ class EngineSettings:
             raise ValueError(f"best_by must be one of {BEST_BY}, got {self.best_by!r}")
         if not 0 <= self.warmup_percent <= 1:
             raise ValueError(f"warmup_percent must be in [0, 1], got {self.warmup_percent}")
+        if self.stop_after < 0:
+            raise ValueError(f"stop_after must be 0 (off) or a number of epochs, got {self.stop_after}")
         if self.logging_steps < 1 or self.batch_chunk < 1:
             raise ValueError(f"logging_steps and batch_chunk must be at least 1, got {self.logging_steps}, {self.batch_chunk}")
 
@@ -136,6 +139,10 @@ class Engine:
                 on_epoch(epoch, row)
             if s.progress:
                 tqdm.write(self._log_line(row, improved))
+            if s.stop_after and result.best and epoch - result.best["epoch"] >= s.stop_after:
+                if s.progress:
+                    tqdm.write(f"{s.name}: no better dev {s.best_by} for {s.stop_after} epochs, stopping early")
+                break
         if restore_best and best_state:
             model.load_state_dict(best_state)
         return result

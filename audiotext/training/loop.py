@@ -38,7 +38,8 @@ def train(
     engine = Engine(
         EngineSettings(
             name=cfg.name, epochs=cfg.train.num_epochs, seed=cfg.train.seed, clip=cfg.train.clip,
-            warmup_percent=cfg.train.warmup_percent, schedule="plateau", patience=cfg.train.when, best_by="loss",
+            warmup_percent=cfg.train.warmup_percent, schedule="plateau", patience=cfg.train.when,
+            best_by=cfg.train.select_by, stop_after=cfg.train.early_stop,
             logging_steps=cfg.train.logging_steps, batch_chunk=cfg.train.batch_chunk, no_cuda=cfg.train.no_cuda,
             progress=progress,
         )  # fmt: skip
