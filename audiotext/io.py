@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import uuid
@@ -24,6 +25,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def file_digest(*paths: str | os.PathLike) -> bytes:
+    """A 16-byte blake2b digest of the files' names and contents, read in 1 MiB chunks."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path in paths:
+        digest.update(Path(path).name.encode() + b"\x00")
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.digest()
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

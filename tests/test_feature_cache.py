@@ -185,3 +185,29 @@ def test_features_command_builds_lists_and_clears(demo_corpus, tmp_path, capsys)
     main(["features", "clear", "--feature_cache", cache])
     assert "removed 2 entries" in capsys.readouterr().out
     assert FeatureCache(cache).entries() == []
+
+
+def test_a_manifest_is_keyed_by_its_files_and_decoded_only_to_build(dev, tmp_path):
+    import soundfile as sf
+
+    from audiotext.data.manifest import load_manifest_split
+
+    rows = ["audio,text,label"]
+    for i, clip in enumerate(dev.audio[:4]):
+        sf.write(tmp_path / f"{i}.flac", clip, 48000, subtype="PCM_16")
+        rows.append(f"{i}.flac,{dev.sentences[i]},{REFERENCE_LABELS[dev.labels[i]]}")
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cache = FeatureCache(tmp_path / "cache", progress=False)
+
+    def features():
+        split = load_manifest_split(manifest, None, REFERENCE_LABELS, 48000)
+        return encode_split(split, AUDIO, None, use_audio=True, cache=cache, progress=False).audio
+
+    first = features()
+    assert np.array_equal(features().values, first.values) and len(entries(cache, "audio")) == 1
+    changed = dev.audio[2].copy()
+    changed[len(changed) // 2] += 1
+    sf.write(tmp_path / "2.flac", changed, 48000, subtype="PCM_16")
+    features()
+    assert len(entries(cache, "audio")) == 2, "a file whose samples changed must not reuse the old entry"

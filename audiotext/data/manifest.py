@@ -13,7 +13,6 @@ row n is its line n).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from audiotext.data.corpus import CorpusError, Split, load_split, resolve_split_path
 from audiotext.data.media import MediaError, load_audio
+from audiotext.io import file_digest
 
 REQUIRED_COLUMNS = ("audio", "text", "label")
 OPTIONAL_COLUMNS = ("speaker", "split", "start", "end")
@@ -210,11 +210,7 @@ class ManifestClips(Sequence[np.ndarray]):
     def identity(self, i: int) -> bytes:
         """What clip i's samples are made of: the bytes of its file, its segment and the rate it is
         read at; hashing these instead of decoded samples decodes nothing."""
-        digest = hashlib.blake2b(digest_size=16)
-        with open(self.paths[i], "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        return digest.digest() + repr((self.segments[i], self.sample_rate)).encode()
+        return file_digest(self.paths[i]) + repr((self.segments[i], self.sample_rate)).encode()
 
 
 def load_any_split(

@@ -12,7 +12,6 @@ Shape legend: S distinct sentences in a batch, L tokens ([CLS] and [SEP] include
 from __future__ import annotations
 
 import functools
-import hashlib
 import html
 import importlib.util
 import json
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from audiotext.features.encoders import LEGACY_CONFIG, load_text_encoder
+from audiotext.io import file_digest
 
 # Whitespace is outside the class too, so one substitution also folds tabs and newlines.
 _OUTSIDE_ALPHABET = re.compile(r"[^a-zA-Z가-힣ㄱ-ㅎ0-9.!?]+")
@@ -90,13 +90,7 @@ class TextEncoder:
         """A hash of the directory's own files (weights, vocabulary, configs, out-of-fold states):
         what the states depend on, so the feature cache can key them by it. Subfolders (a
         classifier's eval/ outputs) are not part of the encoder."""
-        h = hashlib.blake2b(digest_size=16)
-        for file in sorted(p for p in self.path.iterdir() if p.is_file()):
-            h.update(file.name.encode() + b"\x00")
-            with open(file, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-        return h.hexdigest()
+        return file_digest(*sorted(p for p in self.path.iterdir() if p.is_file())).hex()
 
     def encode(self, sentences: Sequence[str], progress: bool = True) -> list[torch.Tensor]:
         """Last hidden layer of each sentence without padding: float32 CPU tensors (L_i, E).
