@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from audiotext.config import AudioConfig
-from audiotext.features.audio import MFCC, clip_features, extract_audio_features, resample, trim_zeros
+from audiotext.features.audio import MFCC, clip_features, iter_audio_features, resample, trim_zeros
 
 # float32 MFCCs against a float64 librosa reference. Coefficients span about ±600 (c0), so this is
 # a relative error of a few 1e-6; the residue is float32 rounding of the window and the spectrum.
@@ -145,7 +145,7 @@ def test_clip_features_shape_and_cap():
     n_trimmed = round((nonzero[-1] + 1 - nonzero[0]) / 3)  # the zero padding (0.3 s, 30 frames) is gone
     assert uncapped.shape == (1 + n_trimmed // 200, 40)
     np.testing.assert_array_equal(uncapped[:50], feats)
-    assert [f.shape for f in extract_audio_features([clip, clip[:48000]], cfg, progress=False)] == [(50, 40)] * 2
+    assert [f.shape for f in iter_audio_features([clip, clip[:48000]], cfg, progress=False)] == [(50, 40)] * 2
 
 
 def test_short_clip_error_says_how_short():

@@ -153,10 +153,3 @@ def iter_audio_features(
             yield clip_features(clip, cfg, mfcc)
         except ValueError as err:
             raise ValueError(f"{where(i)}: {err}") from None
-
-
-def extract_audio_features(
-    clips: Sequence[np.ndarray], cfg: AudioConfig, progress: bool = True, desc: str = "MFCC"
-) -> list[np.ndarray]:
-    """`iter_audio_features` as a list."""
-    return list(iter_audio_features(clips, cfg, progress, desc))
