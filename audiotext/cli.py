@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from audiotext.config import REFERENCE_LABELS, AudioConfig, ModelConfig, RunConfig, TextConfig, TrainConfig
@@ -77,6 +78,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--resample_rate", type=int, default=a.resample_rate, help="rate the MFCCs are computed at")
     add("--n_fft_size", type=int, default=a.n_fft_size, help="analysis window and FFT size; hop is half")
     add("--n_mfcc", type=int, default=a.n_mfcc, help="MFCC coefficients kept")
+    add_fusion_arguments(parser, a, TextConfig(), m, t)
     add("--logging_steps", type=int, default=t.logging_steps, help="steps between train-loss reports (default: 30)")
     add("--seed", type=int, default=t.seed, help="random seed")
     add("--no_cuda", action="store_true", help="do not use CUDA even when available")
@@ -88,6 +90,28 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
              "labels, else the reference's " + ",".join(REFERENCE_LABELS) + ")")
     add("--quiet", action="store_true", help="no progress bars")
     add_cache_arguments(parser)
+
+
+def add_fusion_arguments(
+    parser: argparse.ArgumentParser, audio: AudioConfig, text: TextConfig, model: ModelConfig, train: TrainConfig
+) -> None:
+    """The flags that decide what fusion gets to work with (see README, "What fusion needs"), with
+    the defaults of the command they serve."""
+    add = parser.add_argument
+    add("--audio_features", default=audio.features, choices=["mfcc", "mfcc+prosody"],
+        help=f"per-frame audio features: MFCCs, or MFCCs with F0 (YIN), voicing, energy and their deltas "
+             f"(default: {audio.features})")
+    add("--text_features", default=text.features, choices=["encoder", "ngrams"],
+        help=f"text as the encoder's token states, or as one character 1-3-gram TF-IDF vector fitted on the "
+             f"training sentences, for corpora too small to fine-tune a BERT on (default: {text.features})")
+    add("--modality_dropout", type=float, default=model.modality_dropout, metavar="SHARE",
+        help=f"share of training clips that lose their audio or their text (fusing models; default: {model.modality_dropout})")
+    add("--transcript_noise", type=float, default=train.transcript_noise, metavar="SHARE",
+        help=f"share of training transcripts given recogniser-like errors (default: {train.transcript_noise})")
+    add("--class_weights", action=argparse.BooleanOptionalAction, default=train.class_weights,
+        help="weight the loss by inverse class frequency in train")
+    add("--wide", action=argparse.BooleanOptionalAction, default=model.wide,
+        help="add the linear baseline's logistic regression on utterance statistics to a fusing model (wide and deep)")
 
 
 def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
@@ -134,11 +158,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             n_fft_size=args.n_fft_size,
             n_mfcc=args.n_mfcc,
             max_len_for_audio=args.max_len_for_audio,
+            features=args.audio_features,
         ),
         text=TextConfig(
             encoder=str(Path(args.bert_model_path).resolve()) if args.bert_model_path else "",
             max_len_for_text=args.max_len_for_text,
             hidden_size=args.hidden_size_for_bert,
+            features=args.text_features,
         ),
         model=ModelConfig(
             modality=modality,
@@ -154,6 +180,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             out_dropout=args.out_dropout,
             attn_mask=args.attn_mask,
             merge_how=args.merge_how,
+            modality_dropout=args.modality_dropout,
+            wide=args.wide,
         ),
         train=TrainConfig(
             batch_size=args.batch_size,
@@ -170,6 +198,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             length_buckets=args.length_buckets,
             select_by=args.select_by,
             early_stop=args.early_stop,
+            class_weights=args.class_weights,
+            transcript_noise=args.transcript_noise,
         ),
     )
 
@@ -346,16 +376,16 @@ def add_text_parsers(commands) -> None:
 
 
 def cmd_features_build(args: argparse.Namespace) -> None:
-    from audiotext.data.loading import load_encoded, text_encoder_for
+    from audiotext.data.loading import load_encoded, reads_ngrams, text_encoder_for
     from audiotext.runtime import select_device
 
     cfg = config_from_args(args)
     cache = feature_cache_of(args)
     if cache is None:
         raise SystemExit("error: features build stores features in the cache; drop --no_feature_cache")
-    if cfg.model.modality == "linear":
-        raise SystemExit("error: the linear model's character n-grams are fitted by its training run; "
-                         "build its MFCCs with --do_audio and the same audio flags")
+    if reads_ngrams(cfg):
+        raise SystemExit("error: character n-grams are fitted by a model's training run; "
+                         "build the MFCCs with --do_audio and the same audio flags")
     encoder = text_encoder_for(cfg, select_device(args.no_cuda))
     for split in args.split:
         data = load_encoded(cfg, split, encoder, cache, progress=not args.quiet)
@@ -395,9 +425,90 @@ def add_features_parsers(commands) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from audiotext.recipes import run_demo
+    from audiotext.recipes.demo import run_demo
 
-    run_demo(args.out, seed=args.seed, cache=feature_cache_of(args), progress=not args.quiet)
+    run_demo(args.out, seed=args.seed, seeds=args.seeds, cache=feature_cache_of(args), progress=not args.quiet)
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from audiotext.data.corpus import CorpusError
+    from audiotext.recipes.compare import CompareSettings, TextPlan, run_comparison
+
+    if args.pretrain_vocab and args.pretrain_epochs == 0:
+        raise SystemExit("error: --pretrain_vocab trains a new BERT by masked-LM pre-training: give --pretrain_epochs > 0")
+    labels = args.labels.split(",") if args.labels else data_labels(args.data) or list(REFERENCE_LABELS)
+    pretrain = None
+    if args.pretrain_epochs:
+        pretrain = dict(epochs=args.pretrain_epochs, new_tokenizer_vocab_size=args.pretrain_vocab or None,
+                        lr=args.pretrain_lr, max_len=args.max_len_for_text)  # fmt: skip
+    finetune = dict(epochs=args.finetune_epochs, max_len=args.max_len_for_text) if args.finetune_epochs else None
+    try:
+        defaults = CompareSettings(labels=tuple(labels))
+        settings = CompareSettings(
+            models=tuple("mult" if m in _MULT_SPELLINGS else m for m in args.models),
+            seeds=tuple(range(args.seeds)),
+            folds=args.folds,
+            split_by=args.split_by,
+            audio=AudioConfig(sample_rate=args.sample_rate, resample_rate=args.resample_rate, n_mfcc=args.n_mfcc,
+                              features=args.audio_features),
+            train=replace(defaults.train, num_epochs=args.num_epochs, early_stop=args.early_stop, select_by=args.select_by,
+                          no_cuda=args.no_cuda, class_weights=args.class_weights, transcript_noise=args.transcript_noise),
+            model=replace(defaults.model, merge_how=args.merge_how, modality_dropout=args.modality_dropout, wide=args.wide),
+            text_features=args.text_features,
+            text=TextPlan(encoder=str(Path(args.encoder).resolve()) if args.encoder else "", pretrain=pretrain,
+                          finetune=finetune, cross_fit=args.cross_fit),
+            labels=tuple(labels),
+        )  # fmt: skip
+    except ValueError as err:  # a setting out of range, named by the message
+        raise SystemExit(f"error: {err}") from None
+    try:
+        result = run_comparison(args.data, args.out, settings, feature_cache_of(args), progress=not args.quiet)
+    except CorpusError as err:
+        raise SystemExit(f"error: {err}") from None
+    print(result["tables"])
+    print(f"\nreport: {Path(args.out) / 'report.html'}")
+
+
+def add_compare_parser(commands) -> None:
+    from audiotext.recipes.compare import ALL_MODELS, CompareSettings
+
+    d = CompareSettings(labels=REFERENCE_LABELS)
+    compare = commands.add_parser("compare", help="every model over seeds (and folds) on a prepared corpus, "
+                                                  "with intervals, paired tests and report.html")  # fmt: skip
+    add = compare.add_argument
+    add("--data", required=True, help="folder of train/dev/test(/test_stt) .pkl, or a manifest with a split column")
+    add("--out", default="compare_runs", help="output folder (default: compare_runs)")
+    add("--models", nargs="+", default=list(ALL_MODELS), choices=[*MODEL_NAMES, *_MULT_SPELLINGS],
+        help="models to compare (default: all of them)")
+    add("--seeds", type=int, default=len(d.seeds), help="seeds per model, 0 to N-1 (default: 5)")
+    add("--folds", type=int, default=0, metavar="K",
+        help="K speaker- or sentence-independent folds over train+dev+test (default: 0, the corpus's own split)")
+    add("--split-by", "--split_by", dest="split_by", default=d.split_by, choices=["speaker", "sentence"],
+        help="what never crosses folds (default: speaker)")
+    add("--encoder", default=None, help="local Hugging Face text encoder folder (default: packaged MiniLM)")
+    add("--pretrain_epochs", type=int, default=0, help="masked-LM pre-training epochs on the training sentences (default: 0, none)")
+    add("--pretrain_vocab", type=int, default=0, metavar="VOCAB_SIZE",
+        help="pre-train a new small BERT with a WordPiece vocabulary of this size (default: continue the encoder)")
+    add("--pretrain_lr", type=float, default=1e-3, help="pre-training learning rate (default: 1e-3)")
+    add("--finetune_epochs", type=int, default=0,
+        help="fine-tune the encoder as the text-only classifier for this many epochs (default: 0, frozen)")
+    add("--cross_fit", type=int, default=None, metavar="K",
+        help="cross-fitting folds of fine-tuning (default: 3 when no test sentence is a training sentence, else 0)")
+    add("--num_epochs", type=int, default=d.train.num_epochs, help=f"epochs per model at most (default: {d.train.num_epochs})")
+    add("--early_stop", type=int, default=d.train.early_stop, help=f"patience in epochs (default: {d.train.early_stop})")
+    add("--select_by", default=d.train.select_by, choices=["loss", "macro_f1"], help="dev metric that picks the epoch")
+    add("--sample_rate", type=int, default=d.audio.sample_rate, help="sample rate of the stored clips")
+    add("--resample_rate", type=int, default=d.audio.resample_rate, help="rate the MFCCs are computed at")
+    add("--n_mfcc", type=int, default=d.audio.n_mfcc, help="MFCC coefficients kept")
+    add("--merge_how", default=d.model.merge_how, choices=["average", "last", "stats"],
+        help=f"how the deep models pool a sequence over time (default: {d.model.merge_how})")
+    add_fusion_arguments(compare, d.audio, TextConfig(features=d.text_features), d.model, d.train)
+    add("--max_len_for_text", type=int, default=48, help="tokens per sentence for pre-training and fine-tuning")
+    add("--labels", default=None, help="comma-separated label order (default: the data's)")
+    add("--no_cuda", action="store_true")
+    add("--quiet", action="store_true")
+    add_cache_arguments(compare)
+    compare.set_defaults(func=cmd_compare)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -428,11 +539,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="build the demo corpus, train and test every model, print the table")
     demo.add_argument("--out", default="demo_runs")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the corpus")
+    demo.add_argument("--seeds", type=int, default=None,
+                      help="seeds per model on both splits (default: 5 on the script split, 2 on the clip split)")
     demo.add_argument("--quiet", action="store_true")
     add_cache_arguments(demo)
     demo.set_defaults(func=cmd_demo)
 
+    add_compare_parser(commands)
     add_features_parsers(commands)
     return parser
 

@@ -20,6 +20,7 @@ class AudioConfig:
     n_mfcc: int = 40
     n_mels: int = 128
     max_len_for_audio: int = 400  # frames kept per clip
+    features: str = "mfcc"  # "mfcc", or "mfcc+prosody": F0, voicing, energy and their deltas beside them
 
 
 @dataclass
@@ -27,6 +28,7 @@ class TextConfig:
     encoder: str = ""  # local Hugging Face directory; "" means the packaged MiniLM
     max_len_for_text: int = 64  # tokens, [CLS] and [SEP] included
     hidden_size: int | None = None  # expected encoder width (--hidden_size_for_bert): checked, never overwritten
+    features: str = "encoder"  # "encoder" (its token states) or "ngrams" (character n-gram TF-IDF, one vector)
 
 
 @dataclass
@@ -43,7 +45,9 @@ class ModelConfig:
     res_dropout: float = 0.1
     out_dropout: float = 0.0
     attn_mask: bool = True  # causal mask on every attention, as the reference
-    merge_how: str = "average"  # "average" (masked mean) or "last" (last real step)
+    merge_how: str = "average"  # "average" (masked mean), "last" (last real step) or "stats" (mean and std)
+    modality_dropout: float = 0.0  # share of training clips that lose their audio or their text (fusing models)
+    wide: bool = False  # add a logistic regression on utterance statistics to a fusing model (wide and deep)
 
 
 @dataclass
@@ -62,6 +66,8 @@ class TrainConfig:
     length_buckets: bool = True  # batch clips of similar length: less padding to compute on
     select_by: str = "loss"  # the dev metric that picks the best epoch: "loss" or "macro_f1"
     early_stop: int = 0  # epochs without a better dev metric before training stops; 0: all epochs
+    class_weights: bool = False  # weight the loss by inverse class frequency in train
+    transcript_noise: float = 0.0  # share of training transcripts replaced by recogniser-like errors
 
 
 @dataclass

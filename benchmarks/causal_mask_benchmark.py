@@ -23,7 +23,7 @@ from audiotext.config import RunConfig, TextConfig
 from audiotext.evaluation.evaluate import evaluate
 from audiotext.features.cache import FeatureCache
 from audiotext.models import blocks
-from audiotext.recipes import CROSS, DEMO_AUDIO, DEMO_TRAINING
+from previous_demo import CROSS, DEMO_AUDIO, DEMO_TRAINING
 from audiotext.training.loop import train
 
 MULT_MASK = blocks.causal_mask
@@ -39,9 +39,11 @@ def main() -> None:
     parser.add_argument("--demo", type=Path, default=Path("demo_runs"), help="the folder `make demo` wrote")
     parser.add_argument("--partition", default="script", choices=["clip", "script"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--encoder", type=Path, default=None,
+                        help="fine-tuned encoder (default: DEMO/PARTITION/text/corpus/finetuned, see benchmarks/README.md)")
     args = parser.parse_args()
     corpus = args.demo / "corpus" / args.partition
-    encoder = (args.demo / args.partition / "text" / "finetuned").resolve()
+    encoder = (args.encoder or args.demo / args.partition / "text" / "corpus" / "finetuned").resolve()
     cache = FeatureCache(progress=False)
     results: dict[str, list[tuple[float, float]]] = {"reference tril": [], "MulT": []}
     print("| seed | mask | test accuracy | test macro-F1 |\n|---:|---|---:|---:|")

@@ -43,7 +43,7 @@ from audiotext.features.audio import MFCC, clip_features, resample, trim_zeros
 from audiotext.features.cache import FeatureCache
 from audiotext.inference.predict import forward
 from audiotext.models.classifiers import Dims, build_model
-from audiotext.recipes import CROSS
+from previous_demo import CROSS
 from audiotext.training.engine import Engine, EngineSettings
 
 

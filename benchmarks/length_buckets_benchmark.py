@@ -21,7 +21,7 @@ from audiotext.config import RunConfig
 from audiotext.data.loading import load_encoded, make_loader
 from audiotext.data.synthesis import build_demo_corpora
 from audiotext.models.checkpoint import EPOCH_LOG
-from audiotext.recipes import AUDIO, CROSS, DEMO_AUDIO, DEMO_TRAINING
+from previous_demo import AUDIO, CROSS, DEMO_AUDIO, DEMO_TRAINING
 from audiotext.training.loop import train
 
 

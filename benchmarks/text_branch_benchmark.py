@@ -23,7 +23,7 @@ import numpy as np
 from audiotext.config import RunConfig
 from audiotext.data.synthesis import build_demo_corpora
 from audiotext.evaluation.evaluate import evaluate, evaluate_text_classifier
-from audiotext.recipes import DEMO_FINETUNE, DEMO_PRETRAIN, FROZEN_TEXT, FROZEN_TEXT_TRAINING
+from previous_demo import DEMO_FINETUNE, DEMO_PRETRAIN, FROZEN_TEXT, FROZEN_TEXT_TRAINING
 from audiotext.training.loop import train
 from audiotext.training.masked_lm import pretrain
 from audiotext.training.text_classifier import finetune

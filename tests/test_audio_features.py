@@ -15,7 +15,15 @@ import soundfile as sf
 import torch
 
 from audiotext.config import AudioConfig
-from audiotext.features.audio import MFCC, clip_features, iter_audio_features, resample, trim_zeros
+from audiotext.features.audio import (
+    MFCC,
+    PROSODY_WIDTH,
+    clip_features,
+    iter_audio_features,
+    prosody,
+    resample,
+    trim_zeros,
+)
 
 # float32 MFCCs against a float64 librosa reference. Coefficients span about ±600 (c0), so this is
 # a relative error of a few 1e-6; the residue is float32 rounding of the window and the spectrum.
@@ -160,3 +168,26 @@ def test_clip_features_rejects_an_mfcc_built_for_other_settings():
     clip = (harmonic(48000) * 20000).astype(np.int16)
     with pytest.raises(ValueError, match="disagrees"):
         clip_features(clip, AudioConfig(resample_rate=8000), MFCC(16000))
+
+
+def test_prosody_finds_the_pitch_of_a_tone_and_tells_voice_from_noise():
+    sr, hop = 8000, 200
+    t = np.arange(sr) / sr
+    tone = (0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    noise = np.random.default_rng(0).standard_normal(sr).astype(np.float32) * 0.1
+    voiced, unvoiced = prosody(tone, sr, hop), prosody(noise, sr, hop)
+    assert voiced.shape == (1 + sr // hop, PROSODY_WIDTH)
+    assert np.exp(np.median(voiced[:, 0])) == pytest.approx(220, rel=0.02)
+    assert voiced[5:-5, 1].min() > 0.9 and unvoiced[:, 1].mean() < 0.3
+    assert np.abs(voiced[5:-5, 3:]).max() < 0.05  # a steady tone: flat contours, zero deltas
+
+
+def test_prosody_frames_line_up_with_the_mfcc_frames():
+    clip = (np.random.default_rng(1).standard_normal(48000) * 3000).astype(np.int16)
+    for rate in (8000, 16000):
+        mfcc_only = clip_features(clip, AudioConfig(resample_rate=rate))
+        both = clip_features(clip, AudioConfig(resample_rate=rate, features="mfcc+prosody"))
+        assert both.shape == (mfcc_only.shape[0], mfcc_only.shape[1] + PROSODY_WIDTH)
+        np.testing.assert_array_equal(both[:, : mfcc_only.shape[1]], mfcc_only)
+    with pytest.raises(ValueError, match="audio features must be one of mfcc, mfcc\\+prosody"):
+        clip_features(clip, AudioConfig(features="pitch"))

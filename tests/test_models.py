@@ -144,3 +144,65 @@ def test_a_few_steps_on_tiny_data_lower_the_loss(modality):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("modality", ["cross", "early", "late", "tfn", "lmf"])
+def test_modality_dropout_acts_in_training_only_and_drops_one_stream_per_clip(modality):
+    torch.manual_seed(0)
+    batch = batch_with_lengths([30, 17, 9, 25] * 8, [12, 5, 8, 10] * 8)
+    quiet = dict(attn_dropout=0.0, embed_dropout=0.0, res_dropout=0.0, relu_dropout=0.0, out_dropout=0.0)
+    model = tiny_model(modality, modality_dropout=0.999, **quiet)
+    plain = tiny_model(modality, **quiet)
+    plain.load_state_dict(model.state_dict())
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.equal(model(**batch), plain(**batch))  # evaluation never drops
+        model.train()
+        dropped = model(**batch)
+        # Zero input projects to a zero stream (standardised by mean 0, std 1; convolutions without bias).
+        no_audio = plain(**{**batch, "audio": torch.zeros_like(batch["audio"])})
+        no_text = plain(**{**batch, "text": torch.zeros_like(batch["text"])})
+    lost_audio = torch.isclose(dropped, no_audio, atol=1e-5).all(-1)
+    lost_text = torch.isclose(dropped, no_text, atol=1e-5).all(-1)
+    assert (lost_audio ^ lost_text).all() and lost_audio.any() and lost_text.any()
+
+
+def test_modality_dropout_is_refused_where_there_is_nothing_to_drop():
+    with pytest.raises(ValueError, match="modality dropout applies to the models that fuse"):
+        tiny_model("audio", modality_dropout=0.3)
+
+
+@pytest.mark.parametrize("modality", ["cross", "early", "late", "tfn", "lmf", "text"])
+def test_a_text_of_one_ngram_vector_feeds_every_model_that_reads_text(modality):
+    dims = Dims(audio=F_MFCC, text=E_TEXT, classes=7, text_vector=True)
+    model = build_model(ModelConfig(modality=modality, d_model=20, layers=1, num_heads=4), dims).eval()
+    batch = batch_with_lengths([30, 17], [1, 1])
+    logits = model(**batch)
+    assert logits.shape == (2, 7) and torch.isfinite(logits).all()
+    longer = batch_with_lengths([30, 17], [1, 1], seed=1)  # other audio, other vector
+    assert not torch.allclose(model(**{**batch, "text": longer["text"]}), logits)
+
+
+def test_the_audio_model_takes_a_width_its_heads_do_not_divide():
+    model = build_model(ModelConfig(modality="audio", layers=1, num_heads=5), Dims(audio=46, text=0, classes=7)).eval()
+    audio = torch.randn(2, 30, 46)
+    mask = torch.arange(30)[None] < torch.tensor([30, 12])[:, None]
+    logits = model(audio, mask)
+    padded_differently = model(audio * mask[..., None], mask)  # what the padding holds never matters
+    assert logits.shape == (2, 7) and torch.allclose(logits, padded_differently, atol=1e-6)
+
+
+@pytest.mark.parametrize("modality", ["cross", "early", "late", "tfn", "lmf"])
+def test_a_wide_path_adds_the_linear_baselines_logits_and_learns_with_the_rest(modality):
+    torch.manual_seed(0)
+    model = tiny_model(modality, wide=True).eval()
+    batch = batch_with_lengths([30, 17, 9], [12, 5, 8])
+    linear = build_model(ModelConfig(modality="linear"), DIMS).eval()
+    linear.wide.load_state_dict(model.wide.state_dict())
+    deep_only = model.fuse(*model.streams(**batch))
+    torch.testing.assert_close(model(**batch), deep_only + linear(**batch))
+    model.train()
+    model(**batch).logsumexp(-1).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    with pytest.raises(ValueError, match="the wide path applies to the models that fuse"):
+        tiny_model("audio", wide=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audiotext.data.splits import LeakageError, assign_splits, check_leakage, split_counts
+from audiotext.data.splits import LeakageError, assign_folds, assign_splits, check_leakage, fold_splits, split_counts
 
 LABELS = ("공포", "행복", "anger")
 
@@ -84,3 +84,36 @@ def test_bad_arguments(frame):
         assign_splits(frame, "script")
     with pytest.raises(ValueError, match="ratios"):
         assign_splits(frame, "clip", ratios=(0.5, 0.5))
+
+
+def corpus_frame(n_speakers: int = 4, n_sentences: int = 30, labels: str = "abc") -> pd.DataFrame:
+    """Every speaker reads every sentence; sentence i has label i mod len(labels)."""
+    return pd.DataFrame(
+        [{"speaker": f"s{s}", "text": f"sentence {i}", "label": labels[i % len(labels)]}
+         for s in range(n_speakers) for i in range(n_sentences)]  # fmt: skip
+    )
+
+
+@pytest.mark.parametrize("split_by", ["speaker", "sentence"])
+def test_folds_never_share_a_speaker_or_sentence_and_each_fold_tests_once(split_by):
+    frame = corpus_frame()
+    folds = assign_folds(frame, 4, split_by, seed=3)
+    column = "speaker" if split_by == "speaker" else "text"
+    assert frame.assign(fold=folds).groupby(column)["fold"].nunique().max() == 1
+    assert sorted(set(folds)) == [0, 1, 2, 3]
+    tested = np.zeros(len(frame), dtype=int)
+    for fold in range(4):
+        names = pd.Series(fold_splits(folds, fold))
+        check_leakage(frame, names, split_by)
+        assert set(names) == {"train", "dev", "test"}
+        tested += (names == "test").to_numpy()
+    assert (tested == 1).all()
+    if split_by == "sentence":  # dealt within each label: every fold holds every label
+        assert frame.assign(fold=folds).groupby("fold")["label"].nunique().min() == 3
+
+
+def test_folds_refuse_a_number_the_corpus_cannot_give():
+    with pytest.raises(ValueError, match=r"--folds 5 by speaker: .* 3 to 4 \(the corpus has 4 speakers\)"):
+        assign_folds(corpus_frame(), 5, "speaker")
+    with pytest.raises(ValueError, match="3 to"):
+        assign_folds(corpus_frame(), 2, "sentence")

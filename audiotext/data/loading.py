@@ -5,27 +5,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from audiotext.config import RunConfig
 from audiotext.data.dataset import EncodedSplit, LengthBucketBatchSampler, collate, encode_split
 from audiotext.data.manifest import load_any_split
+from audiotext.data.transcripts import hangul_vocabulary, recogniser_transcript
 from audiotext.features.cache import FeatureCache
 from audiotext.features.ngrams import NGRAMS_FILE, CharNgramEncoder
 from audiotext.features.text import TextEncoder
 
 
+TEXT_FEATURES = ("encoder", "ngrams")
+NOISE_STREAM = 2  # appended to the run's seed to seed the transcript noise
+
+
+def reads_ngrams(cfg: RunConfig) -> bool:
+    """Whether the model reads character n-grams (the linear model always does) instead of encoder states."""
+    if cfg.text.features not in TEXT_FEATURES:
+        raise ValueError(f"text features must be one of {', '.join(TEXT_FEATURES)}, got {cfg.text.features!r}")
+    return cfg.model.modality == "linear" or cfg.text.features == "ngrams"
+
+
 def text_encoder_for(
     cfg: RunConfig, device: torch.device, run_dir: str | Path | None = None
 ) -> TextEncoder | CharNgramEncoder | None:
-    """What a model of `cfg` reads text through: the frozen encoder; for the linear model the
-    character n-grams fitted for its run (`run_dir`, see `fit_char_ngrams`); None for audio-only."""
+    """What a model of `cfg` reads text through: the frozen encoder, or the character n-grams
+    fitted for its run (`run_dir`, see `fit_char_ngrams`); None for audio-only."""
     if cfg.model.modality == "audio":
         return None
-    if cfg.model.modality == "linear":
+    if reads_ngrams(cfg):
         if run_dir is None:
-            raise ValueError("the linear model reads the character n-grams fitted by its training run: name the run")
+            raise ValueError("character n-grams are fitted by a model's training run: name the run")
         path = Path(run_dir) / NGRAMS_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir}: no {NGRAMS_FILE}, the character n-grams of a linear model's run")
@@ -45,10 +58,22 @@ def load_encoded(
     text_encoder: TextEncoder | None,
     cache: FeatureCache | None = None,
     progress: bool = True,
+    transcript_noise: float = 0.0,
 ) -> EncodedSplit:
-    """Loads a split (see `load_any_split`) and its features, from `cache` where it has them."""
+    """Loads a split (see `load_any_split`) and its features, from `cache` where it has them.
+
+    `transcript_noise`: this share of the clips (drawn with the run's seed) read a transcript with
+    recogniser-like errors (`recogniser_transcript`) instead of their own: for training only.
+    """
+    if not 0 <= transcript_noise <= 1:
+        raise ValueError(f"transcript_noise must be a share in [0, 1], got {transcript_noise}")
     use_audio = cfg.model.modality != "text"
     loaded = load_any_split(cfg.data_path, split, cfg.labels, cfg.audio.sample_rate, with_audio=use_audio)
+    if transcript_noise:
+        rng = np.random.default_rng([cfg.train.seed, NOISE_STREAM])
+        vocabulary = hangul_vocabulary(loaded.sentences)
+        loaded.sentences = [recogniser_transcript(s, vocabulary, rng) if rng.random() < transcript_noise else s
+                            for s in loaded.sentences]  # fmt: skip
     return encode_split(loaded, cfg.audio, text_encoder, use_audio=use_audio, cache=cache, progress=progress)
 
 

@@ -225,6 +225,14 @@ def load_any_split(
     return load_split(resolve_split_path(data_path, split), labels)
 
 
+def has_split(data_path: str | Path, split: str) -> bool:
+    """Whether `data_path` (a folder of pickles or a manifest with a split column) holds `split`."""
+    if is_manifest(data_path):
+        frame = read_manifest(data_path)
+        return "split" in frame.columns and bool((frame["split"] == split).any())
+    return resolve_split_path(data_path, split).is_file()
+
+
 def resample(clip: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     """soxr's high-quality resampling; int16 in, int16 out."""
     if rate == target_rate:

@@ -117,3 +117,47 @@ def split_counts(labels: pd.Series, splits: pd.Series) -> pd.DataFrame:
     table["total"] = table.sum(axis=1)
     table.index.name, table.columns.name = "label", None
     return table
+
+
+FOLD_BY = ("speaker", "sentence")
+
+
+def assign_folds(
+    frame: pd.DataFrame, k: int, split_by: str, seed: int = 0, label: str = "label", sentence: str = "text",
+    speaker: str = "speaker",
+) -> np.ndarray:  # fmt: skip
+    """(N,) fold 0..k-1 of each row, whole speakers or whole sentences to a fold.
+
+    Speakers are shuffled and dealt to the folds in turn; sentences likewise within each label (a
+    sentence's label is its most common one), so every fold holds every label where it can.
+    """
+    if split_by not in FOLD_BY:
+        raise ValueError(f"folds are split by one of {FOLD_BY}, got {split_by!r}")
+    column = frame[speaker if split_by == "speaker" else sentence]
+    units = np.unique(column.to_numpy())
+    if not 3 <= k <= len(units):
+        raise ValueError(
+            f"--folds {k} by {split_by}: folds give test, dev and train one fold each, so 3 to {len(units)} "
+            f"(the corpus has {len(units)} {split_by}s)"
+        )
+    rng = np.random.default_rng([seed])
+    if split_by == "speaker":
+        groups = [units]
+    else:
+        stratum = frame.groupby(sentence, sort=True)[label].agg(lambda s: sorted(s.mode())[0])
+        groups = [np.asarray(stratum.index[stratum == value], dtype=object) for value in sorted(set(stratum))]
+    fold_of, dealt = {}, 0
+    for group in groups:
+        for unit in rng.permutation(group).tolist():
+            fold_of[unit] = dealt % k  # carried across labels, so no fold collects every label's remainder
+            dealt += 1
+    return np.asarray([fold_of[unit] for unit in column.tolist()], dtype=np.int64)
+
+
+def fold_splits(folds: np.ndarray, fold: int) -> np.ndarray:
+    """(N,) "train", "dev" or "test" for `fold`: it is the test set, the next fold the dev set."""
+    k = int(folds.max()) + 1
+    names = np.full(len(folds), "train", dtype=object)
+    names[folds == fold] = "test"
+    names[folds == (fold + 1) % k] = "dev"
+    return names

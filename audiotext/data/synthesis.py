@@ -46,6 +46,7 @@ from audiotext.config import REFERENCE_LABELS, AudioConfig
 from audiotext.data.corpus import write_reference_pickle
 from audiotext.data.media import to_int16
 from audiotext.data.splits import SPLITS, assign_splits, check_leakage
+from audiotext.data.transcripts import hangul_vocabulary, recogniser_transcript
 from audiotext.io import write_json
 
 SAMPLE_RATE = AudioConfig().sample_rate
@@ -190,76 +191,7 @@ def _synthesise_clip(job: ClipJob) -> np.ndarray:
     return np.concatenate([np.zeros(lead, np.int16), samples, np.zeros(trail, np.int16)])
 
 
-# Hangul syllable = 0xAC00 + (initial * 21 + medial) * 28 + final.
-_INITIALS = "ㄱㄲㄴㄷㄸㄹㅁㅂㅃㅅㅆㅇㅈㅉㅊㅋㅌㅍㅎ"
-_MEDIALS = "ㅏㅐㅑㅒㅓㅔㅕㅖㅗㅘㅙㅚㅛㅜㅝㅞㅟㅠㅡㅢㅣ"
-_FINALS = ("", *"ㄱㄲㄳㄴㄵㄶㄷㄹㄺㄻㄼㄽㄾㄿㅀㅁㅂㅄㅅㅆㅇㅈㅊㅋㅌㅍㅎ")
-# Jamo a recognizer mixes up: lax/tense/aspirated consonants, vowels merged in Seoul speech
-# (ㅐ/ㅔ, 의 read as 이 or 에), and codas that all sound as [t], [k] or [p], or assimilate (ㄴ/ㅇ).
-_CONFUSABLE = (
-    (_INITIALS, ("ㄱㄲㅋ", "ㄷㄸㅌ", "ㅂㅃㅍ", "ㅈㅉㅊ", "ㅅㅆ")),
-    (_MEDIALS, ("ㅐㅔ", "ㅒㅖ", "ㅙㅞㅚ", "ㅓㅗ", "ㅜㅡ", "ㅕㅛ", "ㅢㅣ", "ㅢㅔ")),
-    (_FINALS, ("ㄷㅅㅆㅈㅊㅌㅎ", "ㄱㄲㅋ", "ㅂㅍ", "ㄴㅇ")),
-)
-STT_VERBATIM = 0.15  # share of clips the recognizer gets exactly right
-STT_SYLLABLE_ERRORS = (0.3, 0.5, 0.2)  # probability of 0, 1, 2 misheard syllables
-STT_DROPPED_SYLLABLE = 0.25  # share of misheard syllables lost rather than confused
-STT_MERGED_SPACE = 0.15  # per space
-STT_SPLIT_WORD = 0.1  # per sentence
-STT_NO_PUNCTUATION = 0.7  # per sentence: most recognizers emit no punctuation
 STT_STREAM = 1  # appended to (seed, speaker, script_id) to seed the transcript draws
-
-
-def _is_hangul(char: str) -> bool:
-    return "가" <= char <= "힣"
-
-
-def _confused_syllables(syllable: str, vocabulary: frozenset[str]) -> list[str]:
-    """Syllables one confusable jamo away that the recognizer can write (those in `vocabulary`)."""
-    initial, rest = divmod(ord(syllable) - ord("가"), 21 * 28)
-    parts = (initial, *divmod(rest, 28))
-    confused = []
-    for slot, (alphabet, groups) in enumerate(_CONFUSABLE):
-        jamo = alphabet[parts[slot]]
-        for alternative in {a for group in groups if jamo and jamo in group for a in group} - {jamo}:
-            swapped = list(parts)
-            swapped[slot] = alphabet.index(alternative)
-            confused.append(chr(ord("가") + (swapped[0] * 21 + swapped[1]) * 28 + swapped[2]))
-    # Sorted: set order varies between processes, and the draw must not.
-    return sorted(c for c in confused if c in vocabulary)
-
-
-def _stt_transcript(sentence: str, vocabulary: frozenset[str], rng: np.random.Generator) -> str:
-    """What a speech recognizer might have heard: misheard or lost syllables, spacing, no punctuation.
-
-    Misheard syllables are similar-sounding ones from `vocabulary`: a recognizer's language model
-    writes syllables it knows, not arbitrary jamo combinations such as 홒.
-    """
-    if rng.random() < STT_VERBATIM:
-        return sentence
-    chars = list(sentence)
-    for _ in range(rng.choice(len(STT_SYLLABLE_ERRORS), p=STT_SYLLABLE_ERRORS)):
-        syllables = [i for i, char in enumerate(chars) if _is_hangul(char)]
-        if rng.random() < STT_DROPPED_SYLLABLE and len(syllables) > 4:
-            chars[syllables[rng.integers(len(syllables))]] = ""
-            continue
-        for i in rng.permutation(syllables):
-            confused = _confused_syllables(chars[i], vocabulary)
-            if confused:
-                chars[i] = confused[rng.integers(len(confused))]
-                break
-    words = "".join(chars).split()
-    text = words[0]
-    for word in words[1:]:
-        text += word if rng.random() < STT_MERGED_SPACE else " " + word
-    if rng.random() < STT_SPLIT_WORD:
-        cuts = [i for i in range(1, len(text)) if _is_hangul(text[i - 1]) and _is_hangul(text[i])]
-        if cuts:
-            cut = cuts[rng.integers(len(cuts))]
-            text = text[:cut] + " " + text[cut:]
-    if rng.random() < STT_NO_PUNCTUATION:
-        text = " ".join(text.translate(str.maketrans("", "", ".?!")).split())
-    return text
 
 
 def _synthesise_all(jobs: list[ClipJob], workers: int, progress: bool) -> list[np.ndarray]:
@@ -335,10 +267,10 @@ def build_demo_corpora(
             "script_id": [job.script_id for job in jobs],
         }
     )
-    vocabulary = frozenset(char for sentence in scripts["sentence"] for char in sentence if _is_hangul(char))
+    vocabulary = hangul_vocabulary(scripts["sentence"])
     # A random stream of its own per clip, so that transcripts do not move when the audio draws do.
     transcripts = [
-        _stt_transcript(job.sentence, vocabulary, np.random.default_rng([seed, job.speaker, job.script_id, STT_STREAM]))
+        recogniser_transcript(job.sentence, vocabulary, np.random.default_rng([seed, job.speaker, job.script_id, STT_STREAM]))
         for job in jobs
     ]
     description = {

@@ -115,8 +115,54 @@ class MFCC(nn.Module):
         return db @ self.dct  # (B, T, C)
 
 
+AUDIO_FEATURES = ("mfcc", "mfcc+prosody")
+PROSODY_WIDTH = 6  # log F0, voicing, log energy, and the delta of each
+F0_RANGE = (60.0, 500.0)  # Hz: adult speech, low male to high female voices
+VOICING_THRESHOLD = 0.5  # normalised autocorrelation at the best lag above which a frame is voiced
+
+
+def audio_width(cfg: AudioConfig) -> int:
+    """Values per frame of `clip_features` (F in the shape legends)."""
+    if cfg.features not in AUDIO_FEATURES:
+        raise ValueError(f"audio features must be one of {', '.join(AUDIO_FEATURES)}, got {cfg.features!r}")
+    return cfg.n_mfcc + (PROSODY_WIDTH if cfg.features == "mfcc+prosody" else 0)
+
+
+def prosody(wave: np.ndarray, sample_rate: int, hop_length: int) -> np.ndarray:
+    """(T, 6) float32 per MFCC frame (T = 1 + N // hop_length, frames centred like the MFCCs): log F0,
+    voicing, log RMS energy, and the delta of each.
+
+    F0 comes from YIN (librosa.yin; pYIN's voicing probabilities cost about a thousand times more,
+    1.7 s per 2.6 s clip here). YIN returns an estimate for every frame, noise included, so voicing
+    is measured apart: the highest normalised autocorrelation at a lag inside F0_RANGE (near 1 for a
+    periodic frame, low for noise). Frames below VOICING_THRESHOLD get the log F0 interpolated from
+    their voiced neighbours, so the contour has no jumps where YIN found no period.
+    """
+    low, high = F0_RANGE
+    # A frame must hold two periods of the lowest F0: at least 2 * sample_rate / low samples.
+    frame_length = 1 << int(np.ceil(np.log2(max(2 * sample_rate / low, hop_length + 1))))
+    n_frames = 1 + len(wave) // hop_length
+    f0 = librosa.yin(np.pad(wave, (0, frame_length)), fmin=low, fmax=high, sr=sample_rate,
+                     frame_length=frame_length, hop_length=hop_length)[:n_frames]  # fmt: skip
+    centred = np.pad(wave, (frame_length // 2, frame_length // 2 + frame_length))
+    frames = librosa.util.frame(centred, frame_length=frame_length, hop_length=hop_length)[:, :n_frames]  # (W, T)
+    frames = frames - frames.mean(axis=0)
+    spectrum = np.fft.rfft(frames, n=2 * frame_length, axis=0)
+    autocorrelation = np.fft.irfft(np.abs(spectrum) ** 2, axis=0)  # (2W, T), lag 0 first
+    lags = slice(int(sample_rate / high), int(np.ceil(sample_rate / low)) + 1)
+    voicing = np.clip(autocorrelation[lags].max(axis=0) / np.maximum(autocorrelation[0], 1e-10), 0.0, 1.0)
+    voiced = voicing > VOICING_THRESHOLD
+    steps = np.arange(n_frames)
+    log_f0 = np.interp(steps, steps[voiced], np.log(f0[voiced])) if voiced.any() else np.full(n_frames, np.log(low))
+    log_energy = 0.5 * np.log(np.mean(frames**2, axis=0) + 1e-10)
+    contours = np.stack([log_f0, voicing, log_energy])  # (3, T)
+    deltas = librosa.feature.delta(contours, width=3, mode="nearest") if n_frames >= 3 else np.zeros_like(contours)
+    return np.concatenate([contours, deltas]).T.astype(np.float32)
+
+
 def clip_features(audio: np.ndarray, cfg: AudioConfig, mfcc: MFCC | None = None) -> np.ndarray:
-    """Raw clip at cfg.sample_rate -> float32 MFCCs (T, n_mfcc), T <= cfg.max_len_for_audio.
+    """Raw clip at cfg.sample_rate -> float32 (T, F) MFCCs, and the `prosody` of each frame beside
+    them with cfg.features "mfcc+prosody"; T <= cfg.max_len_for_audio.
 
     Zeros are trimmed before resampling: exact zeros are padding only in the raw stream, while the
     resampler's filter would smear the clip's first and last samples into them.
@@ -133,8 +179,10 @@ def clip_features(audio: np.ndarray, cfg: AudioConfig, mfcc: MFCC | None = None)
             f"needs at least one window of {mfcc.n_fft}"
         )
     with torch.inference_mode():
-        feats = mfcc(torch.from_numpy(wave).to(mfcc.window.device))  # (T, C)
-    return feats[: cfg.max_len_for_audio].cpu().numpy()
+        feats = mfcc(torch.from_numpy(wave).to(mfcc.window.device)).cpu().numpy()  # (T, C)
+    if audio_width(cfg) > cfg.n_mfcc:
+        feats = np.concatenate([feats, prosody(wave, cfg.resample_rate, mfcc.hop_length)], axis=1)  # (T, C + 6)
+    return feats[: cfg.max_len_for_audio]
 
 
 def iter_audio_features(

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from audiotext.config import ModelConfig, RunConfig
+from audiotext.features.audio import audio_width
 from audiotext.models.blocks import TransformerEncoder
 
 # "cross" is MulT; early, late, tfn and lmf fuse the two pooled streams without cross-attention;
@@ -25,14 +26,16 @@ class Dims:
     """The widths a model is built with, derived from its run's configuration and data, never set
     by hand: `Dims.of` is the one place they are computed."""
 
-    audio: int  # F: MFCC coefficients per frame
+    audio: int  # F: values per audio frame (MFCCs, and prosody when asked for)
     text: int  # E: the text encoder's width (0 for audio-only models)
     classes: int  # C
+    text_vector: bool = False  # the text is one vector per sentence (character n-grams), not token states
 
     @classmethod
     def of(cls, cfg: RunConfig, text_width: int | None) -> "Dims":
         """`text_width`: the encoder's hidden size, None when the model reads no text."""
-        return cls(audio=cfg.audio.n_mfcc, text=text_width or 0, classes=len(cfg.labels))
+        vector = cfg.model.modality == "linear" or cfg.text.features == "ngrams"
+        return cls(audio=audio_width(cfg.audio), text=text_width or 0, classes=len(cfg.labels), text_vector=vector)
 
 
 def merged_width(dim: int, how: str) -> int:
@@ -103,17 +106,20 @@ def _encoder(cfg: ModelConfig, dim: int, attn_dropout: float) -> TransformerEnco
 
 
 class AudioClassifier(nn.Module):
-    """Self-attention over MFCC frames at width F (no projection), as the reference."""
+    """Self-attention over the audio frames at width F (no projection), as the reference; when the
+    heads do not divide F (MFCCs with prosody: 46), a linear projection to the next multiple first."""
 
     def __init__(self, cfg: ModelConfig, dims: Dims):
         super().__init__()
         self.merge_how = cfg.merge_how
         self.audio_norm = Standardize(dims.audio)
-        self.encoder = _encoder(cfg, dims.audio, cfg.attn_dropout)
-        self.head = ClassificationHead(merged_width(dims.audio, cfg.merge_how), dims.classes, cfg.out_dropout)
+        width = -(-dims.audio // cfg.num_heads) * cfg.num_heads
+        self.proj = nn.Identity() if width == dims.audio else nn.Linear(dims.audio, width, bias=False)
+        self.encoder = _encoder(cfg, width, cfg.attn_dropout)
+        self.head = ClassificationHead(merged_width(width, cfg.merge_how), dims.classes, cfg.out_dropout)
 
     def forward(self, audio, audio_mask, text=None, text_mask=None):
-        x = self.encoder(self.audio_norm(audio), audio_mask)  # (B, T, F)
+        x = self.encoder(self.proj(self.audio_norm(audio)), audio_mask)  # (B, T, F or the next multiple of heads)
         return self.head(merge_over_time(x, audio_mask, self.merge_how))
 
 
@@ -129,21 +135,34 @@ class TextClassifier(nn.Module):
         return self.out(self.dropout(merge_over_time(text, text_mask, "average")))
 
 
+class WidePath(nn.Module):
+    """A logistic regression on the mean and the standard deviation of the standardised audio frames
+    over the real frames (2F) and the mean of the text steps (E; the character n-gram vector itself
+    when the text is one: `audiotext.features.ngrams`). Alone it is the `linear` baseline; beside a
+    deep model (`--wide`) its logits are added to the deep model's, as in wide-and-deep learning
+    (Cheng et al., 2016), so the deep part only has to learn what the utterance statistics miss."""
+
+    def __init__(self, dims: Dims, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(merged_width(dims.audio, "stats") + dims.text, dims.classes)
+
+    def forward(self, normalised_audio, audio_mask, text, text_mask):
+        statistics = merge_over_time(normalised_audio, audio_mask, "stats")  # (B, 2F)
+        sentence = merge_over_time(text, text_mask, "average")  # (B, E)
+        return self.out(self.dropout(torch.cat([statistics, sentence], dim=-1)))  # (B, C)
+
+
 class LinearClassifier(nn.Module):
-    """The cheap baseline every deep model must beat: a logistic regression on the mean and the
-    standard deviation of the standardised MFCCs over the real frames (2F) and the transcript's
-    character n-gram vector (V, one step: `audiotext.features.ngrams`)."""
+    """The cheap baseline every deep model must beat: `WidePath` alone."""
 
     def __init__(self, cfg: ModelConfig, dims: Dims):
         super().__init__()
         self.audio_norm = Standardize(dims.audio)
-        self.dropout = nn.Dropout(cfg.out_dropout)
-        self.out = nn.Linear(merged_width(dims.audio, "stats") + dims.text, dims.classes)
+        self.wide = WidePath(dims, cfg.out_dropout)
 
     def forward(self, audio, audio_mask, text, text_mask):
-        statistics = merge_over_time(self.audio_norm(audio), audio_mask, "stats")  # (B, 2F)
-        ngrams = merge_over_time(text, text_mask, "average")  # (B, V)
-        return self.out(self.dropout(torch.cat([statistics, ngrams], dim=-1)))  # (B, C)
+        return self.wide(self.audio_norm(audio), audio_mask, text, text_mask)
 
 
 class PooledStreams(nn.Module):
@@ -151,9 +170,12 @@ class PooledStreams(nn.Module):
     W = D, or 2D with statistics pooling.
 
     Both streams are projected to D by a kernel-3 convolution without padding, which shortens each
-    sequence by 2; the masks are shortened to match so padding never leaks into real steps. With
-    `cross`, audio attends to text and text attends to audio; then each stream attends to itself and
-    is merged over time.
+    sequence by 2; the masks are shortened to match so padding never leaks into real steps (a text of
+    one n-gram vector is projected alone, kernel 1). With `cross`, audio attends to text and text
+    attends to audio; then each stream attends to itself and is merged over time.
+
+    Modality dropout: in training, a share of the clips lose one stream (audio or text, even odds)
+    before any attention, so the head learns to decide from either alone and not lean on one.
     """
 
     kernel = 3
@@ -162,10 +184,12 @@ class PooledStreams(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.merge_how = cfg.merge_how
+        self.modality_dropout = cfg.modality_dropout
         self.audio_norm = Standardize(dims.audio)
         self.text_dropout = nn.Dropout(cfg.embed_dropout)
+        self.text_kernel = 1 if dims.text_vector else self.kernel
         self.audio_proj = nn.Conv1d(dims.audio, d, self.kernel, bias=False)
-        self.text_proj = nn.Conv1d(dims.text, d, self.kernel, bias=False)
+        self.text_proj = nn.Conv1d(dims.text, d, self.text_kernel, bias=False)
         self.cross = cross
         if cross:
             self.audio_with_text = _encoder(cfg, d, cfg.attn_dropout_a)
@@ -174,16 +198,26 @@ class PooledStreams(nn.Module):
         self.text_self = _encoder(cfg, d, cfg.attn_dropout)
         self.width = merged_width(d, cfg.merge_how)  # of each pooled stream
 
-    def _project(self, conv: nn.Conv1d, x: torch.Tensor, mask: torch.Tensor):
-        # Output step t sees input steps t..t+2, so it is real exactly when step t+2 is.
-        return conv(x.transpose(1, 2)).transpose(1, 2), mask[:, self.kernel - 1 :]
+    @staticmethod
+    def _project(conv: nn.Conv1d, x: torch.Tensor, mask: torch.Tensor):
+        # Output step t sees input steps t..t+k-1, so it is real exactly when step t+k-1 is.
+        return conv(x.transpose(1, 2)).transpose(1, 2), mask[:, conv.kernel_size[0] - 1 :]
+
+    def _drop_modalities(self, a: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dropped = torch.rand(a.shape[0], device=a.device) < self.modality_dropout  # (B,)
+        audio_side = torch.rand(a.shape[0], device=a.device) < 0.5
+        keep_audio = ~(dropped & audio_side)[:, None, None]  # (B, 1, 1)
+        keep_text = ~(dropped & ~audio_side)[:, None, None]
+        return a * keep_audio, t * keep_text
 
     def forward(self, audio, audio_mask, text, text_mask) -> tuple[torch.Tensor, torch.Tensor]:
-        if not text_mask[:, self.kernel - 1 :].any(dim=1).all():
+        if not text_mask[:, self.text_kernel - 1 :].any(dim=1).all():
             # A stream without a real step would attend to padding; loading refuses such sentences.
-            raise ValueError(f"every text needs at least {self.kernel} tokens ([CLS] and [SEP] included)")
+            raise ValueError(f"every text needs at least {self.text_kernel} tokens ([CLS] and [SEP] included)")
         a, a_mask = self._project(self.audio_proj, self.audio_norm(audio), audio_mask)  # (B, T-2, D)
-        t, t_mask = self._project(self.text_proj, self.text_dropout(text), text_mask)  # (B, L-2, D)
+        t, t_mask = self._project(self.text_proj, self.text_dropout(text), text_mask)  # (B, L-2 or 1, D)
+        if self.training and self.modality_dropout > 0:
+            a, t = self._drop_modalities(a, t)
         if self.cross:
             a, t = (
                 self.audio_with_text(a, a_mask, context=t, context_mask=t_mask),
@@ -195,13 +229,29 @@ class PooledStreams(nn.Module):
 
 
 class OnStreams(nn.Module):
-    """A classifier over `PooledStreams`; training sets the MFCC statistics of `audio_norm`."""
+    """A classifier over `PooledStreams`; training sets the MFCC statistics of `audio_norm`.
+    With `wide`, a `WidePath`'s logits are added to the classifier's own (`fuse`)."""
 
     streams: PooledStreams
+
+    def __init__(self, cfg: ModelConfig, dims: Dims):
+        super().__init__()
+        self.streams = PooledStreams(cfg, dims, cross=getattr(self, "cross", False))
+        self.wide = WidePath(dims, cfg.out_dropout) if cfg.wide else None
 
     @property
     def audio_norm(self) -> Standardize:
         return self.streams.audio_norm
+
+    def forward(self, audio, audio_mask, text, text_mask):
+        logits = self.fuse(*self.streams(audio, audio_mask, text, text_mask))  # (B, C)
+        if self.wide is not None:
+            logits = logits + self.wide(self.audio_norm(audio), audio_mask, text, text_mask)
+        return logits
+
+    def fuse(self, a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) of the pooled audio and text streams (B, W) each."""
+        raise NotImplementedError
 
 
 class CrossModalClassifier(OnStreams):
@@ -211,12 +261,11 @@ class CrossModalClassifier(OnStreams):
     cross = True
 
     def __init__(self, cfg: ModelConfig, dims: Dims):
-        super().__init__()
-        self.streams = PooledStreams(cfg, dims, cross=self.cross)
+        super().__init__(cfg, dims)
         self.head = ClassificationHead(2 * self.streams.width, dims.classes, cfg.out_dropout)
 
-    def forward(self, audio, audio_mask, text, text_mask):
-        return self.head(torch.cat(self.streams(audio, audio_mask, text, text_mask), dim=-1))  # (B, C)
+    def fuse(self, a, t):
+        return self.head(torch.cat([a, t], dim=-1))
 
 
 class EarlyFusionClassifier(CrossModalClassifier):
@@ -229,14 +278,12 @@ class LateFusionClassifier(OnStreams):
     """A head per modality; the logits are a learned convex mix of their log-probabilities."""
 
     def __init__(self, cfg: ModelConfig, dims: Dims):
-        super().__init__()
-        self.streams = PooledStreams(cfg, dims, cross=False)
+        super().__init__(cfg, dims)
         self.audio_head = ClassificationHead(self.streams.width, dims.classes, cfg.out_dropout)
         self.text_head = ClassificationHead(self.streams.width, dims.classes, cfg.out_dropout)
         self.mix = nn.Parameter(torch.zeros(2))  # softmax: equal weights to start
 
-    def forward(self, audio, audio_mask, text, text_mask):
-        a, t = self.streams(audio, audio_mask, text, text_mask)
+    def fuse(self, a, t):
         weights = self.mix.softmax(-1)
         return weights[0] * self.audio_head(a).log_softmax(-1) + weights[1] * self.text_head(t).log_softmax(-1)
 
@@ -250,12 +297,10 @@ class TensorFusionClassifier(OnStreams):
     feeds the head (Zadeh et al., 2017)."""
 
     def __init__(self, cfg: ModelConfig, dims: Dims):
-        super().__init__()
-        self.streams = PooledStreams(cfg, dims, cross=False)
+        super().__init__(cfg, dims)
         self.head = ClassificationHead((self.streams.width + 1) ** 2, dims.classes, cfg.out_dropout)
 
-    def forward(self, audio, audio_mask, text, text_mask):
-        a, t = self.streams(audio, audio_mask, text, text_mask)
+    def fuse(self, a, t):
         fused = _with_one(a)[:, :, None] * _with_one(t)[:, None, :]  # (B, W+1, W+1)
         return self.head(fused.flatten(1))
 
@@ -267,24 +312,31 @@ class LowRankFusionClassifier(OnStreams):
     rank = 4
 
     def __init__(self, cfg: ModelConfig, dims: Dims):
-        super().__init__()
+        super().__init__(cfg, dims)
         d = cfg.d_model
-        self.streams = PooledStreams(cfg, dims, cross=False)
         w = self.streams.width
         self.audio_factors = nn.Parameter(torch.randn(self.rank, w + 1, d) / (w + 1) ** 0.5)
         self.text_factors = nn.Parameter(torch.randn(self.rank, w + 1, d) / (w + 1) ** 0.5)
         self.head = ClassificationHead(d, dims.classes, cfg.out_dropout)
 
-    def forward(self, audio, audio_mask, text, text_mask):
-        a, t = self.streams(audio, audio_mask, text, text_mask)
+    def fuse(self, a, t):
         a_factors = torch.einsum("bi,rid->rbd", _with_one(a), self.audio_factors)  # (rank, B, D)
         t_factors = torch.einsum("bi,rid->rbd", _with_one(t), self.text_factors)
         return self.head((a_factors * t_factors).sum(0))  # (B, D) → (B, C)
 
 
+FUSING = ("cross", "early", "late", "tfn", "lmf")  # the models on `PooledStreams`
+
+
 def build_model(cfg: ModelConfig, dims: Dims) -> nn.Module:
     if cfg.merge_how not in MERGES:
         raise ValueError(f"merge_how must be one of {', '.join(MERGES)}, got {cfg.merge_how!r}")
+    if not 0 <= cfg.modality_dropout < 1:
+        raise ValueError(f"modality_dropout must be a share in [0, 1), got {cfg.modality_dropout}")
+    for flag, value in (("modality dropout", cfg.modality_dropout), ("the wide path", cfg.wide)):
+        if value and cfg.modality not in FUSING:
+            raise ValueError(f"{flag} applies to the models that fuse two streams "
+                             f"(early, late, tfn, lmf, mult), not to {cfg.modality!r}")  # fmt: skip
     classes = {
         "audio": AudioClassifier,
         "text": TextClassifier,

@@ -1,0 +1,306 @@
+"""`audiotext compare`: the whole workflow on any prepared corpus, every model over several seeds (and
+folds), with the uncertainty a choice between methods needs.
+
+1. Corpora: the corpus as it is split, or with `folds` K speaker- or sentence-independent folds
+   (each clip is then tested once per seed; `test_stt` exists only without folds).
+2. Text encoder, once per corpus (seeds vary the models trained on it, not their feature extractor):
+   optionally masked-LM pre-training on the training sentences and fine-tuning as the text-only
+   classifier, its training sentences' states cross-fitted when no test sentence is a training
+   sentence (their fine-tuned states would already know the label).
+3. Every listed model with every seed, on the same cached features and the one engine; each run is
+   tested on `test` (and `test_stt`).
+4. Per test set and model: mean ± std over seeds and a 95% bootstrap interval over test clips of
+   accuracy, macro-F1 and weighted-F1; per-class F1; a paired randomisation test of the best model
+   (by mean macro-F1) against each other one. Written to comparison.md, comparison.csv and
+   report.html, and printed.
+
+Layout of `out`: [folds/fold<i>/], text/<corpus>/{pretrained,finetuned}/, runs/<corpus>/<model>/seed<s>/,
+comparison.{md,csv}, report.html.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from audiotext.config import AudioConfig, ModelConfig, RunConfig, TextConfig, TrainConfig
+from audiotext.data.folds import write_fold_corpora
+from audiotext.data.splits import FOLD_BY
+from audiotext.data.manifest import has_split, load_any_split
+from audiotext.evaluation.evaluate import evaluate, evaluate_text_classifier
+from audiotext.evaluation.metrics import classification_metrics
+from audiotext.evaluation.plots import confusion_pair_png, learning_curves_png, per_class_f1_png
+from audiotext.evaluation.report import REPORT_FILE, image, read_epoch_log, table, write_report
+from audiotext.evaluation.statistics import METRICS, Estimate, estimate, paired_test, resample_indices
+from audiotext.features.cache import FeatureCache
+from audiotext.io import atomic_path, write_csv_rows
+from audiotext.models.checkpoint import EPOCH_LOG
+from audiotext.models.classifiers import FUSING
+from audiotext.training.loop import train
+from audiotext.training.masked_lm import pretrain
+from audiotext.training.text_classifier import finetune
+
+ALL_MODELS = ("linear", "audio", "text", "early", "late", "tfn", "lmf", "mult")
+FINETUNED = "text (fine-tuned)"  # the fine-tuned classifier itself: one run per corpus, not per seed
+TEST_SETS = ("test", "test_stt")
+RESAMPLES = 1000
+METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}
+
+
+@dataclass(frozen=True)
+class TextPlan:
+    """How the text encoder is made: from `encoder` ("" the packaged MiniLM), optionally pre-trained
+    (keyword arguments of `pretrain`) and fine-tuned (of `finetune`)."""
+
+    encoder: str = ""
+    pretrain: dict | None = None
+    finetune: dict | None = None
+    cross_fit: int | None = None  # folds of cross-fitting; None: 3 when test sentences are unseen, else 0
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """What a comparison runs. The defaults are those that helped on the demo's script split over 5
+    seeds (README, "What fusion needs"); no attention dropout, because without it PyTorch runs its
+    fused attention kernel, about five times faster on CPU."""
+
+    models: tuple[str, ...] = ALL_MODELS
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    folds: int = 0
+    split_by: str = "speaker"  # what never crosses folds: "speaker" or "sentence"
+    audio: AudioConfig = field(default_factory=lambda: AudioConfig(features="mfcc+prosody"))
+    model: ModelConfig = field(
+        default_factory=lambda: ModelConfig(attn_dropout=0.0, out_dropout=0.1, merge_how="stats", modality_dropout=0.3)
+    )
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(num_epochs=40, when=3, select_by="macro_f1", early_stop=6, transcript_noise=0.3)
+    )
+    text: TextPlan = field(default_factory=TextPlan)
+    text_features: str = "ngrams"  # or "encoder" (see TextConfig); the linear model always reads n-grams
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.models if m not in ALL_MODELS]
+        if not self.models or unknown:
+            raise ValueError(f"models must be some of {', '.join(ALL_MODELS)}; got {', '.join(self.models) or 'none'}")
+        if not self.seeds:
+            raise ValueError("seeds: at least one")
+        if self.folds and not (self.folds >= 3 and self.split_by in FOLD_BY):
+            raise ValueError(f"--folds {self.folds} --split-by {self.split_by}: folds are 3 or more, by {' or '.join(FOLD_BY)}")
+        if not self.labels:
+            raise ValueError("labels: the class labels, in order, are needed")
+
+
+def model_config(name: str, settings: CompareSettings) -> tuple[ModelConfig, TrainConfig]:
+    """The settings each model trains with. Models on pooled features converge in a few steps per
+    epoch: the linear ones train longer, faster and undropped, to convergence (a fair baseline)."""
+    modality = "cross" if name == "mult" else name
+    model, training = replace(settings.model, modality=modality), settings.train
+    if modality not in FUSING:
+        model = replace(model, modality_dropout=0.0, wide=False)
+    if name == "linear":
+        model = replace(model, out_dropout=0.0)
+        training = replace(training, lr=0.01, num_epochs=max(training.num_epochs, 60), early_stop=10, when=5)
+    elif name == "text":
+        training = replace(training, num_epochs=max(training.num_epochs, 40))
+    return model, training
+
+
+def run_comparison(
+    data_path: str | Path,
+    out: str | Path,
+    settings: CompareSettings,
+    cache: FeatureCache | None = None,
+    progress: bool = True,
+    title: str = "",
+) -> dict:
+    """Runs the comparison into `out`; returns {"tables": Markdown, "summary": rows of comparison.csv}."""
+    out = Path(out)
+    labels = list(settings.labels)
+    corpora = _corpora(Path(data_path), out, settings, labels)
+    predictions: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {}  # (model, test set) → corpus → per seed
+    truths: dict[str, list[np.ndarray]] = {}
+    examples: dict[str, Path] = {}  # model → one run folder, for its learning curves
+    runs: list[dict] = []  # each run's best dev figures, for results.csv
+    for corpus_name, corpus in corpora.items():
+        test_sets = [s for s in TEST_SETS if has_split(corpus, s)]
+        for test_set in test_sets:
+            truths.setdefault(test_set, []).append(
+                load_any_split(corpus, test_set, labels, settings.audio.sample_rate, with_audio=False).labels
+            )
+        encoder = _text_encoder(corpus, out / "text" / corpus_name, settings, labels, test_sets, predictions, progress)
+        for name in settings.models:
+            model, training = model_config(name, settings)
+            for seed in settings.seeds:
+                run_dir = out / "runs" / corpus_name / name / f"seed{seed}"
+                say(f"== [{corpus_name}] {name}, seed {seed} ==", progress)
+                cfg = RunConfig(
+                    name=name, data_path=str(corpus), labels=labels, audio=replace(settings.audio),
+                    text=TextConfig(encoder=encoder, features=settings.text_features), model=model,
+                    train=replace(training, seed=seed),
+                )  # fmt: skip
+                summary = train(cfg, run_dir, cache=cache, progress=progress)
+                runs.append({"corpus": corpus_name, "model": name, "seed": seed, **summary})
+                for test_set in test_sets:
+                    evaluate(run_dir, test_set, cache=cache, progress=progress)
+                    _collect(predictions, name, test_set, corpus_name, seed, _predicted(run_dir / "eval" / test_set, labels))
+                examples.setdefault(name, run_dir)
+
+    summary, sections, tables = [], [], []
+    for test_set, per_corpus in truths.items():
+        y_true = np.concatenate(per_corpus)
+        models = {m: _stack(p) for (m, t), p in predictions.items() if t == test_set}
+        rows, text, section = _summarise(test_set, y_true, models, labels)
+        summary += rows
+        tables.append(text)
+        sections.append(section)
+    sections.append(_learning_curves(examples))
+    write_csv_rows(out / "results.csv", runs)
+    _write_outputs(out, title or f"audiotext comparison on {data_path}", settings, summary, tables, sections)
+    return {"tables": "\n\n".join(tables), "summary": summary}
+
+
+def _corpora(data_path: Path, out: Path, settings: CompareSettings, labels: list[str]) -> dict[str, Path]:
+    if not settings.folds:
+        return {"corpus": data_path}
+    paths = write_fold_corpora(data_path, labels, settings.audio.sample_rate, settings.folds, settings.split_by,
+                               seed=settings.seeds[0], out=out / "folds")  # fmt: skip
+    return {f"fold{i}": path for i, path in enumerate(paths)}
+
+
+def _text_encoder(corpus: Path, folder: Path, settings: CompareSettings, labels, test_sets, predictions, progress) -> str:
+    """The encoder folder the text-reading models use, pre-trained and fine-tuned as the plan says."""
+    plan = settings.text
+    encoder = plan.encoder
+    train = load_any_split(corpus, "train", labels, settings.audio.sample_rate, with_audio=False)
+    seed = settings.seeds[0]
+    if plan.pretrain is not None:
+        sentences = folder / "train_sentences.txt"
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(sentences) as tmp:
+            tmp.write_text("\n".join(train.sentences) + "\n", encoding="utf-8")
+        say(f"== [{corpus}] masked-LM pre-training on the training sentences ==", progress)
+        pretrain([sentences], encoder or None, folder / "pretrained", seed=seed, progress=progress, **plan.pretrain)
+        encoder = str((folder / "pretrained").resolve())
+    if plan.finetune is not None:
+        cross_fit = plan.cross_fit
+        if cross_fit is None:
+            test = load_any_split(corpus, "test", labels, settings.audio.sample_rate, with_audio=False)
+            cross_fit = 0 if set(test.sentences) & set(train.sentences) else 3
+        say(f"== [{corpus}] fine-tuning the text classifier (cross-fitting: {cross_fit or 'off'}) ==", progress)
+        finetuned = folder / "finetuned"
+        finetune(corpus, encoder or None, finetuned, labels=labels, seed=seed, cross_fit_folds=cross_fit,
+                 progress=progress, **plan.finetune)  # fmt: skip
+        for test_set in test_sets:
+            evaluate_text_classifier(finetuned, corpus, test_set, finetuned / "eval" / test_set)
+            _collect(predictions, FINETUNED, test_set, folder.name, seed, _predicted(finetuned / "eval" / test_set, labels))
+        encoder = str(finetuned.resolve())
+    return encoder
+
+
+def _predicted(eval_dir: Path, labels: Sequence[str]) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
+    return pd.read_csv(eval_dir / "predictions.csv")["prediction"].map(index).to_numpy()
+
+
+def _collect(predictions: dict, model: str, test_set: str, corpus: str, seed: int, predicted: np.ndarray) -> None:
+    per_corpus = predictions.setdefault((model, test_set), {})
+    per_corpus.setdefault(corpus, []).append(predicted)
+
+
+def _stack(per_corpus: dict[str, list[np.ndarray]]) -> np.ndarray:
+    """(S, N): seed s's predictions of every corpus's test clips, corpora in order."""
+    return np.stack([np.concatenate(seeds) for seeds in zip(*per_corpus.values())])
+
+
+def _summarise(test_set: str, y_true: np.ndarray, models: dict[str, np.ndarray], labels: list[str]):
+    """Rows of comparison.csv, the Markdown tables and the report section of one test set."""
+    n_classes = len(labels)
+    indices = resample_indices(len(y_true), RESAMPLES)
+    estimates = {m: {k: estimate(y_true, p, n_classes, k, indices) for k in METRICS} for m, p in models.items()}
+    per_class = {
+        m: {label: float(np.mean([classification_metrics(y_true, seed, labels)["per_class"][label]["f1"] for seed in p]))
+            for label in labels}
+        for m, p in models.items()
+    }  # fmt: skip
+    best = max(estimates, key=lambda m: estimates[m]["macro_f1"].mean)
+    # Seeds of a model trained once (the fine-tuned classifier) repeat its predictions, so it pairs with any model.
+    seeds = max(len(p) for p in models.values())
+    tests = {
+        m: paired_test(y_true, np.broadcast_to(models[best], (seeds, len(y_true))),
+                       np.broadcast_to(p, (seeds, len(y_true))), n_classes)
+        for m, p in models.items() if m != best
+    }  # fmt: skip
+
+    def cell(e: Estimate) -> str:
+        return f"{100 * e.mean:.2f} ± {100 * e.std:.2f} [{100 * e.low:.1f}, {100 * e.high:.1f}]"
+
+    header = ["model", "runs", *(f"{METRIC_NAMES[k]} mean ± std [95% CI]" for k in METRICS)]
+    ranked = sorted(estimates, key=lambda m: -estimates[m]["macro_f1"].mean)
+    body = [[m, len(models[m]), *(cell(estimates[m][k]) for k in METRICS)] for m in ranked]
+    class_header = ["model", *(f"F1 {label}" for label in labels)]
+    class_body = [[m, *(f"{100 * per_class[m][label]:.1f}" for label in labels)] for m in ranked]
+    test_header = ["model", f"macro-F1 of {best} minus it", "p (paired randomisation)"]
+    test_body = [[m, f"{100 * t.difference:+.2f}", f"{t.p_value:.4f}"] for m, t in sorted(tests.items(), key=lambda x: x[1].difference)]
+
+    text = "\n".join([
+        f"### {test_set} ({len(y_true)} clips)", "", _markdown(header, body), "",
+        "Per-class F1, mean over seeds:", "", _markdown(class_header, class_body), "",
+        f"Paired tests of the best model ({best}):", "", _markdown(test_header, test_body),
+    ])  # fmt: skip
+    confusions = "".join(
+        image(confusion_pair_png(np.sum([classification_metrics(y_true, seed, labels)["confusion_matrix"]
+                                         for seed in models[m]], axis=0), labels, f"{m} · {test_set} (all seeds)"),
+              f"confusion matrices of {m}")
+        for m in ranked
+    )  # fmt: skip
+    section = "\n".join([
+        f"<h2>{html.escape(test_set)} ({len(y_true)} clips)</h2>",
+        table(header, body, bold_rows=[0]),
+        "<h3>Per-class F1 (mean over seeds)</h3>", table(class_header, class_body),
+        image(per_class_f1_png(per_class, labels, f"F1 per class · {test_set}"), "per-class F1"),
+        f"<h3>Paired tests of the best model, {html.escape(best)}</h3>", table(test_header, test_body),
+        "<h3>Confusion matrices (summed over seeds)</h3>", confusions,
+    ])  # fmt: skip
+    rows = [
+        {"test_set": test_set, "model": m, "runs": len(models[m]), "metric": k, "mean": e.mean, "std": e.std,
+         "ci_low": e.low, "ci_high": e.high,
+         "paired_difference": tests[m].difference if m in tests else None,
+         "paired_p": tests[m].p_value if m in tests else None}
+        for m in ranked for k, e in estimates[m].items()
+    ]  # fmt: skip
+    return rows, text, section
+
+
+def _learning_curves(examples: dict[str, Path]) -> str:
+    parts = ["<h2>Learning curves (first seed of the first corpus)</h2>"]
+    for name, run_dir in examples.items():
+        parts.append(image(learning_curves_png(read_epoch_log(run_dir / EPOCH_LOG), name), f"learning curves of {name}"))
+    return "\n".join(parts)
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
+def _write_outputs(out: Path, title: str, settings: CompareSettings, summary, tables, sections) -> None:
+    folds = f"{settings.folds} folds by {settings.split_by}" if settings.folds else "the corpus's own split"
+    facts = (f"Models {', '.join(settings.models)}; seeds {', '.join(map(str, settings.seeds))}; {folds}. "
+             "Intervals: 95% percentile bootstrap of the seed mean over test clips "
+             f"({RESAMPLES} resamples). Paired tests: approximate randomisation, two-sided.")  # fmt: skip
+    with atomic_path(out / "comparison.md") as tmp:
+        tmp.write_text(f"# {title}\n\n{facts}\n\n" + "\n\n".join(tables) + "\n", encoding="utf-8")
+    with atomic_path(out / "comparison.csv") as tmp:
+        pd.DataFrame(summary).to_csv(tmp, index=False)
+    write_report(out / REPORT_FILE, title, [f"<p>{html.escape(facts)}</p>", *sections])
+
+
+def say(message: str, progress: bool) -> None:
+    if progress:
+        print(message, flush=True)
