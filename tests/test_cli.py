@@ -117,6 +117,16 @@ def test_prepare_a_manifest_then_train_and_test_on_it(demo_corpus, tmp_path):
     assert metrics["n"] == len(test_rows)
     assert not set(test_rows["text"]) & set(pd.read_csv(prepared / "manifest.csv").query("split == 'train'")["text"])
 
+    # Folds of a manifest are manifests over the same audio files: nothing is copied or decoded twice.
+    compared = tmp_path / "compare"
+    printed = run(sys.executable, "-m", "audiotext.cli", "compare", f"--data={prepared / 'manifest.csv'}",
+                  f"--out={compared}", "--models", "linear", "--seeds", "1", "--folds", "3", "--split-by", "sentence",
+                  "--resample_rate", "8000", "--quiet")  # fmt: skip
+    assert f"### test ({len(pd.read_csv(prepared / 'manifest.csv'))} clips)" in printed
+    fold = pd.read_csv(compared / "folds" / "fold0" / "manifest.csv")
+    assert set(fold["split"]) == {"train", "dev", "test"} and all(Path(a).is_absolute() for a in fold["audio"])
+    assert not set(fold.query("split == 'test'")["text"]) & set(fold.query("split == 'train'")["text"])
+
     model = tmp_path / "text_model"
     run(sys.executable, "-m", "audiotext.cli", "text", "finetune", f"--data={prepared / 'manifest.csv'}",
         f"--out={model}", "--epochs=1", "--quiet")

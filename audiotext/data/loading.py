@@ -23,10 +23,11 @@ NOISE_STREAM = 2  # appended to the run's seed to seed the transcript noise
 
 
 def reads_ngrams(cfg: RunConfig) -> bool:
-    """Whether the model reads character n-grams (the linear model always does) instead of encoder states."""
+    """Whether the model reads character n-grams (the linear model always does) rather than encoder
+    states or no text at all."""
     if cfg.text.features not in TEXT_FEATURES:
         raise ValueError(f"text features must be one of {', '.join(TEXT_FEATURES)}, got {cfg.text.features!r}")
-    return cfg.model.modality == "linear" or cfg.text.features == "ngrams"
+    return cfg.model.modality == "linear" or (cfg.text.features == "ngrams" and cfg.model.modality != "audio")
 
 
 def text_encoder_for(
@@ -41,7 +42,7 @@ def text_encoder_for(
             raise ValueError("character n-grams are fitted by a model's training run: name the run")
         path = Path(run_dir) / NGRAMS_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{run_dir}: no {NGRAMS_FILE}, the character n-grams of a linear model's run")
+            raise FileNotFoundError(f"{run_dir}: no {NGRAMS_FILE}, the character n-grams its model was trained on")
         return CharNgramEncoder.load(path)
     return TextEncoder(cfg.text.encoder or None, max_len=cfg.text.max_len_for_text, device=device)
 

@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from matplotlib import font_manager, rc_context
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from audiotext.io import atomic_path
 
@@ -119,6 +120,8 @@ def learning_curves_png(rows: Sequence[dict], title: str) -> bytes:
         if rows and rows[0].get("dev_macro_f1") is not None:
             f1.plot(epochs, [100 * r["dev_macro_f1"] for r in rows], marker=".", color="tab:green")
         f1.set(xlabel="epoch", ylabel="%", title="dev macro-F1")
+        for ax in (losses, f1):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         return _png(fig)
 
 

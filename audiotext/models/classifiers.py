@@ -34,7 +34,7 @@ class Dims:
     @classmethod
     def of(cls, cfg: RunConfig, text_width: int | None) -> "Dims":
         """`text_width`: the encoder's hidden size, None when the model reads no text."""
-        vector = cfg.model.modality == "linear" or cfg.text.features == "ngrams"
+        vector = text_width is not None and (cfg.model.modality == "linear" or cfg.text.features == "ngrams")
         return cls(audio=audio_width(cfg.audio), text=text_width or 0, classes=len(cfg.labels), text_vector=vector)
 
 
