@@ -441,7 +441,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
     if args.pretrain_epochs:
         pretrain = dict(epochs=args.pretrain_epochs, new_tokenizer_vocab_size=args.pretrain_vocab or None,
                         lr=args.pretrain_lr, max_len=args.max_len_for_text)  # fmt: skip
-    finetune = dict(epochs=args.finetune_epochs, max_len=args.max_len_for_text) if args.finetune_epochs else None
+    finetune = None
+    if args.finetune_epochs:
+        finetune = dict(epochs=args.finetune_epochs, lr=args.finetune_lr, max_len=args.max_len_for_text)
     try:
         defaults = CompareSettings(labels=tuple(labels))
         settings = CompareSettings(
@@ -492,6 +494,8 @@ def add_compare_parser(commands) -> None:
     add("--pretrain_lr", type=float, default=1e-3, help="pre-training learning rate (default: 1e-3)")
     add("--finetune_epochs", type=int, default=0,
         help="fine-tune the encoder as the text-only classifier for this many epochs (default: 0, frozen)")
+    add("--finetune_lr", type=float, default=2e-4,
+        help="fine-tuning learning rate (default: 2e-4; 1e-3 for a small BERT pre-trained from scratch)")
     add("--cross_fit", type=int, default=None, metavar="K",
         help="cross-fitting folds of fine-tuning (default: 3 when no test sentence is a training sentence, else 0)")
     add("--num_epochs", type=int, default=d.train.num_epochs, help=f"epochs per model at most (default: {d.train.num_epochs})")

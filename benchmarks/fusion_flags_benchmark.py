@@ -25,6 +25,8 @@ CHANGES = {
     "without modality dropout": ["--modality_dropout", "0"],
     "without the wide path": ["--no-wide"],
     "with transcript noise 0.3": ["--transcript_noise", "0.3"],
+    "mean pooling instead of statistics pooling": ["--merge_how", "average"],
+    "best epoch by dev loss instead of dev macro-F1": ["--select_by", "loss"],
 }
 
 
