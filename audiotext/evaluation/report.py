@@ -46,7 +46,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]], bold_rows: Se
 
     def cell(value: object, tag: str) -> str:
         text = str(value)
-        numeric = tag == "td" and text[:1].isdigit()
+        numeric = tag == "td" and text.lstrip("+-")[:1].isdigit()
         return f"<{tag}{NUMERIC if numeric else ''}>{html.escape(text)}</{tag}>"
 
     lines = ["<table>", "<tr>" + "".join(cell(h, "th") for h in header) + "</tr>"]

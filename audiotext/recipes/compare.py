@@ -270,8 +270,9 @@ def _summarise(test_set: str, y_true: np.ndarray, models: dict[str, np.ndarray],
     rows = [
         {"test_set": test_set, "model": m, "runs": len(models[m]), "metric": k, "mean": e.mean, "std": e.std,
          "ci_low": e.low, "ci_high": e.high,
-         "paired_difference": tests[m].difference if m in tests else None,
-         "paired_p": tests[m].p_value if m in tests else None}
+         # The paired test is of macro-F1 only.
+         "paired_difference": tests[m].difference if m in tests and k == "macro_f1" else None,
+         "paired_p": tests[m].p_value if m in tests and k == "macro_f1" else None}
         for m in ranked for k, e in estimates[m].items()
     ]  # fmt: skip
     return rows, text, section
