@@ -223,11 +223,11 @@ def _summarise(test_set: str, y_true: np.ndarray, models: dict[str, np.ndarray],
     n_classes = len(labels)
     indices = resample_indices(len(y_true), RESAMPLES)
     estimates = {m: {k: estimate(y_true, p, n_classes, k, indices) for k in METRICS} for m, p in models.items()}
+    per_seed = {m: [classification_metrics(y_true, seed, labels) for seed in p] for m, p in models.items()}
     per_class = {
-        m: {label: float(np.mean([classification_metrics(y_true, seed, labels)["per_class"][label]["f1"] for seed in p]))
-            for label in labels}
-        for m, p in models.items()
-    }  # fmt: skip
+        m: {label: float(np.mean([seed["per_class"][label]["f1"] for seed in seeds])) for label in labels}
+        for m, seeds in per_seed.items()
+    }
     best = max(estimates, key=lambda m: estimates[m]["macro_f1"].mean)
     # Seeds of a model trained once (the fine-tuned classifier) repeat its predictions, so it pairs with any model.
     seeds = max(len(p) for p in models.values())
@@ -254,9 +254,8 @@ def _summarise(test_set: str, y_true: np.ndarray, models: dict[str, np.ndarray],
         f"Paired tests of the best model ({best}):", "", _markdown(test_header, test_body),
     ])  # fmt: skip
     confusions = "".join(
-        image(confusion_pair_png(np.sum([classification_metrics(y_true, seed, labels)["confusion_matrix"]
-                                         for seed in models[m]], axis=0), labels, f"{m} · {test_set} (all seeds)"),
-              f"confusion matrices of {m}")
+        image(confusion_pair_png(np.sum([seed["confusion_matrix"] for seed in per_seed[m]], axis=0), labels,
+                                 f"{m} · {test_set} (all seeds)"), f"confusion matrices of {m}")
         for m in ranked
     )  # fmt: skip
     section = "\n".join([
