@@ -230,6 +230,7 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_test(args: argparse.Namespace) -> None:
     from audiotext.evaluation.evaluate import evaluate
     from audiotext.evaluation.metrics import format_results_table
+    from audiotext.evaluation.report import write_run_report
 
     run_dir = Path(args.run_dir) if args.run_dir else run_dir_of(args)
     rows, cache = [], feature_cache_of(args)
@@ -238,6 +239,7 @@ def cmd_test(args: argparse.Namespace) -> None:
         metrics = evaluate(run_dir, split, args.data_path, out_dir, no_cuda=args.no_cuda, cache=cache,
                            progress=not args.quiet)  # fmt: skip
         rows.append({"model": run_dir.name, "test_set": metrics["split"], "metrics": metrics})
+    write_run_report(run_dir)  # once, with every split tested
     print(format_results_table(rows, rows[0]["metrics"]["labels"]))
 
 

@@ -35,6 +35,8 @@ def write_fold_corpora(
         }
     )
     folds = assign_folds(frame, k, split_by, seed)
+    from_manifest = all(isinstance(part.audio, ManifestClips) for part in parts)
+    audio = [] if from_manifest else [clip for part in parts for clip in part.audio]
     written = []
     for fold in range(k):
         names = pd.Series(fold_splits(folds, fold))
@@ -42,10 +44,9 @@ def write_fold_corpora(
         folder = Path(out) / f"fold{fold}"
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / LABELS_FILE, list(labels))
-        if all(isinstance(part.audio, ManifestClips) for part in parts):
+        if from_manifest:
             written.append(_write_manifest(folder / FOLD_MANIFEST, parts, frame, names))
         else:
-            audio = [clip for part in parts for clip in part.audio]
             for name in SPLITS:
                 rows = np.flatnonzero(names == name)
                 write_reference_pickle(folder / f"{name}.pkl", frame["speaker"][rows].tolist(),

@@ -12,7 +12,6 @@ from audiotext.data.loading import load_encoded, make_loader, text_encoder_for
 from audiotext.data.manifest import load_any_split
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.evaluation.plots import plot_confusion_matrix
-from audiotext.evaluation.report import write_run_report
 from audiotext.features.cache import FeatureCache
 from audiotext.inference.predict import predict, predict_sentences
 from audiotext.io import atomic_path, write_json
@@ -45,12 +44,10 @@ def evaluate(
 
     split_name = Path(split).stem
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "eval" / split_name
-    metrics = write_evaluation(
+    return write_evaluation(
         out_dir, targets.tolist(), predicted.tolist(), cfg.labels, title=f"{cfg.name} · {split_name}",
         run_dir=str(run_dir), split=split_name, modality=cfg.model.modality,
     )  # fmt: skip
-    write_run_report(run_dir)
-    return metrics
 
 
 def write_evaluation(

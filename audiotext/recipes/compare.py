@@ -35,7 +35,7 @@ from audiotext.data.manifest import has_split, load_any_split
 from audiotext.evaluation.evaluate import evaluate, evaluate_text_classifier
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.evaluation.plots import confusion_pair_png, learning_curves_png, per_class_f1_png
-from audiotext.evaluation.report import REPORT_FILE, image, read_epoch_log, table, write_report
+from audiotext.evaluation.report import REPORT_FILE, image, read_epoch_log, table, write_report, write_run_report
 from audiotext.evaluation.statistics import METRICS, Estimate, estimate, paired_test, resample_indices
 from audiotext.features.cache import FeatureCache
 from audiotext.io import atomic_path, write_csv_rows
@@ -149,6 +149,7 @@ def run_comparison(
                 for test_set in test_sets:
                     evaluate(run_dir, test_set, cache=cache, progress=progress)
                     _collect(predictions, name, test_set, corpus_name, seed, _predicted(run_dir / "eval" / test_set, labels))
+                write_run_report(run_dir)  # once, with every test set
                 examples.setdefault(name, run_dir)
 
     summary, sections, tables = [], [], []
