@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import warnings
 from dataclasses import replace
@@ -517,6 +519,70 @@ def add_compare_parser(commands) -> None:
     compare.set_defaults(func=cmd_compare)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from audiotext.inference.export import export_model
+
+    out = export_model(args.run_dir, args.out, onnx=args.onnx)
+    print(f"wrote the model folder {out} (model card: {out / 'README.md'})")
+
+
+def add_export_parser(commands) -> None:
+    export = commands.add_parser("export", help="write a trained run as a model folder that stands alone")
+    export.add_argument("run_dir", help="a run folder (from train, compare or demo) or a model folder")
+    export.add_argument("--out", required=True, help="the model folder to write (replaced atomically)")
+    export.add_argument("--onnx", action="store_true", help="also write model.onnx, the model with its text encoder as one graph for onnxruntime")
+    export.set_defaults(func=cmd_export)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from audiotext.inference.recognizer import EmotionRecognizer
+
+    if (args.audio is None) == (args.manifest is None):
+        raise SystemExit("error: give either --audio FILE or --manifest FILE")
+    recognizer = EmotionRecognizer.from_pretrained(args.model, device="cpu" if args.no_cuda else None,
+                                                   backend="onnx" if args.onnx else "torch")  # fmt: skip
+    if args.manifest is not None:
+        from audiotext.inference.batch import predict_manifest
+
+        out = predict_manifest(recognizer, args.manifest, args.out, split=args.split, batch_size=args.batch_size,
+                               progress=not args.quiet)  # fmt: skip
+        print(f"wrote {out}")
+        return
+    text = args.text
+    if text is None and recognizer.reads_text:
+        text = recognizer.transcribe(args.audio)
+    scores = recognizer.predict(args.audio, text=text)
+    if args.json:
+        print(json.dumps({"audio": args.audio, "text": text, "label": scores[0]["label"], "scores": scores},
+                         ensure_ascii=False))  # fmt: skip
+        return
+    if text is not None:
+        print(f"text: {text}")
+    print(f"prediction: {scores[0]['label']}")
+    width = max(len(s["label"]) for s in scores)
+    for s in scores:
+        print(f"  {s['label']:<{width}}  {s['score']:6.2%}  {'#' * round(40 * s['score'])}")
+
+
+def add_predict_parser(commands) -> None:
+    predict = commands.add_parser("predict", help="the emotion of new clips, from a model folder or a run folder")
+    predict.add_argument("model", help="a model folder (audiotext export) or a run folder")
+    predict.add_argument("--audio", default=None, help="one clip: any file PyAV decodes (wav, flac, mp3, ogg, m4a, mp4, ...)")
+    predict.add_argument("--text", default=None,
+                         help="what is said in --audio; without it a model that reads text transcribes offline (asr extra)")
+    predict.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    predict.add_argument("--manifest", default=None,
+                         help="many clips: a manifest (audio [, text, label, start, end]) or a folder of the "
+                              "reference's pickles with --split; writes predictions.csv")  # fmt: skip
+    predict.add_argument("--split", default=None, help="with --manifest: the split to predict (a manifest's split column, or NAME.pkl)")
+    predict.add_argument("--out", default="predictions.csv", help="with --manifest: the CSV to write (default: predictions.csv)")
+    predict.add_argument("--batch_size", type=int, default=32)
+    predict.add_argument("--onnx", action="store_true", help="run the model folder's model.onnx on onnxruntime")
+    predict.add_argument("--no_cuda", action="store_true", help="stay on the CPU even when CUDA is available")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.set_defaults(func=cmd_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiotext", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -554,12 +620,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_compare_parser(commands)
     add_features_parsers(commands)
+    add_export_parser(commands)
+    add_predict_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        # Bad data, files or settings: every such error names its file and what is wrong, so one
+        # line says it; AUDIOTEXT_TRACEBACK=1 shows where it was raised.
+        if os.environ.get("AUDIOTEXT_TRACEBACK"):
+            raise
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

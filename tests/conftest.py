@@ -25,3 +25,26 @@ def demo_corpora(tmp_path_factory) -> dict[str, Path]:
 def demo_corpus(demo_corpora) -> Path:
     """The clip split: every sentence is read by both speakers, so most test sentences are also in train."""
     return demo_corpora["clip"]
+
+
+TRAINED_MODELS = {
+    "mult": ["--model", "mult", "--audio_features", "mfcc+prosody"],  # MiniLM states: a text encoder to export
+    "linear": ["--model", "linear"],  # character n-grams
+    "audio": ["--model", "audio"],
+    "text": ["--model", "text"],  # MiniLM states, no audio
+}
+
+
+@pytest.fixture(scope="session")
+def trained_runs(demo_corpus, tmp_path_factory) -> dict[str, Path]:
+    """Small runs (2 epochs, one layer, MFCCs at 8 kHz) of four kinds on the clip split, each tested
+    on `test` with features computed afresh (no cache), as a user's `audiotext test` would."""
+    from audiotext.cli import main
+
+    out = tmp_path_factory.mktemp("trained")
+    common = ["--data_path", str(demo_corpus), "--output_dir", str(out), "--num_epochs", "2", "--layers", "1",
+              "--resample_rate", "8000", "--quiet"]  # fmt: skip
+    for name, flags in TRAINED_MODELS.items():
+        main(["train", *common, "--name", name, *flags])
+        main(["test", "--output_dir", str(out), "--name", name, "--no_feature_cache", "--quiet"])
+    return {name: out / name for name in TRAINED_MODELS}

@@ -49,7 +49,9 @@ def test_beats_chance_and_writes_the_evaluation_outputs(demo_corpus, finetuned, 
     assert metrics["accuracy"] > floor and metrics["macro_f1"] > floor - 0.05
     assert json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))["macro_f1"] == metrics["macro_f1"]
     predictions = pd.read_csv(tmp_path / "predictions.csv")
-    assert list(predictions.columns) == ["id", "sentence", "prediction", "true_value"]
+    probabilities = [f"p_{label}" for label in REFERENCE_LABELS]
+    assert list(predictions.columns) == ["id", "sentence", "prediction", *probabilities, "true_value"]
+    assert predictions[probabilities].sum(axis=1).to_numpy() == pytest.approx(1, abs=1e-4)
     assert len(predictions) == len(clips)
     assert set(predictions["prediction"]) <= set(REFERENCE_LABELS)
     assert (tmp_path / "confusion_matrix.png").read_bytes().startswith(b"\x89PNG")

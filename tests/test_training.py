@@ -68,7 +68,10 @@ def test_test_outputs_metrics_predictions_and_confusion_png(trained_cross):
     saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert saved["accuracy"] == metrics["accuracy"] and len(saved["confusion_matrix"]) == 7
     predictions = pd.read_csv(out / "predictions.csv")
-    assert len(predictions) == saved["n"] and set(predictions.columns) == {"id", "prediction", "true_value"}
+    probabilities = [f"p_{label}" for label in saved["labels"]]
+    assert len(predictions) == saved["n"] and list(predictions.columns) == ["id", "prediction", *probabilities, "true_value"]
+    assert predictions[probabilities].sum(axis=1).to_numpy() == pytest.approx(1, abs=1e-4)
+    assert list(predictions[probabilities].to_numpy().argmax(1)) == [saved["labels"].index(p) for p in predictions["prediction"]]
     assert (predictions["prediction"] == predictions["true_value"]).mean() == pytest.approx(saved["accuracy"])
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -93,7 +96,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(demo_corpus, tmp_path
     model = build_model(cfg.model, dims).eval()
     model.audio_norm.set(*data.audio.mean_std())  # buffers must travel with the weights too
     save_config(tmp_path, cfg, dims)
-    save_weights(tmp_path, model)
+    save_weights(tmp_path, model, cfg, dims)
 
     _, reloaded = load_run(tmp_path)
     batch = collate([data[i] for i in range(8)])

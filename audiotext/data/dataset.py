@@ -114,7 +114,13 @@ def encode_split(
 def collate(items: Sequence[tuple]) -> dict[str, torch.Tensor]:
     """Pads a list of (audio, text, label) to the longest item; masks are True on real steps."""
     audio, text, labels = zip(*items)
-    batch = {"labels": torch.stack(labels)}
+    return {"labels": torch.stack(labels), **pad_streams(audio, text)}
+
+
+def pad_streams(audio: Sequence[torch.Tensor | None], text: Sequence[torch.Tensor | None]) -> dict[str, torch.Tensor]:
+    """audio (B, T, F), text (B, L, E) and their masks (True on real steps), each padded to its
+    longest item; a stream whose first item is None is None with its mask."""
+    batch = {}
     for name, seqs in (("audio", audio), ("text", text)):
         if seqs[0] is None:
             batch[name] = batch[f"{name}_mask"] = None

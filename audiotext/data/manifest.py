@@ -51,9 +51,12 @@ class ManifestError(CorpusError):
     """A manifest that cannot be used; the message names the manifest, the row and the column."""
 
 
-def read_manifest(path: str | Path) -> pd.DataFrame:
+def read_manifest(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) -> pd.DataFrame:
     """The manifest's rows as strings (start/end as floats or NaN), columns as in the module docstring,
-    plus `row` (1-based) and `audio_path` (resolved against the manifest's folder)."""
+    plus `row` (1-based) and `audio_path` (resolved against the manifest's folder).
+
+    A column of REQUIRED_COLUMNS that `required` leaves out (prediction needs only the audio) may
+    be missing: it is then empty in every row."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest file")
@@ -65,11 +68,14 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
     else:
         raise ManifestError(f"{path}: unknown manifest format {path.suffix!r} (expected .csv, .tsv or .jsonl)")
-    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
+    missing = [column for column in required if column not in frame.columns]
     if missing:
         raise ManifestError(
             f"{path}: missing column(s) {', '.join(missing)} (found {', '.join(map(str, frame.columns))})"
         )
+    for column in REQUIRED_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = ""
     frame = frame[[c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in frame.columns]].copy()
     frame.insert(0, "row", np.arange(1, len(frame) + 1))
     for column in REQUIRED_COLUMNS + tuple(c for c in ("speaker", "split") if c in frame.columns):

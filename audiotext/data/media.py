@@ -1,7 +1,8 @@
 """Audio from media files through PyAV (FFmpeg): wav, flac, mp3, ogg, m4a, and the audio track of
 mp4/mkv/m2ts videos.
 
-`load_audio` decodes one file (or one segment of it), downmixes to mono and keeps the native rate:
+`load_audio` decodes one file (or one segment of it; WAV through libsndfile, which is faster),
+downmixes to mono and keeps the native rate:
 int16 when the codec decodes to 16-bit integers (PCM, 16-bit FLAC), so lossless sources come back
 sample for sample, float32 in [-1, 1] otherwise (lossy codecs decode to float). `write_media` is
 the inverse, used to build test fixtures and benchmark corpora.
@@ -18,9 +19,12 @@ from pathlib import Path
 
 import av
 import numpy as np
+import soundfile as sf
 
 # Decoded sample formats that are 16-bit (or narrower) integers: these stay int16.
 _INTEGER_FORMATS = {"s16", "s16p", "u8", "u8p"}
+_INTEGER_SUBTYPES = {"PCM_16", "PCM_S8", "PCM_U8"}  # the same, as libsndfile names WAV encodings
+_WAV_FORMATS = {"WAV", "WAVEX"}
 
 
 class MediaError(ValueError):
@@ -38,6 +42,12 @@ def load_audio(
     path = Path(path)
     if start is not None and end is not None and end <= start:
         raise MediaError(f"{path}: segment end {end} s is not after its start {start} s")
+    wav = _read_wav(path, start, end)
+    if wav is not None:
+        samples, rate = wav
+        if samples.shape[1] == 0:
+            raise MediaError(f"{path}: no audio decoded" + (f" between {start} and {end} s" if start or end else ""))
+        return _mono(samples), rate
     try:
         container = av.open(str(path))
     except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
@@ -55,6 +65,25 @@ def load_audio(
         if not chunks:
             raise MediaError(f"{path}: no audio decoded" + (f" between {start} and {end} s" if start or end else ""))
     return _mono(np.concatenate(chunks, axis=1)), rate  # chunks: (channels, samples)
+
+
+def _read_wav(path: Path, start: float | None, end: float | None) -> tuple[np.ndarray, int] | None:
+    """(channels, n) samples and the rate of a WAV file through libsndfile; None for anything else.
+
+    libsndfile reads a 3-second WAV in 0.07 ms, FFmpeg in 14 ms (most of it probing the format):
+    that was half of a clip's prediction time. Samples and cuts are the same as `_decode`'s.
+    """
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return None  # not a file libsndfile knows: PyAV tries, and names the problem
+    if info.format not in _WAV_FORMATS:
+        return None
+    first = round(start * info.samplerate) if start else 0
+    last = round(end * info.samplerate) if end is not None else None
+    dtype = "int16" if info.subtype in _INTEGER_SUBTYPES else "float32"
+    samples, rate = sf.read(str(path), start=first, stop=last, dtype=dtype, always_2d=True)  # (n, channels)
+    return np.ascontiguousarray(samples.T), rate
 
 
 def _decode(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from audiotext.config import AudioConfig
 from audiotext.data.loading import load_encoded, make_loader, text_encoder_for
@@ -13,7 +14,7 @@ from audiotext.data.manifest import load_any_split
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.evaluation.plots import plot_confusion_matrix
 from audiotext.features.cache import FeatureCache
-from audiotext.inference.predict import predict, predict_sentences
+from audiotext.inference.predict import predict, predict_sentences, probability_columns
 from audiotext.io import atomic_path, write_json
 from audiotext.models.checkpoint import load_run, load_text_classifier
 from audiotext.runtime import select_device
@@ -46,7 +47,7 @@ def evaluate(
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "eval" / split_name
     return write_evaluation(
         out_dir, targets.tolist(), predicted.tolist(), cfg.labels, title=f"{cfg.name} · {split_name}",
-        run_dir=str(run_dir), split=split_name, modality=cfg.model.modality,
+        probabilities=logits.softmax(-1), run_dir=str(run_dir), split=split_name, modality=cfg.model.modality,
     )  # fmt: skip
 
 
@@ -57,10 +58,12 @@ def write_evaluation(
     labels: list[str],
     title: str,
     extra_columns: dict[str, list] | None = None,
+    probabilities: torch.Tensor | None = None,
     **facts,
 ) -> dict:
     """Scores predictions and writes metrics.json (with `facts`), predictions.csv (id,
-    `extra_columns`, prediction, true_value) and confusion_matrix.png into `out_dir`."""
+    `extra_columns`, prediction, p_<label> for each class when `probabilities` (N, C) are given,
+    true_value) and confusion_matrix.png into `out_dir`."""
     out_dir = Path(out_dir)
     metrics = classification_metrics(targets, predicted, labels)
     metrics.update(facts, labels=list(labels))
@@ -70,6 +73,7 @@ def write_evaluation(
             "id": range(len(targets)),
             **(extra_columns or {}),
             "prediction": [labels[i] for i in predicted],
+            **(probability_columns(probabilities, labels) if probabilities is not None else {}),
             "true_value": [labels[i] for i in targets],
         }
     )
@@ -93,10 +97,11 @@ def evaluate_text_classifier(
     tokenizer, model, info = load_text_classifier(model_dir, device)
     labels = info["labels"]
     split = load_any_split(data_path, split, labels, AudioConfig().sample_rate, with_audio=False)
-    predicted = predict_sentences(tokenizer, model, split.sentences, info["max_len"], batch_size, device).argmax(-1)
+    logits = predict_sentences(tokenizer, model, split.sentences, info["max_len"], batch_size, device)
+    predicted = logits.argmax(-1)
 
     return write_evaluation(
         out_dir, split.labels.tolist(), predicted.tolist(), labels, title=f"{Path(model_dir).name} · {split.name}",
-        extra_columns={"sentence": split.sentences},
+        extra_columns={"sentence": split.sentences}, probabilities=logits.softmax(-1),
         model_dir=str(model_dir), split=split.name, modality="text (fine-tuned)",
     )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -52,3 +53,10 @@ def predict_sentences(
         logits[rows] = model(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu()
     index = {t: i for i, t in enumerate(distinct)}
     return logits[[index[t] for t in texts]]
+
+
+def probability_columns(probabilities: np.ndarray | torch.Tensor, labels: Sequence[str]) -> dict[str, list[float]]:
+    """{"p_<label>": the probability of that class for each row} of (N, C) probabilities: the
+    columns every predictions.csv carries."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    return {f"p_{label}": probabilities[:, i].round(6).tolist() for i, label in enumerate(labels)}

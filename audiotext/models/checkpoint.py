@@ -2,7 +2,10 @@
 write, so it sits below all three.
 
 A run folder holds config.json (the run's configuration and the widths derived from it) and
-model.safetensors: enough to rebuild the model alone. A text-classifier folder is a Hugging Face
+model.safetensors: enough to rebuild the model alone. The weights carry, in their safetensors
+metadata, the settings they were trained with (`WEIGHTS_FACTS`), so a config.json edited or
+swapped after training is caught when the two are loaded together instead of predicting with
+mismatched parts. A text-classifier folder is a Hugging Face
 encoder folder plus `classifier_head.safetensors` and `classifier.json`. No pickles: weights are
 safetensors and configurations JSON.
 """
@@ -11,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -30,16 +35,38 @@ WEIGHTS_FILE = "model.safetensors"
 HEAD_WEIGHTS = "classifier_head.safetensors"
 HEAD_CONFIG = "classifier.json"
 EPOCH_LOG = "epochs.csv"
+FACTS_KEY = "audiotext"  # safetensors metadata key of the settings the weights were trained with
+
+
+class CheckpointError(ValueError):
+    """Weights that cannot be used with their configuration; the message names the file and what
+    disagrees (a tensor and both shapes, a label set, a feature setting)."""
+
+
+def weights_facts(cfg: RunConfig, dims: Dims) -> dict:
+    """What the weights mean, beyond their shapes: the label order, the features they read (any
+    change of these gives other inputs of the same shape), the widths."""
+    return {
+        "labels": list(cfg.labels),
+        "modality": cfg.model.modality,
+        "audio": dataclasses.asdict(cfg.audio),
+        "text_features": cfg.text.features,
+        "dims": dataclasses.asdict(dims),
+    }
 
 
 def save_config(run_dir: str | Path, cfg: RunConfig, dims: Dims) -> None:
     write_json(Path(run_dir) / CONFIG_FILE, {**cfg.to_dict(), "dims": dataclasses.asdict(dims)})
 
 
-def save_weights(run_dir: str | Path, model: nn.Module) -> None:
+def save_weights(run_dir: str | Path, model: nn.Module, cfg: RunConfig, dims: Dims) -> None:
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    facts = json.dumps(weights_facts(cfg, dims), ensure_ascii=False)
     with atomic_path(Path(run_dir) / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp))
+        save_file(state, str(tmp), metadata={FACTS_KEY: facts})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates files owner-only; a run is as readable as its other files
 
 
 def load_config(run_dir: str | Path) -> tuple[RunConfig, Dims]:
@@ -50,7 +77,11 @@ def load_config(run_dir: str | Path) -> tuple[RunConfig, Dims]:
     if "dims" not in stored:
         raise ValueError(f"{path}: no 'dims' (model widths); was it written by an older audiotext? Train the run again")
     dims = Dims(**stored.pop("dims"))
-    return RunConfig.from_dict(stored), dims
+    cfg = RunConfig.from_dict(stored)
+    # A model folder keeps its text encoder inside itself, named relative to the folder.
+    if cfg.text.encoder and not Path(cfg.text.encoder).is_absolute() and (Path(run_dir) / cfg.text.encoder).is_dir():
+        cfg.text.encoder = str(Path(run_dir) / cfg.text.encoder)
+    return cfg, dims
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[RunConfig, nn.Module]:
@@ -59,8 +90,42 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[R
     if not weights.is_file():
         raise FileNotFoundError(f"{run_dir}: no {WEIGHTS_FILE}; did training finish an epoch?")
     model = build_model(cfg.model, dims)
-    model.load_state_dict(load_file(str(weights)))
+    model.load_state_dict(checked_state(weights, model, cfg, dims))
     return cfg, model.to(device).eval()
+
+
+def checked_state(weights: Path, model: nn.Module, cfg: RunConfig, dims: Dims) -> dict[str, torch.Tensor]:
+    """The tensors of `weights`, once they are known to fit `model` built from `cfg` and `dims`:
+    the same names and shapes, finite values, and (for weights that record them) the same labels
+    and feature settings; otherwise CheckpointError naming what differs."""
+    try:
+        with safe_open(str(weights), framework="pt") as stored:
+            recorded = (stored.metadata() or {}).get(FACTS_KEY)
+            state = {name: stored.get_tensor(name) for name in stored.keys()}
+    except Exception as err:  # safetensors raises its own error types, all meaning "unreadable"
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from None
+    if recorded is not None:
+        trained = json.loads(recorded)
+        for key, value in weights_facts(cfg, dims).items():
+            if trained.get(key) != value:
+                raise CheckpointError(
+                    f"{weights}: trained with {key} = {trained.get(key)!r}, but {CONFIG_FILE} says {value!r}"
+                )
+    expected = model.state_dict()
+    missing, unused = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+    if missing:
+        raise CheckpointError(f"{weights}: no tensor {missing[0]!r} ({len(missing)} missing), which the "
+                              f"{cfg.model.modality!r} model of {CONFIG_FILE} needs")  # fmt: skip
+    if unused:
+        raise CheckpointError(f"{weights}: tensor {unused[0]!r} ({len(unused)} in all) is not part of the "
+                              f"{cfg.model.modality!r} model of {CONFIG_FILE}")  # fmt: skip
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(f"{weights}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                                  f"the model of {CONFIG_FILE} needs {tuple(expected[name].shape)}")  # fmt: skip
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{weights}: tensor {name!r} holds non-finite values (NaN or inf)")
+    return state
 
 
 def save_text_classifier(

@@ -211,7 +211,8 @@ class PooledStreams(nn.Module):
         return a * keep_audio, t * keep_text
 
     def forward(self, audio, audio_mask, text, text_mask) -> tuple[torch.Tensor, torch.Tensor]:
-        if not text_mask[:, self.text_kernel - 1 :].any(dim=1).all():
+        # An exported graph cannot branch on values; its caller (the recognizer) checks the texts.
+        if not torch.compiler.is_exporting() and not text_mask[:, self.text_kernel - 1 :].any(dim=1).all():
             # A stream without a real step would attend to padding; loading refuses such sentences.
             raise ValueError(f"every text needs at least {self.text_kernel} tokens ([CLS] and [SEP] included)")
         a, a_mask = self._project(self.audio_proj, self.audio_norm(audio), audio_mask)  # (B, T-2, D)

@@ -7,9 +7,13 @@
    baseline, audio-only, text-only and the cross-modal model over several seeds, tested on `test`
    and `test_stt` (recogniser transcripts).
 
+3. The script split's first `mult` run exported as a model folder (model/, with its ONNX graph),
+   and one test clip of each emotion as a WAV file with a manifest (examples/): what the README's
+   prediction commands (`audiotext predict`, `serve`) are tried on.
+
 Everything lands in one folder: corpus/<partition>/, <partition>/ (a comparison folder, with its
-report.html), comparison.md. A rerun reuses the corpus when it was built with the same seed and
-scripts, and the feature cache makes the features of a rerun free.
+report.html), comparison.md, model/, examples/. A rerun reuses the corpus when it was built with
+the same seed and scripts, and the feature cache makes the features of a rerun free.
 """
 
 from __future__ import annotations
@@ -19,9 +23,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from audiotext.config import REFERENCE_LABELS
+import pandas as pd
+import soundfile as sf
+
+from audiotext.config import REFERENCE_LABELS, AudioConfig
+from audiotext.data.corpus import load_split
 from audiotext.data.synthesis import DEFAULT_SPEAKERS, build_demo_corpora, load_demo_scripts
 from audiotext.features.cache import FeatureCache
+from audiotext.inference.export import export_model
 from audiotext.io import atomic_path
 from audiotext.recipes.compare import CompareSettings, run_comparison, say
 
@@ -32,6 +41,8 @@ DEMO_MODELS = ("linear", "audio", "text", "mult")
 # comparison's default; 2 on the clip split, where the text side recognises memorised sentences.
 # Both with the five models took about 25 minutes on two cores.
 DEMO_SEEDS = {"clip": 2, "script": 5}
+EXPORTED_RUN = ("script", "mult", 0)  # partition, model, seed of the run exported to model/
+ENGLISH_LABELS = dict(zip(REFERENCE_LABELS, ("fear", "surprise", "anger", "sadness", "neutral", "happiness", "disgust")))
 
 
 def demo_settings(seeds: int) -> CompareSettings:
@@ -60,6 +71,9 @@ def run_demo(out: str | Path, seed: int = 0, seeds: int | None = None, cache: Fe
         result = run_comparison(corpus, out / partition, settings, cache, progress,
                                 title=f"audiotext demo: {PARTITIONS[partition]} split")  # fmt: skip
         tables.append(f"## {PARTITIONS[partition]} split\n\n{result['tables']}")
+    partition, model, run_seed = EXPORTED_RUN
+    exported = export_model(out / partition / "runs" / "corpus" / model / f"seed{run_seed}", out / "model", onnx=True)
+    examples = write_examples(corpora[partition] / "test.pkl", out / "examples")
     seconds = time.perf_counter() - started
     text = "\n\n".join(tables)
     with atomic_path(out / "comparison.md") as tmp:
@@ -67,7 +81,28 @@ def run_demo(out: str | Path, seed: int = 0, seeds: int | None = None, cache: Fe
     print(text)
     reports = "  ".join(str(out / partition / "report.html") for partition in corpora)
     print(f"\nreports: {reports}  (demo took {seconds:.0f} s)")
+    first = pd.read_csv(examples).iloc[0]
+    print(f"\nmodel folder: {exported} ({model}, {partition} split, seed {run_seed}); try it:\n"
+          f"  audiotext predict {exported} --audio {examples.parent / first['audio']} --text \"{first['text']}\"\n"
+          f"  audiotext predict {exported} --manifest {examples} --out predictions.csv\n"
+          f"  audiotext serve {exported}   # then open http://127.0.0.1:8000/")  # fmt: skip
     return text
+
+
+def write_examples(split_file: Path, folder: Path) -> Path:
+    """The first test clip of each emotion as folder/<emotion>.wav, and folder/examples.csv (a
+    manifest: audio, text, label) listing them."""
+    split = load_split(split_file, REFERENCE_LABELS)
+    rows = []
+    for label_id, label in enumerate(REFERENCE_LABELS):
+        i = int((split.labels == label_id).argmax())
+        name = f"{ENGLISH_LABELS[label]}.wav"
+        with atomic_path(folder / name) as tmp:
+            sf.write(tmp, split.audio[i], AudioConfig().sample_rate, subtype="PCM_16", format="WAV")
+        rows.append({"audio": name, "text": split.sentences[i], "label": label})
+    with atomic_path(folder / "examples.csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    return folder / "examples.csv"
 
 
 def _corpora(folder: Path, seed: int, progress: bool) -> dict[str, Path]:

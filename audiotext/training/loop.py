@@ -76,7 +76,7 @@ def train(
         train_loader,
         loss=lambda m, batch: F.cross_entropy(forward(m, batch, engine.device), batch["labels"], weight=class_weights),
         evaluate=lambda m: evaluate_loss_and_metrics(m, dev_loader, engine.device, cfg.labels),
-        on_best=lambda m: save_weights(run_dir, m),
+        on_best=lambda m: save_weights(run_dir, m, cfg, dims),
         epoch_log=run_dir / EPOCH_LOG,
     )
     write_run_report(run_dir)

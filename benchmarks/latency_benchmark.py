@@ -1,0 +1,142 @@
+"""How fast a trained model answers: load time, per-clip latency of a 3-second clip through the
+Python API (PyTorch and ONNX) and over HTTP, and batched throughput, for each model kind.
+
+Uses the run folders `make demo` leaves (seed 0 of each model on the script split) unless given
+others; each is exported (with ONNX) into a temporary model folder first. Latencies are the
+median (p50) and 95th percentile over --repeats calls after warm-up calls, with the transcript
+given (no transcription). Throughput: clips per second of `predict_proba` over --batch clips in
+batches of 32, against the single-clip rate 1 / p50 of the API.
+
+    python benchmarks/latency_benchmark.py
+    python benchmarks/latency_benchmark.py --runs demo_runs/script/runs/corpus/mult/seed0 --repeats 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import torch
+
+from audiotext.inference.export import export_model
+from audiotext.inference.recognizer import EmotionRecognizer
+
+DEMO_RUNS = Path("demo_runs/script/runs/corpus")
+CLIP_SECONDS = 3.0
+RATE = 48000
+
+
+def three_second_clip(corpus: Path) -> tuple[np.ndarray, str]:
+    """Test clips of the demo corpus end to end, cut at 3 s, and the first one's sentence."""
+    test = pd.read_pickle(corpus / "test.pkl")  # our own corpus file, written by demo-corpus
+    clip = np.concatenate(list(test["audio"].iloc[:4]))[: int(CLIP_SECONDS * RATE)]
+    return clip, test["Sentence"].iloc[0]
+
+
+def percentiles(call, repeats: int, warmup: int = 5) -> tuple[float, float]:
+    """(p50, p95) in milliseconds."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.percentile(times, 50)), 1000 * float(np.percentile(times, 95))
+
+
+@contextlib.contextmanager
+def served(model_dir: Path):
+    """`audiotext serve` on a free port of 127.0.0.1; yields its address."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "audiotext.cli", "serve", str(model_dir), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    address = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{address}/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"audiotext serve {model_dir} did not answer in 60 s")
+        yield address
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def measure(run: Path, out: Path, wav: Path, clip: np.ndarray, text: str, repeats: int, batch: int) -> dict:
+    name = run.parent.name if run.name.startswith("seed") else run.name  # compare's MODEL/seedN, or a run's own name
+    model_dir = export_model(run, out / name, onnx=True)
+    loads = []
+    for _ in range(3):
+        start = time.perf_counter()
+        recognizer = EmotionRecognizer.from_pretrained(model_dir, device="cpu")
+        loads.append(time.perf_counter() - start)
+    onnx = EmotionRecognizer.from_pretrained(model_dir, backend="onnx")
+    given = text if recognizer.reads_text else None
+    row = {"model": name, "kind": recognizer.cfg.model.modality,
+           "text": recognizer.cfg.text.features if recognizer.reads_text else "-",
+           "load_s": float(np.median(loads))}  # fmt: skip
+    row["api_p50"], row["api_p95"] = percentiles(lambda: recognizer.predict(str(wav), text=given), repeats)
+    row["onnx_p50"], row["onnx_p95"] = percentiles(lambda: onnx.predict(str(wav), text=given), repeats)
+    with served(model_dir) as address, httpx.Client(timeout=30) as client:
+        audio = wav.read_bytes()
+
+        def post():
+            response = client.post(f"{address}/predict", files={"audio": ("clip.wav", audio, "audio/wav")},
+                                   data={"text": given} if given else {})  # fmt: skip
+            response.raise_for_status()
+
+        row["http_p50"], row["http_p95"] = percentiles(post, repeats)
+    clips = [{"raw": clip, "sampling_rate": RATE}] * batch
+    texts = [given] * batch
+    recognizer.predict_proba(clips[:32], texts[:32])  # warm-up
+    start = time.perf_counter()
+    recognizer.predict_proba(clips, texts, batch_size=32)
+    row["batched_clips_per_s"] = batch / (time.perf_counter() - start)
+    row["single_clips_per_s"] = 1000 / row["api_p50"]
+    row["batched_speedup"] = row["batched_clips_per_s"] / row["single_clips_per_s"]
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", type=Path,
+                        default=[DEMO_RUNS / m / "seed0" for m in ("linear", "audio", "text", "mult")])  # fmt: skip
+    parser.add_argument("--corpus", type=Path, default=Path("demo_runs/corpus/script"))
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=128, help="clips in the throughput measurement")
+    args = parser.parse_args()
+    clip, text = three_second_clip(args.corpus)
+    print(f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; a {CLIP_SECONDS:.0f}-second clip, "
+          f"transcript given; times in ms")  # fmt: skip
+    print("| model | reads text as | load (s) | API p50 / p95 | ONNX p50 / p95 | HTTP p50 / p95 | single clips/s "
+          "| batched clips/s | batched / single |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "clip.wav"
+        sf.write(wav, clip, RATE, subtype="PCM_16")
+        for run in args.runs:
+            r = measure(run, Path(tmp), wav, clip, text, args.repeats, args.batch)
+            print(f"| {r['model']} ({r['kind']}) | {r['text']} | {r['load_s']:.2f} | {r['api_p50']:.1f} / {r['api_p95']:.1f} "
+                  f"| {r['onnx_p50']:.1f} / {r['onnx_p95']:.1f} | {r['http_p50']:.1f} / {r['http_p95']:.1f} "
+                  f"| {r['single_clips_per_s']:.0f} | {r['batched_clips_per_s']:.0f} | {r['batched_speedup']:.1f}× |",
+                  flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

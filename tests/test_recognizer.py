@@ -1,0 +1,156 @@
+"""Using a trained model: the model folder, EmotionRecognizer and `audiotext predict`, on real
+clips of the demo corpus and the runs of the `trained_runs` fixture."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from safetensors.torch import load_file, save_file
+
+from audiotext.cli import main
+from audiotext.inference.export import FOLDER_INFO, MODEL_CARD, TEXT_ENCODER_DIR, export_model
+from audiotext.inference.recognizer import EmotionRecognizer
+from audiotext.models.checkpoint import CheckpointError
+
+RATE = 48000  # the demo corpus's pickles, like the reference's, hold 48 kHz clips
+
+
+@pytest.fixture(scope="module")
+def model_folders(trained_runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models")
+    return {name: export_model(run, out / name) for name, run in trained_runs.items()}
+
+
+def test_probabilities_through_the_api_equal_what_audiotext_test_wrote(model_folders, trained_runs, demo_corpus):
+    test = pd.read_pickle(demo_corpus / "test.pkl")
+    for name, folder in model_folders.items():
+        written = pd.read_csv(trained_runs[name] / "eval" / "test" / "predictions.csv")
+        recognizer = EmotionRecognizer.from_pretrained(folder, device="cpu")
+        rows = list(range(0, len(test), 7))  # 15 clips in batches that mix lengths
+        clips = [{"raw": test["audio"].iloc[i], "sampling_rate": RATE} for i in rows]
+        texts = list(test["Sentence"].iloc[rows])
+        probabilities = recognizer.predict_proba(clips, texts, batch_size=4)
+        expected = written.loc[rows, [f"p_{label}" for label in recognizer.labels]].to_numpy()
+        np.testing.assert_allclose(probabilities, expected, atol=2e-5, err_msg=name)
+        assert list(written.loc[rows, "prediction"]) == [recognizer.labels[i] for i in probabilities.argmax(1)]
+
+
+def test_predict_has_the_pipeline_shape_and_files_stereo_and_lists_agree(model_folders, demo_corpus, tmp_path):
+    recognizer = EmotionRecognizer.from_pretrained(model_folders["mult"], device="cpu")
+    test = pd.read_pickle(demo_corpus / "test.pkl")
+    clip, sentence = test["audio"].iloc[0], test["Sentence"].iloc[0]
+    sf.write(tmp_path / "clip.wav", clip, RATE, subtype="PCM_16")
+    sf.write(tmp_path / "clip.flac", np.stack([clip, clip], axis=1), RATE)
+
+    from_file = recognizer.predict(str(tmp_path / "clip.wav"), text=sentence)
+    assert [s["label"] for s in from_file] and sorted(s["label"] for s in from_file) == sorted(recognizer.labels)
+    scores = [s["score"] for s in from_file]
+    assert scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1, abs=1e-5)
+    from_array = recognizer.predict(clip, text=sentence, sampling_rate=RATE)
+    stereo_file = recognizer.predict(tmp_path / "clip.flac", text=sentence)
+    channels_first = recognizer.predict(np.stack([clip, clip]), text=sentence, sampling_rate=RATE)
+    floats = recognizer.predict(clip / 32768.0, text=sentence, sampling_rate=RATE)
+    for other in (from_array, stereo_file, channels_first, floats):
+        assert as_dict(other) == pytest.approx(as_dict(from_file), abs=1e-4)
+
+    batched = recognizer.predict([clip, clip[: RATE // 2]], text=[sentence, sentence], sampling_rate=RATE)
+    assert as_dict(batched[0]) == pytest.approx(as_dict(from_array), abs=1e-5) and len(batched) == 2
+    assert len(recognizer.predict(clip, text=sentence, sampling_rate=RATE, top_k=2)) == 2
+
+
+def as_dict(scores: list[dict]) -> dict[str, float]:
+    return {s["label"]: s["score"] for s in scores}
+
+
+def test_bad_clips_are_refused_with_a_reason(model_folders, demo_corpus):
+    recognizer = EmotionRecognizer.from_pretrained(model_folders["audio"], device="cpu")
+    clip = pd.read_pickle(demo_corpus / "test.pkl")["audio"].iloc[0]
+    with pytest.raises(ValueError, match="needs its sampling_rate"):
+        recognizer.predict(clip)
+    with pytest.raises(ValueError, match=r"must lie in \[-1, 1\], these peak at"):
+        recognizer.predict(clip.astype(np.float64), sampling_rate=RATE)
+    with pytest.raises(ValueError, match=r"clip 0: clip has \d+ samples at 8000 Hz"):
+        recognizer.predict(clip[:10], sampling_rate=RATE)
+    with pytest.raises(ValueError, match="no_such.wav: unreadable path"):
+        recognizer.predict("no_such.wav")
+
+
+def test_model_folder_stands_alone_and_describes_itself(model_folders, trained_runs, tmp_path):
+    folder = model_folders["mult"]
+    moved = shutil.copytree(folder, tmp_path / "elsewhere")
+    assert (moved / TEXT_ENCODER_DIR / "config.json").is_file()
+    config = json.loads((moved / "config.json").read_text(encoding="utf-8"))
+    assert config["text"]["encoder"] == TEXT_ENCODER_DIR and config["audio"]["features"] == "mfcc+prosody"
+    info = json.loads((moved / FOLDER_INFO).read_text(encoding="utf-8"))
+    assert {"audiotext", "torch", "transformers"} <= info["versions"].keys()
+    assert "model.safetensors" in info["files"] and f"{TEXT_ENCODER_DIR}/config.json" in info["files"]
+    card = (moved / MODEL_CARD).read_text(encoding="utf-8")
+    metrics = json.loads((trained_runs["mult"] / "eval" / "test" / "metrics.json").read_text(encoding="utf-8"))
+    assert f"macro-F1 {100 * metrics['macro_f1']:.2f}" in card and "| 공포 |" in card and "Intended use" in card
+    weights = load_file(moved / "model.safetensors")
+    assert weights["streams.audio_norm.std"].min() > 0  # the training set's MFCC statistics travel along
+    assert EmotionRecognizer.from_pretrained(moved, device="cpu").labels == config["labels"]
+
+
+def test_loading_names_what_disagrees(model_folders, trained_runs, tmp_path):
+    changed = shutil.copytree(model_folders["linear"], tmp_path / "changed")
+    (changed / "README.md").write_text("edited", encoding="utf-8")
+    with pytest.raises(CheckpointError, match="README.md: changed since"):
+        EmotionRecognizer.from_pretrained(changed)
+
+    run = shutil.copytree(trained_runs["linear"], tmp_path / "run")
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    swapped = dict(config, labels=config["labels"][::-1])
+    (run / "config.json").write_text(json.dumps(swapped, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(CheckpointError, match="trained with labels"):
+        EmotionRecognizer.from_pretrained(run)
+    resampled = dict(config, audio={**config["audio"], "sample_rate": 16000})
+    (run / "config.json").write_text(json.dumps(resampled, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(CheckpointError, match="trained with audio"):
+        EmotionRecognizer.from_pretrained(run)
+
+    (run / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    weights = load_file(run / "model.safetensors")
+    name = next(iter(weights))
+    save_file({**weights, name: weights[name] * float("nan")}, run / "model.safetensors")
+    with pytest.raises(CheckpointError, match=f"{name}.*non-finite"):
+        EmotionRecognizer.from_pretrained(run)
+    save_file({**weights, name: weights[name][..., :1]}, run / "model.safetensors")
+    with pytest.raises(CheckpointError, match=f"{name}.*has shape"):
+        EmotionRecognizer.from_pretrained(run)
+
+
+def test_predict_cli_table_json_and_manifest(model_folders, demo_corpus, tmp_path, capsys):
+    test = pd.read_pickle(demo_corpus / "test.pkl")
+    rows = []
+    for i in range(3):
+        sf.write(tmp_path / f"{i}.wav", test["audio"].iloc[i], RATE, subtype="PCM_16")
+        rows.append({"audio": f"{i}.wav", "text": test["Sentence"].iloc[i], "label": test["Emotion"].iloc[i]})
+    pd.DataFrame(rows).to_csv(tmp_path / "clips.csv", index=False)
+    model = str(model_folders["mult"])
+
+    main(["predict", model, "--audio", str(tmp_path / "0.wav"), "--text", rows[0]["text"], "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["label"] == printed["scores"][0]["label"] and len(printed["scores"]) == 7
+
+    main(["predict", model, "--audio", str(tmp_path / "0.wav"), "--text", rows[0]["text"]])
+    assert f"prediction: {printed['label']}" in capsys.readouterr().out
+
+    main(["predict", model, "--manifest", str(tmp_path / "clips.csv"), "--out", str(tmp_path / "p.csv"), "--quiet"])
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert list(table["true_value"]) == [r["label"] for r in rows]
+    assert table.iloc[0]["prediction"] == printed["label"]
+    assert table[[f"p_{s['label']}" for s in printed["scores"]]].iloc[0].tolist() == pytest.approx(
+        [s["score"] for s in printed["scores"]], abs=1e-5)
+
+    main(["predict", model, "--manifest", str(demo_corpus), "--split", "test", "--out", str(tmp_path / "t.csv"),
+          "--quiet"])  # fmt: skip
+    assert len(pd.read_csv(tmp_path / "t.csv")) == len(test)
+
+    with pytest.raises(SystemExit, match=r"clips.csv: row 2, column 'audio'.*unreadable path"):
+        (tmp_path / "1.wav").unlink()
+        main(["predict", model, "--manifest", str(tmp_path / "clips.csv"), "--out", str(tmp_path / "q.csv")])
+    assert not (tmp_path / "q.csv").exists()
