@@ -10,8 +10,9 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from audiotext.config import REFERENCE_LABELS, AudioConfig, ModelConfig, RunConfig, TextConfig, TrainConfig
-from audiotext.data.manifest import data_labels
+from audiotext.config import REFERENCE_LABELS, AudioConfig, ModelConfig, RunConfig, ServiceLimits, TextConfig, TrainConfig
+from audiotext.data.asr import TranscriptionUnavailable
+from audiotext.data.manifest import data_labels, read_label_set
 from audiotext.data.synthesis import DEFAULT_SPEAKERS
 
 # --model names; "mult" is stored as the modality "cross". The reference spelt it Transformer or MULT.
@@ -269,6 +270,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         raise SystemExit(f"error: {err}") from None
     if args.quiet:
         print(report.summary())
+    out = Path(args.out)
+    for split in args.transcribe:
+        transcribe(out / "manifest.csv" if args.no_pickles else out, split, out / f"{split}_stt.pkl",
+                   read_label_set(out), AudioConfig().sample_rate, progress=not args.quiet)  # fmt: skip
 
 
 def add_prepare_parsers(commands) -> None:
@@ -288,6 +293,8 @@ def add_prepare_parsers(commands) -> None:
         parser.add_argument("--strict", action="store_true", help="fail on the first bad input")
         parser.add_argument("--no-pickles", "--no_pickles", dest="no_pickles", action="store_true",
                             help="write manifest.csv only (memory stays at one clip; train on the manifest)")
+        parser.add_argument("--transcribe", nargs="+", default=[], metavar="SPLIT",
+                            help="also write SPLIT_stt.pkl: the split with offline recogniser transcripts (asr extra)")
         parser.add_argument("--quiet", action="store_true")
         parser.set_defaults(func=cmd_prepare)
 
@@ -519,6 +526,33 @@ def add_compare_parser(commands) -> None:
     compare.set_defaults(func=cmd_compare)
 
 
+def cmd_transcribe(args: argparse.Namespace) -> None:
+    labels = args.labels.split(",") if args.labels else data_labels(args.data) or list(REFERENCE_LABELS)
+    transcribe(args.data, args.split, args.out or Path(args.data) / f"{args.split}_stt.pkl", labels,
+               args.sample_rate, progress=not args.quiet)  # fmt: skip
+
+
+def transcribe(data: str | Path, split: str, out: Path, labels: list[str], sample_rate: int, progress: bool) -> None:
+    from audiotext.data.asr import default_transcriber, transcribe_split
+
+    result = transcribe_split(data, split, out, default_transcriber(), labels, sample_rate, progress=progress)
+    print(f"wrote {out}: {result['clips']} clips, character error rate {100 * result['cer']:.2f}% against the "
+          f"true transcripts, nothing heard in {result['nothing_heard']}")  # fmt: skip
+
+
+def add_transcribe_parser(commands) -> None:
+    transcribe = commands.add_parser("transcribe", help="the reference's test_stt split of any corpus, by offline "
+                                                        "speech recognition (Vosk, Korean; the asr extra)")  # fmt: skip
+    transcribe.add_argument("--data", required=True, help="a folder of split pickles, or a manifest with a split column")
+    transcribe.add_argument("--split", default="test", help="the split to transcribe (default: test)")
+    transcribe.add_argument("--out", default=None, help="the pickle to write (default: DATA/SPLIT_stt.pkl)")
+    transcribe.add_argument("--labels", default=None, help="comma-separated label order (default: the data's, else the reference's)")
+    transcribe.add_argument("--sample_rate", type=int, default=AudioConfig().sample_rate,
+                            help="rate of the clips in the pickles, and of the clips a manifest is read at (default: 48000)")
+    transcribe.add_argument("--quiet", action="store_true", help="no progress bar")
+    transcribe.set_defaults(func=cmd_transcribe)
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from audiotext.inference.export import export_model
 
@@ -583,6 +617,31 @@ def add_predict_parser(commands) -> None:
     predict.set_defaults(func=cmd_predict)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from audiotext.inference.recognizer import EmotionRecognizer
+    from audiotext.inference.service import create_app
+
+    limits = ServiceLimits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_seconds=args.max_seconds)
+    recognizer = EmotionRecognizer.from_pretrained(args.model, device="cpu" if args.no_cuda else None)
+    print(f"serving {args.model} on http://{args.host}:{args.port}/ (API: POST /predict, docs: /docs)", flush=True)
+    uvicorn.run(create_app(recognizer, limits), host=args.host, port=args.port, log_level="warning")
+
+
+def add_serve_parser(commands) -> None:
+    serve = commands.add_parser("serve", help="a model over HTTP: POST /predict, GET /health, /labels, and a page at /")
+    serve.add_argument("model", help="a model folder (audiotext export) or a run folder")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max_upload_mb", type=float, default=ServiceLimits().max_upload_bytes / 2**20,
+                       help="largest upload accepted, in MiB (default: 20)")
+    serve.add_argument("--max_seconds", type=float, default=ServiceLimits().max_seconds,
+                       help="longest clip accepted, in seconds (default: 60)")
+    serve.add_argument("--no_cuda", action="store_true", help="stay on the CPU even when CUDA is available")
+    serve.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiotext", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -620,8 +679,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_compare_parser(commands)
     add_features_parsers(commands)
+    add_transcribe_parser(commands)
     add_export_parser(commands)
     add_predict_parser(commands)
+    add_serve_parser(commands)
     return parser
 
 
@@ -629,7 +690,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, TranscriptionUnavailable) as err:
         # Bad data, files or settings: every such error names its file and what is wrong, so one
         # line says it; AUDIOTEXT_TRACEBACK=1 shows where it was raised.
         if os.environ.get("AUDIOTEXT_TRACEBACK"):

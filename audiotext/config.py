@@ -70,6 +70,18 @@ class TrainConfig:
     transcript_noise: float = 0.0  # share of training transcripts replaced by recogniser-like errors
 
 
+@dataclass(frozen=True)
+class ServiceLimits:
+    """What `audiotext serve` accepts in one upload."""
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_upload_bytes <= 0 or self.max_seconds <= 0:
+            raise ValueError(f"upload limits must be positive, got {self.max_upload_bytes} bytes and {self.max_seconds} s")
+
+
 @dataclass
 class RunConfig:
     name: str = "mult"

@@ -15,7 +15,7 @@ LAYERS = [
     {"models"},
     {"data"},
     {"features"},
-    {"config", "io", "runtime", "__init__"},
+    {"config", "io", "runtime", "resources", "__init__"},
 ]
 PACKAGE = Path(audiotext.__file__).parent
 

@@ -8,7 +8,6 @@ backend and global figure registry) is never involved.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 from contextlib import contextmanager
@@ -22,19 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from audiotext.io import atomic_path
+from audiotext.resources import korean_font_path
 
-FONT_PACKAGE = "koreanize_matplotlib"
-FONT_FILE = "NanumGothic.ttf"
-
-
-def korean_font_path() -> Path:
-    """NanumGothic.ttf as shipped by koreanize-matplotlib."""
-    spec = importlib.util.find_spec(FONT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"Korean labels need the font shipped by {FONT_PACKAGE}: pip install koreanize-matplotlib"
-        )
-    return Path(spec.submodule_search_locations[0]) / "fonts" / FONT_FILE
 
 
 @cache

@@ -18,9 +18,10 @@ from typing import Sequence
 from fontTools import subset
 from fontTools.ttLib import TTFont
 
-from audiotext.evaluation.plots import confusion_pair_png, korean_font_path, learning_curves_png, per_class_f1_png
+from audiotext.evaluation.plots import confusion_pair_png, learning_curves_png, per_class_f1_png
 from audiotext.io import atomic_path
 from audiotext.models.checkpoint import EPOCH_LOG, load_config
+from audiotext.resources import korean_font_path
 
 REPORT_FILE = "report.html"
 NUMERIC, BEST = ' class="n"', ' class="best"'

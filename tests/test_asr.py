@@ -1,0 +1,93 @@
+"""Offline transcription with the real Vosk Korean model on real (espeak-ng) clips."""
+
+import sys
+
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from audiotext.cli import main
+from audiotext.config import REFERENCE_LABELS
+from audiotext.data.asr import NOTHING_HEARD, TranscriptionUnavailable, VoskTranscriber, character_error_rate
+from audiotext.data.corpus import load_split, write_reference_pickle
+from audiotext.inference.export import export_model
+from audiotext.inference.recognizer import EmotionRecognizer
+
+HANGUL = ("\uac00", "\ud7a3")
+
+
+@pytest.fixture(scope="module")
+def three_clips(demo_corpus, tmp_path_factory):
+    """The first three test clips of the demo corpus as a split pickle of their own."""
+    test = pd.read_pickle(demo_corpus / "test.pkl").iloc[:3]
+    path = tmp_path_factory.mktemp("asr") / "few.pkl"
+    write_reference_pickle(path, test["person_ix"], list(test["audio"]), list(test["Sentence"]), list(test["Emotion"]))
+    return path
+
+
+def test_character_error_rate_counts_edits_over_reference_characters():
+    assert character_error_rate(["안녕 하세요."], ["안녕하세요"]) == 0  # spaces and punctuation are not heard
+    assert character_error_rate(["가나다라"], ["가나마라"]) == pytest.approx(1 / 4)
+    assert character_error_rate(["가나다라", "마바"], ["가나", "마바사"]) == pytest.approx(3 / 6)
+    with pytest.raises(ValueError, match="2 references but 1"):
+        character_error_rate(["a", "b"], ["a"])
+
+
+def test_vosk_hears_korean_in_demo_clips(three_clips):
+    split = load_split(three_clips, REFERENCE_LABELS)
+    transcriber = VoskTranscriber()
+    heard = [transcriber.transcribe(clip, 48000) for clip in split.audio]
+    assert all(any(HANGUL[0] <= ch <= HANGUL[1] for ch in text) for text in heard), heard
+    as_floats = transcriber.transcribe(split.audio[0] / 32768.0, 48000)
+    assert as_floats == heard[0]
+
+
+def test_transcribe_command_writes_a_test_stt_split(three_clips, tmp_path, capsys):
+    out = tmp_path / "few_stt.pkl"
+    main(["transcribe", "--data", str(three_clips.parent), "--split", "few", "--out", str(out), "--quiet"])
+    printed = capsys.readouterr().out
+    assert "3 clips, character error rate" in printed
+    original, transcribed = load_split(three_clips, REFERENCE_LABELS), load_split(out, REFERENCE_LABELS)
+    assert list(transcribed.labels) == list(original.labels) and transcribed.speakers == original.speakers
+    assert all(a.tolist() == b.tolist() for a, b in zip(transcribed.audio, original.audio))
+    assert transcribed.sentences != original.sentences and all(transcribed.sentences)
+    placeholders = transcribed.sentences.count(NOTHING_HEARD)
+    assert f"nothing heard in {placeholders}" in printed
+
+
+def test_a_text_model_without_a_transcript_transcribes(trained_runs, three_clips, tmp_path):
+    recognizer = EmotionRecognizer.from_pretrained(export_model(trained_runs["linear"], tmp_path / "m"), device="cpu")
+    clip = load_split(three_clips, REFERENCE_LABELS).audio[0]
+    heard = recognizer.transcribe(clip, sampling_rate=48000)
+    scores = recognizer.predict(clip, sampling_rate=48000)
+    assert scores == recognizer.predict(clip, text=heard, sampling_rate=48000)
+
+
+def test_without_the_extra_the_error_says_how_to_install_it(monkeypatch, trained_runs, three_clips, tmp_path):
+    monkeypatch.setitem(sys.modules, "vosk", None)  # as if vosk were not installed
+    with pytest.raises(TranscriptionUnavailable, match=r"pip install 'audiotext\[asr\]'"):
+        VoskTranscriber()
+    with pytest.raises(SystemExit, match=r"error: offline transcription needs the asr extra"):
+        main(["transcribe", "--data", str(three_clips.parent), "--split", "few", "--out", str(tmp_path / "x.pkl")])
+    assert not (tmp_path / "x.pkl").exists()
+    clip = load_split(three_clips, REFERENCE_LABELS).audio[0]
+    sf.write(tmp_path / "clip.wav", clip, 48000, subtype="PCM_16")
+    with pytest.raises(SystemExit, match=r"error: offline transcription needs the asr extra"):
+        main(["predict", str(trained_runs["linear"]), "--audio", str(tmp_path / "clip.wav")])
+    main(["predict", str(trained_runs["audio"]), "--audio", str(tmp_path / "clip.wav")])  # reads no text: no recogniser
+
+
+def test_prepare_writes_the_transcribed_split(demo_corpus, tmp_path):
+    frame = pd.read_pickle(demo_corpus / "test.pkl").iloc[:20]
+    rows = []
+    for i, clip in enumerate(frame.itertuples()):
+        sf.write(tmp_path / f"clip{i}.wav", clip.audio, 48000, subtype="PCM_16")
+        rows.append({"audio": f"clip{i}.wav", "text": clip.Sentence, "label": clip.Emotion})
+    pd.DataFrame(rows).to_csv(tmp_path / "clips.csv", index=False)
+    prepared = tmp_path / "prepared"
+    main(["prepare", "manifest", "--manifest", str(tmp_path / "clips.csv"), "--out", str(prepared),
+          "--ratios", "0.8", "0.1", "0.1", "--transcribe", "test", "--quiet"])  # fmt: skip
+    labels = pd.read_json(prepared / "labels.json")[0].tolist()
+    test, transcribed = load_split(prepared / "test.pkl", labels), load_split(prepared / "test_stt.pkl", labels)
+    assert len(transcribed) == len(test) > 0 and list(transcribed.labels) == list(test.labels)
+    assert transcribed.sentences != test.sentences
