@@ -623,21 +623,23 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from audiotext.inference.recognizer import EmotionRecognizer
     from audiotext.inference.service import create_app
 
-    limits = ServiceLimits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_seconds=args.max_seconds)
     recognizer = EmotionRecognizer.from_pretrained(args.model, device="cpu" if args.no_cuda else None)
-    print(f"serving {args.model} on http://{args.host}:{args.port}/ (API: POST /predict, docs: /docs)", flush=True)
-    uvicorn.run(create_app(recognizer, limits), host=args.host, port=args.port, log_level="warning")
+    app = create_app(recognizer, max_upload_bytes=round(args.max_upload_mb * 2**20), max_seconds=args.max_seconds)
+    print(f"serving {args.model} on http://{args.host}:{args.port}/ (API: POST /predict; schema: /openapi.json)",
+          flush=True)  # fmt: skip
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 def add_serve_parser(commands) -> None:
     serve = commands.add_parser("serve", help="a model over HTTP: POST /predict, GET /health, /labels, and a page at /")
     serve.add_argument("model", help="a model folder (audiotext export) or a run folder")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--max_upload_mb", type=float, default=ServiceLimits().max_upload_bytes / 2**20,
-                       help="largest upload accepted, in MiB (default: 20)")
-    serve.add_argument("--max_seconds", type=float, default=ServiceLimits().max_seconds,
-                       help="longest clip accepted, in seconds (default: 60)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for every network)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    serve.add_argument("--max_upload_mb", type=float, default=ServiceLimits.max_upload_bytes / 2**20,
+                       help="largest upload accepted, in MiB (default: %(default)g)")
+    serve.add_argument("--max_seconds", type=float, default=ServiceLimits.max_seconds,
+                       help="longest clip accepted, in seconds (default: %(default)g)")
     serve.add_argument("--no_cuda", action="store_true", help="stay on the CPU even when CUDA is available")
     serve.set_defaults(func=cmd_serve)
 

@@ -44,7 +44,7 @@ TEXT_ENCODER_DIR = "text_encoder"
 MODEL_CARD = "README.md"
 MODEL_KINDS = {
     "audio": "audio-only Transformer",
-    "text": "text-only Transformer",
+    "text": "text-only classifier (the mean of the text steps, then a linear layer)",
     "cross": "cross-modal Transformer (MulT)",
     "early": "early fusion",
     "late": "late fusion",
@@ -85,9 +85,8 @@ def export_model(source: str | Path, out_dir: str | Path, onnx: bool = False) ->
             exported, _ = load_config(tmp)  # the copied encoder, named by its place in `tmp`
             encoder = text_encoder_for(exported, torch.device("cpu"), tmp)
             export_onnx(model.cpu(), exported, encoder, dims.audio, tmp / ONNX_FILE)
-        card = source / MODEL_CARD if is_model_folder(source) else None
-        if card is not None:
-            shutil.copy2(card, tmp / MODEL_CARD)
+        if is_model_folder(source):
+            shutil.copy2(source / MODEL_CARD, tmp / MODEL_CARD)
         else:
             (tmp / MODEL_CARD).write_text(model_card(source, cfg), encoding="utf-8")
         write_json(tmp / FOLDER_INFO, {

@@ -20,12 +20,13 @@ import dataclasses
 import gc
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
 
 from audiotext.config import RunConfig
+from audiotext.data.asr import Transcriber, default_transcriber
 from audiotext.data.dataset import pad_streams
 from audiotext.data.loading import text_encoder_for
 from audiotext.data.media import load_audio
@@ -36,9 +37,6 @@ from audiotext.inference.onnx_graph import ONNX_FILE, OnnxClassifier
 from audiotext.inference.predict import forward
 from audiotext.models.checkpoint import load_run
 from audiotext.runtime import select_device
-
-if TYPE_CHECKING:
-    from audiotext.data.asr import Transcriber
 
 AudioInput = Union[str, os.PathLike, np.ndarray, torch.Tensor, dict]
 # Float samples are expected in [-1, 1]; a peak far above means integer values stored as floats,
@@ -102,9 +100,7 @@ class EmotionRecognizer:
 
     @property
     def transcriber(self) -> Transcriber:
-        if self._transcriber is None:
-            from audiotext.data.asr import default_transcriber  # Vosk loads only when a clip needs it
-
+        if self._transcriber is None:  # Vosk's model loads only when a clip needs it
             self._transcriber = default_transcriber()
         return self._transcriber
 
@@ -142,26 +138,15 @@ class EmotionRecognizer:
         batch_size: int = 32,
         names: Sequence[str] | None = None,
     ) -> np.ndarray:
-        """(N, C) class probabilities of N clips, in the order of `labels`. `names` (a file and row
-        each, say) are what error messages call the clips; by default their path or position."""
-        batches = list(self.iter_proba(clips, texts, sampling_rate, batch_size, names))
-        return np.concatenate(batches) if batches else np.zeros((0, len(self.labels)), np.float32)
-
-    def iter_proba(
-        self,
-        clips: Sequence[AudioInput],
-        texts: Sequence[str | None] | None = None,
-        sampling_rate: int | None = None,
-        batch_size: int = 32,
-        names: Sequence[str] | None = None,
-    ) -> Iterator[np.ndarray]:
-        """(B, C) probabilities batch after batch: a long list is decoded one batch at a time."""
+        """(N, C) class probabilities of N clips, in the order of `labels`, computed (and files
+        decoded) one batch at a time. `names` (a file and row each, say) are what error messages
+        call the clips; by default their path or position."""
         texts = [None] * len(clips) if texts is None else texts
         if names is None:
             names = [str(c) if isinstance(c, (str, os.PathLike)) else f"clip {i}" for i, c in enumerate(clips)]
-        for start in range(0, len(clips), batch_size):
-            batch = slice(start, min(start + batch_size, len(clips)))
-            yield self._batch_proba(clips[batch], texts[batch], sampling_rate, names[batch])
+        batches = [self._batch_proba(clips[i : i + batch_size], texts[i : i + batch_size], sampling_rate,
+                                     names[i : i + batch_size]) for i in range(0, len(clips), batch_size)]  # fmt: skip
+        return np.concatenate(batches) if batches else np.zeros((0, len(self.labels)), np.float32)
 
     @torch.inference_mode()
     def _batch_proba(self, clips, texts, sampling_rate, names) -> np.ndarray:

