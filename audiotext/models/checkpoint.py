@@ -3,11 +3,10 @@ write, so it sits below all three.
 
 A run folder holds config.json (the run's configuration and the widths derived from it) and
 model.safetensors: enough to rebuild the model alone. The weights carry, in their safetensors
-metadata, the settings they were trained with (`WEIGHTS_FACTS`), so a config.json edited or
-swapped after training is caught when the two are loaded together instead of predicting with
-mismatched parts. A text-classifier folder is a Hugging Face
-encoder folder plus `classifier_head.safetensors` and `classifier.json`. No pickles: weights are
-safetensors and configurations JSON.
+metadata, the settings they were trained with (`weights_facts`), so a config.json edited or swapped
+after training is caught when the two are loaded together instead of predicting with mismatched
+parts. A text-classifier folder is a Hugging Face encoder folder plus `classifier_head.safetensors`
+and `classifier.json`. No pickles: weights are safetensors and configurations JSON.
 """
 
 from __future__ import annotations
