@@ -34,7 +34,7 @@ def predict_manifest(
     known = set(recognizer.labels)
     for row in rows:
         if row["label"] and row["label"] not in known:
-            raise ManifestError(f"{row['where']}: label {row['label']!r} is not one of the model's: {', '.join(known)}")
+            raise ManifestError(f"{row['where']}: label {row['label']!r} is not one of the model's: {', '.join(recognizer.labels)}")
 
     texts, probabilities = [], []
     bar = tqdm(total=len(rows), desc="predict", unit="clip", disable=not progress)
