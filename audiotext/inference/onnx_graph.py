@@ -99,7 +99,7 @@ class OnnxClassifier:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no ONNX graph; write one with audiotext export --onnx")
         self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self.cfg, self.text_encoder = cfg, text_encoder
+        self.text_encoder = text_encoder
         self.inputs = graph_inputs(cfg)
         found = [i.name for i in self.session.get_inputs()]
         if found != self.inputs:
