@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-"$PYTHON" test.py --name="${NAME:-cross}" --split test test_stt "$@"
+"$PYTHON" test.py --data_path="${DATA_PATH:-data}" --name="${NAME:-cross}" --split test test_stt "$@"

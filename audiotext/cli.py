@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from audiotext.config import REFERENCE_LABELS, AudioConfig, ModelConfig, RunConfig, ServiceLimits, TextConfig, TrainConfig
-from audiotext.data.asr import TranscriptionUnavailable
-from audiotext.data.manifest import data_labels, read_label_set
+from audiotext.config import (
+    REFERENCE_LABELS, TEXT_ALPHABETS, AudioConfig, ModelConfig, RunConfig, ServiceLimits, TextConfig, TrainConfig,
+    plain_name,
+)  # fmt: skip
+from audiotext.data.manifest import MIN_LABEL_CLIPS, data_labels, read_label_set
+from audiotext.errors import AudiotextError, SettingError, TrainingInterrupted
 from audiotext.data.synthesis import DEFAULT_SPEAKERS
 
 # --model names; "mult" is stored as the modality "cross". The reference spelt it Transformer or MULT.
@@ -76,6 +78,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--warmup_percent", type=float, default=t.warmup_percent, help="linear warm-up over this share of all steps")
     add("--max_len_for_text", type=int, default=TextConfig().max_len_for_text, help="maximum tokens per sentence")
     add("--hidden_size_for_bert", type=int, default=None, help="encoder width; read from its config, checked if given")
+    add("--text_alphabet", default=TextConfig().alphabet, choices=TEXT_ALPHABETS,
+        help="what transcripts keep: letters and digits of any script (default), or korean: only a-z, A-Z, "
+             "Hangul, digits and . ! ?, the reference's rule, which empties sentences in other scripts")
     add("--max_len_for_audio", type=int, default=a.max_len_for_audio, help="maximum MFCC frames per clip")
     add("--sample_rate", type=int, default=a.sample_rate, help="sample rate of the stored clips")
     add("--resample_rate", type=int, default=a.resample_rate, help="rate the MFCCs are computed at")
@@ -137,18 +142,18 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if value not in (None, -1):
             warnings.warn(f"--{flag} is accepted for compatibility but has no effect: {reason}", stacklevel=2)
     if args.do_audio and args.do_text:
-        raise SystemExit("error: --do_audio and --do_text exclude each other")
+        raise SettingError("--do_audio and --do_text exclude each other")
     if args.labels:
         labels = [label.strip() for label in args.labels.split(",") if label.strip()]
     else:
         labels = data_labels(args.data_path) or list(REFERENCE_LABELS)
     if args.d_out is not None and args.d_out != len(labels):
-        raise SystemExit(f"error: --d_out {args.d_out} does not match the {len(labels)} labels {labels}")
+        raise SettingError(f"--d_out {args.d_out} does not match the {len(labels)} labels {labels}")
     model = "mult" if args.model in _MULT_SPELLINGS else args.model
     for flag, implied in (("do_audio", "audio"), ("do_text", "text")):
         if getattr(args, flag):
             if model not in ("mult", implied):
-                raise SystemExit(f"error: --{flag} and --model {args.model} exclude each other")
+                raise SettingError(f"--{flag} and --model {args.model} exclude each other")
             model = implied
     modality = "cross" if model == "mult" else model
     return RunConfig(
@@ -168,6 +173,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             max_len_for_text=args.max_len_for_text,
             hidden_size=args.hidden_size_for_bert,
             features=args.text_features,
+            alphabet=args.text_alphabet,
         ),
         model=ModelConfig(
             modality=modality,
@@ -203,12 +209,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             early_stop=args.early_stop,
             class_weights=args.class_weights,
             transcript_noise=args.transcript_noise,
+            checkpoint_steps=getattr(args, "checkpoint_steps", TrainConfig.checkpoint_steps),
         ),
     )
 
 
 def run_dir_of(args: argparse.Namespace) -> Path:
-    return Path(args.output_dir) / args.name
+    return Path(args.output_dir) / plain_name(args.name, "--name")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -216,31 +223,60 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = config_from_args(args)
     results_csv = args.results_csv or Path(args.output_dir) / "results.csv"
-    summary = train(cfg, run_dir_of(args), results_csv=results_csv, cache=feature_cache_of(args), progress=not args.quiet)
+    summary = train(cfg, run_dir_of(args), results_csv=results_csv, cache=feature_cache_of(args),
+                    progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)  # fmt: skip
     print(
         f"best dev epoch {summary['best_epoch']}: loss {summary['dev_loss']:.4f}  "
         f"accuracy {summary['dev_accuracy']:.4f}  macro-F1 {summary['dev_macro_f1']:.4f}  → {summary['run_dir']}"
     )
 
 
+def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--resume", action="store_true",
+        help="continue the unfinished run OUTPUT_DIR/NAME from its last checkpoint (same flags); start it if there is none")
+    add("--overwrite", action="store_true",
+        help="train again into an existing run folder; the old run is replaced, whole, once the new one finishes")
+    add("--checkpoint_steps", type=int, default=TrainConfig.checkpoint_steps, metavar="STEPS",
+        help="also save a resumable checkpoint every STEPS optimizer steps (default: 0, after every epoch only)")
+
+
 def add_test_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags `test` uses; the model's settings come from the run, so training flags are refused."""
     add = parser.add_argument
     add("--run_dir", default=None, help="trained run folder (default: OUTPUT_DIR/NAME)")
+    add("--name", default="mult", help='the run\'s name (default: "mult")')
+    add("--output_dir", default="runs", help="folder of runs (default: runs)")
+    add("--data_path", default=None,
+        help="the data to test on: a manifest (default: the run's own, when it trained on one) or a folder of the "
+             "reference's pickles (always named here: a pickle can run code, so a run folder's path is not read)")
     add("--split", nargs="+", default=["test"], help="split names in --data_path, or .pkl files (default: test)")
     add("--eval_dir", default=None, help="where outputs go (default: RUN_DIR/eval/SPLIT)")
+    add("--best_so_far", action="store_true", help="test an unfinished run's best epoch so far (with a warning)")
+    add("--batch_size", type=int, default=64, help="clips per forward pass (default: 64)")
+    add("--do_audio", action="store_true", help="check that the run is audio-only (as the reference's test_audio.sh says)")
+    add("--do_text", action="store_true", help="check that the run is text-only")
+    add("--no_cuda", action="store_true", help="stay on the CPU even when CUDA is available")
+    add("--quiet", action="store_true", help="no progress bars")
+    add_cache_arguments(parser)
 
 
 def cmd_test(args: argparse.Namespace) -> None:
     from audiotext.evaluation.evaluate import evaluate
     from audiotext.evaluation.metrics import format_results_table
     from audiotext.evaluation.report import write_run_report
+    from audiotext.models.checkpoint import load_config
 
     run_dir = Path(args.run_dir) if args.run_dir else run_dir_of(args)
+    modality = load_config(run_dir)[0].model.modality
+    for flag, implied in (("do_audio", "audio"), ("do_text", "text")):
+        if getattr(args, flag) and modality != implied:
+            raise SettingError(f"--{flag}: {run_dir} holds the {modality!r} model, not the {implied}-only one")
     rows, cache = [], feature_cache_of(args)
     for split in args.split:
         out_dir = Path(args.eval_dir) / Path(split).stem if args.eval_dir else None
-        metrics = evaluate(run_dir, split, args.data_path, out_dir, no_cuda=args.no_cuda, cache=cache,
-                           progress=not args.quiet)  # fmt: skip
+        metrics = evaluate(run_dir, split, args.data_path, out_dir, batch_size=args.batch_size, no_cuda=args.no_cuda,
+                           cache=cache, progress=not args.quiet, best_so_far=args.best_so_far)  # fmt: skip
         rows.append({"model": run_dir.name, "test_set": metrics["split"], "metrics": metrics})
     write_run_report(run_dir)  # once, with every split tested
     print(format_results_table(rows, rows[0]["metrics"]["labels"]))
@@ -255,19 +291,18 @@ def cmd_demo_corpus(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from audiotext.data.prepare import PrepareError, prepare_korean, prepare_manifest
+    from audiotext.data.prepare import prepare_korean, prepare_manifest
 
     options = dict(
         ratios=tuple(args.ratios), seed=args.seed, strict=args.strict, progress=not args.quiet, pickles=not args.no_pickles
     )
-    try:
-        if args.source == "korean":
-            report = prepare_korean(args.raw, args.script, args.out, split_by=args.split_by, **options)
-        else:
-            split_by = None if args.split_by == "manifest" else args.split_by
-            report = prepare_manifest(args.manifest, args.out, split_by=split_by, **options)
-    except PrepareError as err:
-        raise SystemExit(f"error: {err}") from None
+    if args.source == "korean":
+        report = prepare_korean(args.raw, args.script, args.out, split_by=args.split_by, **options)
+    else:
+        split_by = None if args.split_by == "manifest" else args.split_by
+        labels = args.labels.split(",") if args.labels else None
+        report = prepare_manifest(args.manifest, args.out, split_by=split_by, labels=labels,
+                                  min_label_clips=args.min_label_clips, **options)  # fmt: skip
     if args.quiet:
         print(report.summary())
     out = Path(args.out)
@@ -284,6 +319,12 @@ def add_prepare_parsers(commands) -> None:
     korean.add_argument("--script", required=True, help="the script file (350 bracketed scripts under emotion headings)")
     manifest = sources.add_parser("manifest", help="a CSV/JSONL manifest: audio, text, label [, speaker, split, start, end]")
     manifest.add_argument("--manifest", required=True)
+    manifest.add_argument("--labels", default=None,
+                          help="comma-separated classes, class 0 first; rows with other labels are rejected "
+                               "(default: the labels the rows use, sorted)")
+    manifest.add_argument("--min_label_clips", type=int, default=MIN_LABEL_CLIPS, metavar="N",
+                          help="without --labels, refuse a label used by fewer than N clips as a probable typo "
+                               "(default: %(default)s)")
     for parser, split_choices in ((korean, ["clip", "sentence", "speaker"]), (manifest, ["clip", "sentence", "speaker", "manifest"])):
         parser.add_argument("--out", required=True, help="output folder: pickles, manifest.csv, labels.json, rejects.csv")
         parser.add_argument("--split-by", "--split_by", dest="split_by", default="clip", choices=split_choices,
@@ -393,10 +434,10 @@ def cmd_features_build(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
     cache = feature_cache_of(args)
     if cache is None:
-        raise SystemExit("error: features build stores features in the cache; drop --no_feature_cache")
+        raise SettingError("features build stores features in the cache; drop --no_feature_cache")
     if reads_ngrams(cfg):
-        raise SystemExit("error: character n-grams are fitted by a model's training run; "
-                         "build the MFCCs with --do_audio and the same audio flags")
+        raise SettingError("character n-grams are fitted by a model's training run; "
+                           "build the MFCCs with --do_audio and the same audio flags")
     encoder = text_encoder_for(cfg, select_device(args.no_cuda))
     for split in args.split:
         data = load_encoded(cfg, split, encoder, cache, progress=not args.quiet)
@@ -442,11 +483,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from audiotext.data.corpus import CorpusError
     from audiotext.recipes.compare import CompareSettings, TextPlan, run_comparison
 
     if args.pretrain_vocab and args.pretrain_epochs == 0:
-        raise SystemExit("error: --pretrain_vocab trains a new BERT by masked-LM pre-training: give --pretrain_epochs > 0")
+        raise SettingError("--pretrain_vocab trains a new BERT by masked-LM pre-training: give --pretrain_epochs > 0")
     labels = args.labels.split(",") if args.labels else data_labels(args.data) or list(REFERENCE_LABELS)
     pretrain = None
     if args.pretrain_epochs:
@@ -455,29 +495,23 @@ def cmd_compare(args: argparse.Namespace) -> None:
     finetune = None
     if args.finetune_epochs:
         finetune = dict(epochs=args.finetune_epochs, lr=args.finetune_lr, max_len=args.max_len_for_text)
-    try:
-        defaults = CompareSettings(labels=tuple(labels))
-        settings = CompareSettings(
-            models=tuple("mult" if m in _MULT_SPELLINGS else m for m in args.models),
-            seeds=tuple(range(args.seeds)),
-            folds=args.folds,
-            split_by=args.split_by,
-            audio=AudioConfig(sample_rate=args.sample_rate, resample_rate=args.resample_rate, n_mfcc=args.n_mfcc,
-                              features=args.audio_features),
-            train=replace(defaults.train, num_epochs=args.num_epochs, early_stop=args.early_stop, select_by=args.select_by,
-                          no_cuda=args.no_cuda, class_weights=args.class_weights, transcript_noise=args.transcript_noise),
-            model=replace(defaults.model, merge_how=args.merge_how, modality_dropout=args.modality_dropout, wide=args.wide),
-            text_features=args.text_features,
-            text=TextPlan(encoder=str(Path(args.encoder).resolve()) if args.encoder else "", pretrain=pretrain,
-                          finetune=finetune, cross_fit=args.cross_fit),
-            labels=tuple(labels),
-        )  # fmt: skip
-    except ValueError as err:  # a setting out of range, named by the message
-        raise SystemExit(f"error: {err}") from None
-    try:
-        result = run_comparison(args.data, args.out, settings, feature_cache_of(args), progress=not args.quiet)
-    except CorpusError as err:
-        raise SystemExit(f"error: {err}") from None
+    defaults = CompareSettings(labels=tuple(labels))
+    settings = CompareSettings(
+        models=tuple("mult" if m in _MULT_SPELLINGS else m for m in args.models),
+        seeds=tuple(range(args.seeds)),
+        folds=args.folds,
+        split_by=args.split_by,
+        audio=AudioConfig(sample_rate=args.sample_rate, resample_rate=args.resample_rate, n_mfcc=args.n_mfcc,
+                          features=args.audio_features),
+        train=replace(defaults.train, num_epochs=args.num_epochs, early_stop=args.early_stop, select_by=args.select_by,
+                      no_cuda=args.no_cuda, class_weights=args.class_weights, transcript_noise=args.transcript_noise),
+        model=replace(defaults.model, merge_how=args.merge_how, modality_dropout=args.modality_dropout, wide=args.wide),
+        text_features=args.text_features,
+        text=TextPlan(encoder=str(Path(args.encoder).resolve()) if args.encoder else "", pretrain=pretrain,
+                      finetune=finetune, cross_fit=args.cross_fit),
+        labels=tuple(labels),
+    )  # fmt: skip
+    result = run_comparison(args.data, args.out, settings, feature_cache_of(args), progress=not args.quiet)
     print(result["tables"])
     print(f"\nreport: {Path(args.out) / 'report.html'}")
 
@@ -572,7 +606,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from audiotext.inference.recognizer import EmotionRecognizer
 
     if (args.audio is None) == (args.manifest is None):
-        raise SystemExit("error: give either --audio FILE or --manifest FILE")
+        raise SettingError("give either --audio FILE or --manifest FILE")
     recognizer = EmotionRecognizer.from_pretrained(args.model, device="cpu" if args.no_cuda else None,
                                                    backend="onnx" if args.onnx else "torch")  # fmt: skip
     if args.manifest is not None:
@@ -652,11 +686,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(train)
     train.set_defaults(func=cmd_train)
 
+    add_resume_arguments(train)
+
     test = commands.add_parser("test", help="test a trained run on one or more splits")
-    add_train_arguments(test)
     add_test_arguments(test)
-    # The run remembers its data folder; --data_path only overrides it.
-    test.set_defaults(func=cmd_test, data_path=None)
+    test.set_defaults(func=cmd_test)
 
     corpus = commands.add_parser("demo-corpus", help="synthesize the Korean demo corpus with espeak-ng")
     corpus.add_argument("--out", required=True, help="folder for train/dev/test/test_stt .pkl")
@@ -685,19 +719,49 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(commands)
     add_predict_parser(commands)
     add_serve_parser(commands)
+    _add_to_every_command(parser, "--debug", action="store_true", default=argparse.SUPPRESS,
+                          help="show the traceback of an error instead of its one-line message")  # fmt: skip
     return parser
 
 
+def _add_to_every_command(parser: argparse.ArgumentParser, *flags: str, **options) -> None:
+    """Adds a flag to `parser` and to every (sub)command under it, so it may follow any of them.
+    SUPPRESS as the default keeps a subcommand from resetting what its parent parsed."""
+    parser.add_argument(*flags, **options)
+    for action in parser._actions:  # argparse offers no public way to walk its subcommands
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                _add_to_every_command(command, *flags, **options)
+
+
+USAGE_ERROR, DATA_ERROR, INTERRUPTED = 2, 1, 130
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Runs one command. Our own errors (bad settings, data, files, models) print one line,
+    `error: ...`, and exit with 2 for a setting, 1 for the rest; Ctrl-C exits with 130. With
+    --debug every error keeps its traceback."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "debug", False):
+        args.func(args)
+        return
+    warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, TranscriptionUnavailable) as err:
-        # Bad data, files or settings: every such error names its file and what is wrong, so one
-        # line says it; AUDIOTEXT_TRACEBACK=1 shows where it was raised.
-        if os.environ.get("AUDIOTEXT_TRACEBACK"):
-            raise
-        raise SystemExit(f"error: {err}") from None
+    except TrainingInterrupted as err:
+        _exit(INTERRUPTED, f"interrupted: {err} (the same command with --resume continues it)")
+    except KeyboardInterrupt:
+        _exit(INTERRUPTED, "interrupted")
+    except SettingError as err:
+        _exit(USAGE_ERROR, f"error: {err}")
+    except (AudiotextError, ValueError, OSError) as err:
+        # Every such error names its file, row or flag and what is wrong.
+        _exit(DATA_ERROR, f"error: {err}")
+
+
+def _exit(code: int, message: str) -> None:
+    print(message, file=sys.stderr)
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

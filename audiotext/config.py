@@ -5,11 +5,46 @@ model can be rebuilt from its run directory alone."""
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
+
+from audiotext.errors import SettingError
 
 # Class index 0..6 of the reference system: fear, surprise, anger, sadness, neutral, happiness, disgust.
 REFERENCE_LABELS: tuple[str, ...] = ("공포", "놀람", "분노", "슬픔", "중립", "행복", "혐오")
+
+AUDIO_FEATURES = ("mfcc", "mfcc+prosody")
+TEXT_FEATURES = ("encoder", "ngrams")
+TEXT_ALPHABETS = ("any", "korean")  # see audiotext.features.text.normalize_text
+# "cross" is MulT; early, late, tfn and lmf fuse the two pooled streams without cross-attention;
+# linear is the logistic regression on MFCC statistics and character n-grams.
+MODALITIES = ("audio", "text", "cross", "early", "late", "tfn", "lmf", "linear")
+FUSING = ("cross", "early", "late", "tfn", "lmf")  # the models that pool and fuse both streams
+MERGES = ("average", "last", "stats")
+SELECT_BY = ("loss", "macro_f1")
+
+
+def _require(ok: bool, setting: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise SettingError(f"{setting} = {value!r}: {rule}")
+
+
+def _require_choice(setting: str, value: Any, choices: tuple) -> None:
+    _require(value in choices, setting, value, f"must be one of {', '.join(map(str, choices))}")
+
+
+def _require_share(setting: str, value: float, below_one: bool = True) -> None:
+    _require(0 <= value < 1 if below_one else 0 <= value <= 1, setting, value,
+             f"must be a share in [0, 1{')' if below_one else ']'}")  # fmt: skip
+
+
+def plain_name(name: str, setting: str = "name") -> str:
+    """`name` when it is one folder name: a run name must not lead out of the runs folder."""
+    _require(bool(name) and PurePath(name).name == name and name not in (".", "..") and "\\" not in name,
+             setting, name, "must be a plain folder name (no '/', '\\' or '..')")  # fmt: skip
+    return name
 
 
 @dataclass
@@ -22,6 +57,13 @@ class AudioConfig:
     max_len_for_audio: int = 400  # frames kept per clip
     features: str = "mfcc"  # "mfcc", or "mfcc+prosody": F0, voicing, energy and their deltas beside them
 
+    def __post_init__(self) -> None:
+        for setting in ("sample_rate", "resample_rate", "n_mels", "max_len_for_audio"):
+            _require(getattr(self, setting) >= 1, setting, getattr(self, setting), "must be at least 1")
+        _require(self.n_fft_size >= 2, "n_fft_size", self.n_fft_size, "must be at least 2 (the hop is half of it)")
+        _require(1 <= self.n_mfcc <= self.n_mels, "n_mfcc", self.n_mfcc, f"must be in 1..n_mels ({self.n_mels})")
+        _require_choice("audio_features", self.features, AUDIO_FEATURES)
+
 
 @dataclass
 class TextConfig:
@@ -29,6 +71,14 @@ class TextConfig:
     max_len_for_text: int = 64  # tokens, [CLS] and [SEP] included
     hidden_size: int | None = None  # expected encoder width (--hidden_size_for_bert): checked, never overwritten
     features: str = "encoder"  # "encoder" (its token states) or "ngrams" (character n-gram TF-IDF, one vector)
+    alphabet: str = "any"  # letters and digits of any script, or "korean": the reference's alphabet only
+
+    def __post_init__(self) -> None:
+        _require(self.max_len_for_text >= 3, "max_len_for_text", self.max_len_for_text,
+                 "must leave room for [CLS], [SEP] and one token (at least 3)")  # fmt: skip
+        _require(self.hidden_size is None or self.hidden_size >= 1, "hidden_size_for_bert", self.hidden_size, "must be at least 1")
+        _require_choice("text_features", self.features, TEXT_FEATURES)
+        _require_choice("text_alphabet", self.alphabet, TEXT_ALPHABETS)
 
 
 @dataclass
@@ -49,6 +99,20 @@ class ModelConfig:
     modality_dropout: float = 0.0  # share of training clips that lose their audio or their text (fusing models)
     wide: bool = False  # add a logistic regression on utterance statistics to a fusing model (wide and deep)
 
+    def __post_init__(self) -> None:
+        _require_choice("model", self.modality, MODALITIES)
+        _require_choice("merge_how", self.merge_how, MERGES)
+        for setting in ("d_model", "layers", "num_heads"):
+            _require(getattr(self, setting) >= 1, setting, getattr(self, setting), "must be at least 1")
+        _require(self.modality != "cross" or self.d_model % self.num_heads == 0, "d_model", self.d_model,
+                 f"must be divisible by num_heads ({self.num_heads}) for the cross-modal model")  # fmt: skip
+        for setting in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "embed_dropout",
+                        "res_dropout", "out_dropout", "modality_dropout"):  # fmt: skip
+            _require_share(setting, getattr(self, setting))
+        for setting, value in (("modality_dropout", self.modality_dropout), ("wide", self.wide)):
+            _require(not value or self.modality in FUSING, setting, value,
+                     f"applies to the models that fuse two streams (early, late, tfn, lmf, mult), not to {self.modality!r}")
+
 
 @dataclass
 class TrainConfig:
@@ -68,6 +132,18 @@ class TrainConfig:
     early_stop: int = 0  # epochs without a better dev metric before training stops; 0: all epochs
     class_weights: bool = False  # weight the loss by inverse class frequency in train
     transcript_noise: float = 0.0  # share of training transcripts replaced by recogniser-like errors
+    checkpoint_steps: int = 0  # steps between resumable checkpoints within an epoch; 0: after each epoch only
+
+    def __post_init__(self) -> None:
+        for setting in ("batch_size", "batch_chunk", "num_epochs", "logging_steps"):
+            _require(getattr(self, setting) >= 1, setting, getattr(self, setting), "must be at least 1")
+        for setting in ("when", "early_stop", "checkpoint_steps"):
+            _require(getattr(self, setting) >= 0, setting, getattr(self, setting), "must be 0 or more")
+        _require(self.lr > 0, "lr", self.lr, "must be positive")
+        _require(self.clip >= 0, "clip", self.clip, "must be 0 (off) or positive")
+        _require_share("warmup_percent", self.warmup_percent, below_one=False)
+        _require_share("transcript_noise", self.transcript_noise, below_one=False)
+        _require_choice("select_by", self.select_by, SELECT_BY)
 
 
 @dataclass(frozen=True)
@@ -92,6 +168,10 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        plain_name(self.name)
+        self.labels = checked_labels(self.labels)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -101,3 +181,14 @@ class RunConfig:
         kwargs = {k: v for k, v in d.items() if k not in sections}
         kwargs.update({k: sections[k](**d[k]) for k in sections if k in d})
         return cls(**kwargs)
+
+
+def checked_labels(labels: list[str] | tuple[str, ...], setting: str = "labels") -> list[str]:
+    """The labels in Unicode NFC (a decomposed Hangul label is the same class as a composed one),
+    at least two, none empty or repeated: a repeated label would be a class no clip can reach."""
+    labels = [unicodedata.normalize("NFC", str(label)).strip() for label in labels]
+    _require(len(labels) >= 2, setting, labels, "at least two classes are needed")
+    _require(all(labels), setting, labels, "a label is empty")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    _require(not repeated, setting, labels, f"{', '.join(repeated)} is listed twice")
+    return labels

@@ -46,5 +46,21 @@ def trained_runs(demo_corpus, tmp_path_factory) -> dict[str, Path]:
               "--resample_rate", "8000", "--quiet"]  # fmt: skip
     for name, flags in TRAINED_MODELS.items():
         main(["train", *common, "--name", name, *flags])
-        main(["test", "--output_dir", str(out), "--name", name, "--no_feature_cache", "--quiet"])
+        main(["test", "--data_path", str(demo_corpus), "--output_dir", str(out), "--name", name, "--no_feature_cache",
+              "--quiet"])  # fmt: skip
     return {name: out / name for name in TRAINED_MODELS}
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """Runs `audiotext ARGS...` in this process, expecting it to fail; returns its exit code and
+    what it printed on stderr."""
+    from audiotext.cli import main
+
+    def run(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as failed:
+            main([str(a) for a in argv])
+        return failed.value.code, capsys.readouterr().err
+
+    return run

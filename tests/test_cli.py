@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from audiotext.cli import build_parser
+from audiotext.errors import SettingError
 from audiotext.models.classifiers import Dims
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,12 +35,19 @@ def run(*args, env=None):
     return result.stdout
 
 
-@pytest.mark.parametrize("command", ["train", "test"])
-def test_every_reference_flag_is_accepted(command):
+def test_every_reference_flag_is_accepted_by_train():
     parser = build_parser()
-    subparser = parser._subparsers._group_actions[0].choices[command]
+    subparser = parser._subparsers._group_actions[0].choices["train"]
     known = {opt for action in subparser._actions for opt in action.option_strings}
     assert not set(REFERENCE_FLAGS) - known
+
+
+def test_test_takes_only_the_flags_it_uses(capsys):
+    """A training flag given to `test` would be ignored (the run's config decides): refused instead."""
+    build_parser().parse_args(["test", "--name", "audio", "--do_audio", "--data_path", "d", "--split", "test", "test_stt"])
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args(["test", "--name", "audio", "--lr", "0.1"])
+    assert refused.value.code == 2 and "unrecognized arguments: --lr 0.1" in capsys.readouterr().err
 
 
 def test_flag_values_reach_the_configuration():
@@ -58,7 +66,7 @@ def test_flag_values_reach_the_configuration():
 def test_d_out_must_match_the_labels():
     from audiotext.cli import config_from_args
 
-    with pytest.raises(SystemExit, match="does not match"):
+    with pytest.raises(SettingError, match="does not match"):
         config_from_args(build_parser().parse_args(["train", "--d_out=5"]))
 
 
@@ -70,8 +78,8 @@ def test_train_py_then_test_py_on_the_reference_pickles(demo_corpus, tmp_path):
     assert (out / "audio" / "model.safetensors").exists()
     assert len(pd.read_csv(out / "results.csv")) == 1
 
-    printed = run(sys.executable, "test.py", f"--output_dir={out}", "--name=audio", "--split", "test", "test_stt",
-                  "--quiet")
+    printed = run(sys.executable, "test.py", f"--data_path={demo_corpus}", f"--output_dir={out}", "--name=audio",
+                  "--split", "test", "test_stt", "--quiet")
     assert "| test |" in printed and "| test_stt |" in printed
     for split in ("test", "test_stt"):
         metrics = json.loads((out / "audio" / "eval" / split / "metrics.json").read_text(encoding="utf-8"))
@@ -163,5 +171,5 @@ def test_model_selection_and_early_stopping_flags_reach_the_configuration():
     cfg = config_from_args(build_parser().parse_args(["train", "--model", "lmf", "--select_by", "macro_f1",
                                                       "--early_stop", "4", "--merge_how", "stats"]))  # fmt: skip
     assert (cfg.model.modality, cfg.train.select_by, cfg.train.early_stop, cfg.model.merge_how) == ("lmf", "macro_f1", 4, "stats")
-    with pytest.raises(SystemExit, match="exclude each other"):
+    with pytest.raises(SettingError, match="exclude each other"):
         config_from_args(build_parser().parse_args(["train", "--model", "tfn", "--do_audio"]))

@@ -1,7 +1,11 @@
 """The one training engine on a tiny real model: chunked batches give the same step, the best epoch
-is chosen by the named metric and restored, the epoch log is written, bad settings are refused."""
+is chosen by the named metric and restored, the epoch log is written, bad settings are refused, and
+a fit broken at any step (or by Ctrl-C) resumes to exactly what it would have reached unbroken."""
 
 from __future__ import annotations
+
+import os
+import signal
 
 import pandas as pd
 import pytest
@@ -9,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audiotext.errors import TrainingInterrupted
 from audiotext.training.engine import Engine, EngineSettings
 
 
@@ -86,3 +91,77 @@ def test_training_stops_early_when_the_named_metric_no_longer_improves(tmp_path)
                     evaluate=lambda m: next(dev), epoch_log=tmp_path / "epochs.csv")  # fmt: skip
     assert [row["epoch"] for row in result.rows] == [1, 2, 3, 4] and result.best["epoch"] == 2
     assert len(pd.read_csv(tmp_path / "epochs.csv")) == 4
+
+
+class Broken(Exception):
+    """Stands for a kill: the fit ends in the middle of a step, nothing after it runs."""
+
+
+def resumable_fit(checkpoint, settings: EngineSettings, break_at: int | None = None, on_step=None):
+    """A fit with everything a resume must restore: dropout (global generator), Adam's moments, the
+    plateau schedule's warm-up and its dev-loss history, a shuffled loader, the best epoch so far."""
+    engine = Engine(settings)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Dropout(0.3), nn.ReLU(), nn.Linear(16, 2))
+    x, y = torch.randn(48, 6, generator=torch.Generator().manual_seed(5)), torch.arange(48) % 2
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(1),
+        collate_fn=lambda items: {"x": torch.stack([i[0] for i in items]), "labels": torch.stack([i[1] for i in items])},
+    )  # fmt: skip
+    steps = []
+
+    def step_loss(m, batch):
+        steps.append(1)
+        if on_step is not None:
+            on_step(len(steps))
+        if break_at is not None and len(steps) == break_at:
+            raise Broken
+        return loss(m, batch)
+
+    def dev_loss(m):
+        m.eval()
+        with torch.no_grad():
+            value = loss(m, {"x": x, "labels": y}).item()
+        return {"loss": value + 0.01 * torch.rand(()).item()}  # reads the global generator too
+
+    result = engine.fit(model, torch.optim.Adam(model.parameters(), lr=0.01), loader, step_loss, evaluate=dev_loss,
+                        restore_best=True, checkpoint=checkpoint, data_order=loader.generator)  # fmt: skip
+    return model, result
+
+
+SETTINGS = EngineSettings(name="t", epochs=4, seed=3, warmup_percent=0.3, patience=1, checkpoint_steps=2, progress=False)
+
+
+@pytest.mark.parametrize("break_at", [3, 6, 7, 13, 24])  # mid-epoch, the first step of an epoch, the last step
+def test_a_fit_broken_at_any_step_resumes_to_the_same_weights_and_figures(tmp_path, break_at):
+    uninterrupted, expected = resumable_fit(None, SETTINGS)
+    checkpoint = tmp_path / "resume.safetensors"
+    with pytest.raises(Broken):
+        resumable_fit(checkpoint, SETTINGS, break_at=break_at)
+    assert checkpoint.is_file()
+    resumed, result = resumable_fit(checkpoint, SETTINGS)
+    for a, b in zip(uninterrupted.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    assert strip(result.rows) == strip(expected.rows) and result.best == expected.best
+
+
+def test_a_resume_refuses_a_state_from_other_settings_or_data(tmp_path):
+    checkpoint = tmp_path / "resume.safetensors"
+    with pytest.raises(Broken):
+        resumable_fit(checkpoint, SETTINGS, break_at=5)
+    with pytest.raises(ValueError, match=r"resume.safetensors: saved with other training settings \(seed differ\)"):
+        resumable_fit(checkpoint, EngineSettings(**{**SETTINGS.__dict__, "seed": 4}))
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    with pytest.raises(ValueError, match="resume.safetensors: not a readable training state"):
+        resumable_fit(checkpoint, SETTINGS)
+
+
+def test_ctrl_c_saves_the_step_in_progress_and_resumes_from_it(tmp_path):
+    _, expected = resumable_fit(None, SETTINGS)
+    checkpoint = tmp_path / "resume.safetensors"
+    press_ctrl_c = lambda step: step == 9 and os.kill(os.getpid(), signal.SIGINT)  # noqa: E731
+    with pytest.raises(TrainingInterrupted, match=r"stopped at epoch 2, step 3 of 6; the training state is saved in"):
+        resumable_fit(checkpoint, SETTINGS, on_step=press_ctrl_c)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handed back
+    _, result = resumable_fit(checkpoint, SETTINGS)
+    assert [row["train_loss"] for row in result.rows] == [row["train_loss"] for row in expected.rows]

@@ -16,6 +16,7 @@ LAYERS = [
     {"data"},
     {"features"},
     {"config", "io", "runtime", "resources", "__init__"},
+    {"errors"},  # what every layer raises
 ]
 PACKAGE = Path(audiotext.__file__).parent
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from audiotext.config import ModelConfig
+from audiotext.config import MERGES, MODALITIES, ModelConfig
 from audiotext.models.blocks import causal_mask
-from audiotext.models.classifiers import MODALITIES, Dims, build_model, merge_over_time
+from audiotext.models.classifiers import Dims, build_model, merge_over_time
 
 F_MFCC, E_TEXT = 40, 32
 DIMS = Dims(audio=F_MFCC, text=E_TEXT, classes=7)
@@ -36,9 +36,13 @@ def test_logits_shape_and_every_parameter_gets_a_gradient(modality):
     assert not missing, f"parameters without gradient: {missing}"
 
 
-@pytest.mark.parametrize("modality", MODALITIES)
-@pytest.mark.parametrize("merge_how", ["average", "last", "stats"])
-@pytest.mark.parametrize("attn_mask", [True, False])
+# The text and linear models neither pool over time nor attend: one case each, not six copies of it.
+POOLING_CASES = [(modality, merge_how, attn_mask) for modality in MODALITIES for merge_how in MERGES
+                 for attn_mask in (True, False)
+                 if modality not in ("text", "linear") or (merge_how, attn_mask) == ("average", True)]  # fmt: skip
+
+
+@pytest.mark.parametrize("modality, merge_how, attn_mask", POOLING_CASES)
 def test_padded_frames_and_tokens_never_change_the_output(modality, merge_how, attn_mask):
     model = tiny_model(modality, merge_how=merge_how, attn_mask=attn_mask).eval()
     batch = batch_with_lengths([30, 17, 9], [12, 5, 8])
@@ -81,10 +85,24 @@ def test_merge_last_takes_the_last_real_step_and_average_ignores_padding():
 def test_bad_options_are_refused_with_the_reason():
     with pytest.raises(ValueError, match="merge_how"):
         tiny_model("cross", merge_how="max")
-    with pytest.raises(ValueError, match="modality"):
+    with pytest.raises(ValueError, match="model = 'video': must be one of audio, text, cross"):
         tiny_model("video")
     with pytest.raises(ValueError, match="divisible"):
         tiny_model("cross", d_model=30, num_heads=4)
+
+
+@pytest.mark.parametrize("attn_mask", [True, False])
+def test_with_the_causal_mask_no_frame_sees_a_later_one(attn_mask):
+    model = tiny_model("audio", attn_mask=attn_mask, layers=2).eval()
+    batch = batch_with_lengths([12], [1])
+    later_changed = batch["audio"].clone()
+    later_changed[0, 8:] += 5.0
+    with torch.no_grad():
+        before = model.encoder(batch["audio"], batch["audio_mask"])  # (1, 12, F)
+        after = model.encoder(later_changed, batch["audio_mask"])
+    # A masked key weighs exactly 0: the earlier frames' outputs are the same numbers, not close ones.
+    assert torch.equal(before[0, :8], after[0, :8]) == attn_mask
+    assert not torch.equal(before[0, 8:], after[0, 8:])
 
 
 def test_causal_mask_follows_mult_for_rectangular_pairs_per_clip():
@@ -168,7 +186,7 @@ def test_modality_dropout_acts_in_training_only_and_drops_one_stream_per_clip(mo
 
 
 def test_modality_dropout_is_refused_where_there_is_nothing_to_drop():
-    with pytest.raises(ValueError, match="modality dropout applies to the models that fuse"):
+    with pytest.raises(ValueError, match="modality_dropout = 0.3: applies to the models that fuse"):
         tiny_model("audio", modality_dropout=0.3)
 
 
@@ -204,5 +222,5 @@ def test_a_wide_path_adds_the_linear_baselines_logits_and_learns_with_the_rest(m
     model.train()
     model(**batch).logsumexp(-1).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
-    with pytest.raises(ValueError, match="the wide path applies to the models that fuse"):
+    with pytest.raises(ValueError, match="wide = True: applies to the models that fuse"):
         tiny_model("audio", wide=True)

@@ -42,12 +42,13 @@ def _write_scripts(path: Path, speech) -> Path:
 def korean(tmp_path_factory, speech) -> tuple[Path, Path]:
     """4 actors x 14 scripts: 56 m2ts videos (AC-3 stereo audio, a black video track)."""
     root = tmp_path_factory.mktemp("korean")
-    for actor in ACTORS:
+    for a, actor in enumerate(ACTORS):
         (root / "raw" / actor).mkdir(parents=True)
         for block, emotion in enumerate(ORDER):
             for i, clip in enumerate(speech[emotion]):
                 video = root / "raw" / actor / f"{actor}-{2 * block + i + 1}.m2ts"
-                write_media(video, clip, RATE, "ac3", channels=2, video=True)
+                louder = np.round(clip * (1 + 0.1 * a)).astype(np.int16)  # each actor's own samples
+                write_media(video, louder, RATE, "ac3", channels=2, video=True)
     return root / "raw", _write_scripts(root / "scripts.txt", speech)
 
 

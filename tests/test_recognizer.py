@@ -2,6 +2,7 @@
 clips of the demo corpus and the runs of the `trained_runs` fixture."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -123,7 +124,7 @@ def test_loading_names_what_disagrees(model_folders, trained_runs, tmp_path):
         EmotionRecognizer.from_pretrained(run)
 
 
-def test_predict_cli_table_json_and_manifest(model_folders, demo_corpus, tmp_path, capsys):
+def test_predict_cli_table_json_and_manifest(model_folders, demo_corpus, tmp_path, capsys, cli_error):
     test = pd.read_pickle(demo_corpus / "test.pkl")
     rows = []
     for i in range(3):
@@ -150,7 +151,8 @@ def test_predict_cli_table_json_and_manifest(model_folders, demo_corpus, tmp_pat
           "--quiet"])  # fmt: skip
     assert len(pd.read_csv(tmp_path / "t.csv")) == len(test)
 
-    with pytest.raises(SystemExit, match=r"clips.csv: row 2, column 'audio'.*unreadable path"):
-        (tmp_path / "1.wav").unlink()
-        main(["predict", model, "--manifest", str(tmp_path / "clips.csv"), "--out", str(tmp_path / "q.csv")])
+    (tmp_path / "1.wav").unlink()
+    code, printed = cli_error("predict", model, "--manifest", tmp_path / "clips.csv", "--out", tmp_path / "q.csv")
+    last_line = printed.splitlines()[-1]  # after the progress bar's carriage return
+    assert code == 1 and re.match(r"error: .*clips.csv: row 2, column 'audio'.*unreadable path", last_line)
     assert not (tmp_path / "q.csv").exists()

@@ -116,7 +116,10 @@ def test_bad_uploads_get_a_4xx_with_a_reason_and_the_server_goes_on(server, clip
     too_long = post(address, long_clip.read_bytes(), name="long.wav", text=sentence)
     assert too_long.status_code == 413
     assert too_long.json()["detail"] == "long.wav: longer than the limit of 5 s of audio"
-    short = post(address, path.read_bytes()[:100], name="short.wav", text=sentence)  # a header and 28 samples
+    cut = post(address, path.read_bytes()[:100], name="cut.wav", text=sentence)  # a header and 28 samples of many
+    assert cut.status_code == 415 and cut.json()["detail"].startswith("cut.wav: truncated: its header promises")
+    sf.write(tmp_path / "short.wav", np.ones(28, np.int16), 48000)
+    short = post(address, (tmp_path / "short.wav").read_bytes(), name="short.wav", text=sentence)
     assert short.status_code == 422 and short.json()["detail"].startswith("short.wav: clip has")
     no_words = post(address, path.read_bytes(), text="—— ——")
     assert no_words.status_code == 422 and "normalises to nothing" in no_words.json()["detail"]

@@ -79,6 +79,21 @@ def test_check_leakage_names_the_offenders(frame):
     check_leakage(frame, splits, "clip")  # promises nothing
 
 
+def test_check_leakage_watches_dev_as_well_as_train(frame):
+    """A test sentence or speaker that reaches only dev still steered the model (its epoch choice)."""
+    splits = pd.Series("train", index=frame.index)
+    test_sentence = frame["text"].iloc[0]
+    splits[frame["text"] == test_sentence] = "dev"
+    splits[frame.index[0]] = "test"
+    with pytest.raises(LeakageError, match="1 test sentence.* also in dev"):
+        check_leakage(frame, splits, "sentence")
+    test_speaker = frame["speaker"].iloc[0]
+    splits = pd.Series(np.where(frame["speaker"] == test_speaker, "dev", "train"), index=frame.index)
+    splits[frame.index[0]] = "test"
+    with pytest.raises(LeakageError, match="1 test speaker.* also in dev"):
+        check_leakage(frame, splits, "speaker")
+
+
 def test_bad_arguments(frame):
     with pytest.raises(ValueError, match="split_by"):
         assign_splits(frame, "script")

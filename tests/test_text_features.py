@@ -74,19 +74,24 @@ def test_states_are_ordinary_tensors_usable_in_training(encoder):
 
 
 @pytest.mark.parametrize(
-    "raw,expected",
+    "raw, any_script, korean",
     [
-        ("안녕&amp;하세요", "안녕 하세요"),
-        ("&lt;정말&gt; &quot;좋아&quot;", "정말 좋아"),
-        ("좋아요 😀!!  진짜?", "좋아요 !! 진짜?"),
-        ("ㅋㅋㅋ ㅠㅠ 웃겨", "ㅋㅋㅋ 웃겨"),  # consonant jamo kept, vowel jamo are outside ㄱ-ㅎ
-        ("Hello,\tworld\n—café", "Hello world caf"),
-        ("  a1 b2  ", "a1 b2"),
-        ("😀…", ""),
+        ("안녕&amp;하세요", "안녕 하세요", "안녕 하세요"),
+        ("&lt;정말&gt; &quot;좋아&quot;", "정말 좋아", "정말 좋아"),
+        ("좋아요 😀!!  진짜?", "좋아요 !! 진짜?", "좋아요 !! 진짜?"),
+        ("ㅋㅋㅋ ㅠㅠ 웃겨", "ㅋㅋㅋ ㅠㅠ 웃겨", "ㅋㅋㅋ 웃겨"),  # the reference keeps consonant jamo, not vowel jamo
+        ("Hello,\tworld\n—café", "Hello world café", "Hello world caf"),
+        ("  a1 b2  ", "a1 b2", "a1 b2"),
+        ("😀…", "", ""),
+        ("你好，世界", "你好 世界", ""),
+        ("Привет, мир!", "Привет мир!", "!"),
+        ("नमस्ते दुनिया", "नमस्ते दुनिया", ""),  # vowel signs are marks (Mc, Mn): kept with their letters
+        ("\u1112\u1161\u11ab\u1100\u1173\u11af", "한글", "한글"),  # decomposed (NFD) Hangul is composed first
     ],
 )
-def test_normalize_text(raw, expected):
-    assert normalize_text(raw) == expected
+def test_normalize_text_keeps_letters_and_digits_of_any_script_or_only_the_references(raw, any_script, korean):
+    assert normalize_text(raw) == any_script
+    assert normalize_text(raw, "korean") == korean
 
 
 def test_missing_directory_is_named(tmp_path):

@@ -13,9 +13,10 @@ from audiotext.config import AudioConfig, ModelConfig, RunConfig, TrainConfig
 from audiotext.data.dataset import collate
 from audiotext.data.loading import load_encoded, make_loader, text_encoder_for
 from audiotext.data.manifest import load_any_split
-from audiotext.features.ngrams import CharNgramEncoder
 from audiotext.evaluation.evaluate import evaluate
-from audiotext.models.checkpoint import load_run, save_config, save_weights
+from audiotext.features.ngrams import CharNgramEncoder
+from audiotext.features.text import normalize_text
+from audiotext.models.checkpoint import FINISHED_FILE, load_run, save_config, save_weights
 from audiotext.models.classifiers import Dims, build_model
 from audiotext.training.loop import train
 
@@ -41,9 +42,9 @@ def trained_cross(demo_corpus, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_short_cross_modal_run_beats_chance_clearly(trained_cross):
+def test_short_cross_modal_run_beats_chance_clearly(trained_cross, demo_corpus):
     run_dir, _, summary = trained_cross
-    metrics = evaluate(run_dir, "test", progress=False)
+    metrics = evaluate(run_dir, "test", demo_corpus, progress=False)
     assert metrics["accuracy"] > 3 * CHANCE, metrics
     assert summary["dev_accuracy"] > 3 * CHANCE
 
@@ -61,9 +62,25 @@ def test_run_directory_holds_config_weights_logs_and_results_row(trained_cross):
     assert len(table) == 1 and table.loc[0, "name"] == "cross" and table.loc[0, "lr"] == 1e-3
 
 
-def test_test_outputs_metrics_predictions_and_confusion_png(trained_cross):
+def test_test_stt_is_scored_on_its_own_transcripts(trained_cross, demo_corpus, tmp_path):
+    """The same clips with the recogniser's transcripts: a clip whose transcript is the same gets the
+    same probabilities, and most whose transcript differs get others (a confident model may not
+    move on a small change)."""
     run_dir, _, _ = trained_cross
-    metrics = evaluate(run_dir, "test_stt", progress=False)
+    for split in ("test", "test_stt"):
+        evaluate(run_dir, split, demo_corpus, tmp_path / split, progress=False)
+    read = {split: pd.read_csv(tmp_path / split / "predictions.csv").filter(like="p_").to_numpy() for split in ("test", "test_stt")}
+    said = [normalize_text(s) for s in pd.read_pickle(demo_corpus / "test.pkl")["Sentence"]]
+    heard = [normalize_text(s) for s in pd.read_pickle(demo_corpus / "test_stt.pkl")["Sentence"]]
+    differs = np.array([a != b for a, b in zip(said, heard)])
+    assert 0 < differs.sum() < len(differs)
+    change = np.abs(read["test"] - read["test_stt"]).max(axis=1)
+    assert (change[~differs] < 1e-5).all() and (change[differs] > 1e-6).mean() > 0.5
+
+
+def test_test_outputs_metrics_predictions_and_confusion_png(trained_cross, demo_corpus):
+    run_dir, _, _ = trained_cross
+    metrics = evaluate(run_dir, "test_stt", demo_corpus, progress=False)
     out = run_dir / "eval" / "test_stt"
     saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert saved["accuracy"] == metrics["accuracy"] and len(saved["confusion_matrix"]) == 7
@@ -97,6 +114,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(demo_corpus, tmp_path
     model.audio_norm.set(*data.audio.mean_std())  # buffers must travel with the weights too
     save_config(tmp_path, cfg, dims)
     save_weights(tmp_path, model, cfg, dims)
+    (tmp_path / FINISHED_FILE).write_text("{}")
 
     _, reloaded = load_run(tmp_path)
     batch = collate([data[i] for i in range(8)])
@@ -128,7 +146,7 @@ def test_fusion_models_train_and_test_from_their_run_folder(demo_corpus, tmp_pat
     cfg.model.layers = 1
     summary = train(cfg, tmp_path / model, progress=False)
     assert json.loads((tmp_path / model / "config.json").read_text(encoding="utf-8"))["model"]["modality"] == model
-    metrics = evaluate(tmp_path / model, "test", progress=False)
+    metrics = evaluate(tmp_path / model, "test", demo_corpus, progress=False)
     assert metrics["n"] == 70 and 0 <= metrics["accuracy"] <= 1 and summary["best_epoch"] == 1
 
 
@@ -159,5 +177,5 @@ def test_fusion_flags_train_end_to_end(demo_corpus, tmp_path, model):
     train(cfg, tmp_path / model, progress=False)
     saved = json.loads((tmp_path / model / "config.json").read_text(encoding="utf-8"))
     assert saved["dims"]["audio"] == 46 and saved["dims"]["text_vector"] and (tmp_path / model / "char_ngrams.json").is_file()
-    metrics = evaluate(tmp_path / model, "test", progress=False)
+    metrics = evaluate(tmp_path / model, "test", demo_corpus, progress=False)
     assert metrics["n"] == 70 and metrics["accuracy"] > CHANCE

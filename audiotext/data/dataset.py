@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Sampler
 from audiotext.config import AudioConfig
 from audiotext.data.corpus import CorpusError, Split
 from audiotext.features.cache import FeatureCache, PackedSequences, audio_features, text_states
-from audiotext.features.text import TextEncoder, normalize_text
+from audiotext.features.text import ALPHABET_RULES, TextEncoder, normalize_text
 
 
 @dataclass
@@ -81,6 +81,7 @@ def encode_split(
     use_audio: bool,
     cache: FeatureCache | None = None,
     progress: bool = True,
+    alphabet: str = "any",
 ) -> EncodedSplit:
     """The split's features, from `cache` where it holds them (and stored there when not), or
     computed in memory when `cache` is None.
@@ -97,7 +98,7 @@ def encode_split(
             raise  # a clip that would not decode already names its file and row
         except ValueError as err:
             raise CorpusError(str(err)) from None
-    normalised = [normalize_text(s) for s in split.sentences]
+    normalised = [normalize_text(s, alphabet) for s in split.sentences]
     distinct, text_index = np.unique(np.asarray(normalised, dtype=object), return_inverse=True)
     text = None
     if text_encoder is not None:
@@ -105,7 +106,7 @@ def encode_split(
             i = normalised.index("")
             raise CorpusError(
                 f"{split.where(i)}: the sentence {split.sentences[i]!r} normalises to nothing "
-                "(the text features keep only a-z, A-Z, Hangul, digits and . ! ?)"
+                f"(the text features keep {ALPHABET_RULES[alphabet]})"
             )
         text = text_states(list(distinct), text_encoder, cache, progress, name=split.name)
     return EncodedSplit(torch.as_tensor(split.labels), audio, text, text_index)

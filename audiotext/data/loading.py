@@ -15,18 +15,14 @@ from audiotext.data.manifest import load_any_split
 from audiotext.data.transcripts import hangul_vocabulary, recogniser_transcript
 from audiotext.features.cache import FeatureCache
 from audiotext.features.ngrams import NGRAMS_FILE, CharNgramEncoder
-from audiotext.features.text import TextEncoder
+from audiotext.features.text import TextEncoder, normalize_text
 
-
-TEXT_FEATURES = ("encoder", "ngrams")
 NOISE_STREAM = 2  # appended to the run's seed to seed the transcript noise
 
 
 def reads_ngrams(cfg: RunConfig) -> bool:
     """Whether the model reads character n-grams (the linear model always does) rather than encoder
     states or no text at all."""
-    if cfg.text.features not in TEXT_FEATURES:
-        raise ValueError(f"text features must be one of {', '.join(TEXT_FEATURES)}, got {cfg.text.features!r}")
     return cfg.model.modality == "linear" or (cfg.text.features == "ngrams" and cfg.model.modality != "audio")
 
 
@@ -50,7 +46,8 @@ def text_encoder_for(
 def fit_char_ngrams(cfg: RunConfig, run_dir: str | Path) -> None:
     """Fits the character n-grams of the training sentences and keeps them in `run_dir`."""
     train = load_any_split(cfg.data_path, "train", cfg.labels, cfg.audio.sample_rate, with_audio=False)
-    CharNgramEncoder.fit(train.sentences).save(Path(run_dir) / NGRAMS_FILE)
+    sentences = [normalize_text(s, cfg.text.alphabet) for s in train.sentences]
+    CharNgramEncoder.fit(sentences).save(Path(run_dir) / NGRAMS_FILE)
 
 
 def load_encoded(
@@ -75,7 +72,8 @@ def load_encoded(
         vocabulary = hangul_vocabulary(loaded.sentences)
         loaded.sentences = [recogniser_transcript(s, vocabulary, rng) if rng.random() < transcript_noise else s
                             for s in loaded.sentences]  # fmt: skip
-    return encode_split(loaded, cfg.audio, text_encoder, use_audio=use_audio, cache=cache, progress=progress)
+    return encode_split(loaded, cfg.audio, text_encoder, use_audio=use_audio, cache=cache, progress=progress,
+                        alphabet=cfg.text.alphabet)  # fmt: skip
 
 
 def make_loader(
@@ -87,3 +85,9 @@ def make_loader(
         sampler = LengthBucketBatchSampler(data.lengths(), batch_size, generator)
         return DataLoader(data, batch_sampler=sampler, collate_fn=collate)
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator)
+
+
+def batch_order(loader: DataLoader) -> torch.Generator | None:
+    """The generator that orders a `make_loader` loader's batches: its state when an epoch begins
+    is where the epoch can be replayed from."""
+    return getattr(loader.batch_sampler, "generator", None) or getattr(loader.sampler, "generator", None)

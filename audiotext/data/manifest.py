@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from audiotext.io import file_digest
 REQUIRED_COLUMNS = ("audio", "text", "label")
 OPTIONAL_COLUMNS = ("speaker", "split", "start", "end")
 LABELS_FILE = "labels.json"
+MIN_LABEL_CLIPS = 3  # a label on fewer clips than this is more likely a typo than a class
 
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
@@ -81,6 +83,8 @@ def read_manifest(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) 
     for column in REQUIRED_COLUMNS + tuple(c for c in ("speaker", "split") if c in frame.columns):
         # None and NaN: a key absent from some JSON lines.
         frame[column] = frame[column].map(lambda v: "" if v is None or v != v else str(v).strip())
+    # A label typed decomposed (NFD, as macOS file names are) is the same class as the composed one.
+    frame["label"] = frame["label"].map(lambda label: unicodedata.normalize("NFC", label))
     for column in ("start", "end"):
         frame[column] = (
             [_seconds(value, path, row, column) for row, value in zip(frame["row"], frame[column])]

@@ -21,28 +21,35 @@ import av
 import numpy as np
 import soundfile as sf
 
+from audiotext.errors import DataError
+
 # Decoded sample formats that are 16-bit (or narrower) integers: these stay int16.
 _INTEGER_FORMATS = {"s16", "s16p", "u8", "u8p"}
 _INTEGER_SUBTYPES = {"PCM_16", "PCM_S8", "PCM_U8"}  # the same, as libsndfile names WAV encodings
 _WAV_FORMATS = {"WAV", "WAVEX"}
 
 
-class MediaError(ValueError):
+class MediaError(DataError):
     """A file that yields no usable audio; the message names the file and the reason."""
 
 
 def load_audio(
-    path: str | Path, start: float | None = None, end: float | None = None
+    path: str | Path, start: float | None = None, end: float | None = None, at_most: float | None = None
 ) -> tuple[np.ndarray, int]:
     """The first audio track of `path` between `start` and `end` seconds: (mono samples, rate).
 
-    Samples are int16 for 16-bit integer codecs and float32 otherwise. Multi-channel audio is the
-    mean of its channels (as `ffmpeg -ac 1`, without the clipping a sum could cause).
+    A segment `end` past the end of the file is an error (the segment is not there); `at_most`
+    instead reads no more than that many seconds, however long the file. Samples are int16 for
+    16-bit integer codecs and float32 otherwise. Multi-channel audio is the mean of its channels
+    (as `ffmpeg -ac 1`, without the clipping a sum could cause).
     """
     path = Path(path)
     if start is not None and end is not None and end <= start:
         raise MediaError(f"{path}: segment end {end} s is not after its start {start} s")
-    wav = _read_wav(path, start, end)
+    whole_segment = at_most is None
+    if at_most is not None:
+        end = (start or 0.0) + at_most if end is None else min(end, (start or 0.0) + at_most)
+    wav = _read_wav(path, start, end, whole_segment)
     if wav is not None:
         samples, rate = wav
         if samples.shape[1] == 0:
@@ -59,15 +66,17 @@ def load_audio(
             raise MediaError(f"{path}: no audio track")
         stream = container.streams.audio[0]
         try:
-            chunks, rate = _decode(container, stream, start, end)
+            chunks, rate = _decode(container, stream, start, end, whole_segment)
         except av.FFmpegError as err:
             raise MediaError(f"{path}: corrupt audio ({err.strerror or err})") from None
+        except MediaError as err:
+            raise MediaError(f"{path}: {err}") from None
         if not chunks:
             raise MediaError(f"{path}: no audio decoded" + (f" between {start} and {end} s" if start or end else ""))
     return _mono(np.concatenate(chunks, axis=1)), rate  # chunks: (channels, samples)
 
 
-def _read_wav(path: Path, start: float | None, end: float | None) -> tuple[np.ndarray, int] | None:
+def _read_wav(path: Path, start: float | None, end: float | None, whole_segment: bool) -> tuple[np.ndarray, int] | None:
     """(channels, n) samples and the rate of a WAV file through libsndfile; None for anything else.
 
     libsndfile reads a 3-second WAV in 0.07 ms, FFmpeg in 14 ms (most of it probing the format):
@@ -79,17 +88,34 @@ def _read_wav(path: Path, start: float | None, end: float | None) -> tuple[np.nd
         return None  # not a file libsndfile knows: PyAV tries, and names the problem
     if info.format not in _WAV_FORMATS:
         return None
+    _require_whole_riff(path)
     first = round(start * info.samplerate) if start else 0
     last = round(end * info.samplerate) if end is not None else None
+    if whole_segment and last is not None and last > info.frames:
+        raise MediaError(f"{path}: segment end {end} s is past the end of the file ({info.frames / info.samplerate:.3f} s)")
     dtype = "int16" if info.subtype in _INTEGER_SUBTYPES else "float32"
     samples, rate = sf.read(str(path), start=first, stop=last, dtype=dtype, always_2d=True)  # (n, channels)
     return np.ascontiguousarray(samples.T), rate
 
 
+def _require_whole_riff(path: Path) -> None:
+    """A WAV file whose RIFF header promises more bytes than the file holds was cut short (a copy
+    or download that stopped): libsndfile would read the part that is there as a shorter clip."""
+    with open(path, "rb") as f:
+        header = f.read(8)
+    promised = int.from_bytes(header[4:8], "little") + 8
+    size = path.stat().st_size
+    # 0 and 0xFFFFFFFF stand for "unknown length" in files written while recording; RF64 is not RIFF.
+    if header[:4] == b"RIFF" and promised not in (8, 0xFFFFFFFF + 8) and promised > size:
+        raise MediaError(f"{path}: truncated: its header promises {promised} bytes, the file holds {size}")
+
+
 def _decode(
-    container: av.container.InputContainer, stream: av.AudioStream, start: float | None, end: float | None
+    container: av.container.InputContainer, stream: av.AudioStream, start: float | None, end: float | None,
+    whole_segment: bool,
 ) -> tuple[list[np.ndarray], int]:
-    """Planar (channels, n) chunks covering [start, end), cut at sample precision."""
+    """Planar (channels, n) chunks covering [start, end), cut at sample precision; with
+    `whole_segment`, a stream that ends before `end` is an error."""
     integer = stream.codec_context.format is not None and stream.codec_context.format.name in _INTEGER_FORMATS
     resampler = None  # built on the first frame, whose layout and rate it keeps: only the format changes
     # Timestamps count from the stream's start time, not zero (an MPEG-TS starts at about 1.4 s).
@@ -116,6 +142,9 @@ def _decode(
             position += chunk.shape[1]
         if last is not None and position >= last:
             break
+    # Containers round their timestamps: a segment may end up to 10 ms after the last sample.
+    if whole_segment and end is not None and chunks and position < round(end * rate) - rate // 100:
+        raise MediaError(f"segment end {end} s is past the end of the file ({position / rate:.3f} s)")
     return chunks, rate
 
 

@@ -9,7 +9,11 @@ Both write into `out_dir`:
 - `train.pkl`, `dev.pkl`, `test.pkl`: the reference's pickles (person_ix, audio int16, Sentence, Emotion);
 - `manifest.csv` (audio, text, label, speaker, split; audio pointing into `audio/`), `labels.json`,
   `splits.json` (how the partition was drawn, counts per label, clips per split), `rejects.csv`
-  (path, row, reason of every input left out).
+  (path, row, reason of every input left out), `prepare.json` (the job: its source and settings).
+
+A folder is prepared by one job only: a rerun of the same job resumes it, anything else is refused,
+so no split file of another job is left beside this one's. Duplicate clips (the same file and
+segment, or the same samples) are kept once, so no copy lands in two splits.
 
 Every file is written beside its target and renamed into place, so an interrupted run leaves
 nothing half-written. Bad inputs are left out and reported; the run fails only when nothing usable
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,19 +36,22 @@ import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
-from audiotext.config import REFERENCE_LABELS, AudioConfig
+from audiotext.config import REFERENCE_LABELS, AudioConfig, checked_labels
 from audiotext.data.corpus import write_reference_pickle
-from audiotext.data.manifest import LABELS_FILE, read_manifest, resample, speaker_ids
+from audiotext.data.manifest import LABELS_FILE, MIN_LABEL_CLIPS, read_manifest, resample, speaker_ids
 from audiotext.data.media import MediaError, load_audio, to_int16
 from audiotext.data.splits import assign_splits, check_leakage, split_counts
-from audiotext.io import atomic_path, write_json
+from audiotext.errors import AudiotextError
+from audiotext.features.text import normalize_text
+from audiotext.io import atomic_path, file_digest, write_json
 
 AUDIO_DIR = "audio"
+JOB_FILE = "prepare.json"
 _ACTOR_DIR = re.compile(r"\d{3}")
 _VIDEO_NAME = re.compile(r"(?P<actor>\d{3})-(?P<script_id>\d+)")
 
 
-class PrepareError(RuntimeError):
+class PrepareError(AudiotextError, RuntimeError):
     """Nothing usable remains, or (with strict) something was rejected; the message has the summary."""
 
 
@@ -156,6 +164,9 @@ def prepare_korean(
                 rows.append((video.stem, str(video), script.sentence, script.emotion, int(name["actor"])))
     clips = pd.DataFrame(rows, columns=["key", "audio_path", "text", "label", "speaker"])
     clips["row"], clips["start"], clips["end"] = 0, np.nan, np.nan
+    job = {"source": str(raw_dir.resolve()), "script": file_digest(script_file).hex(), "split_by": split_by,
+           "ratios": list(ratios), "seed": seed, "sample_rate": sample_rate, "pickles": pickles}  # fmt: skip
+    _claim_folder(Path(out_dir), job)
     return _prepare(
         clips, Path(out_dir), list(REFERENCE_LABELS), split_by, ratios, seed, strict, sample_rate, progress, rejects,
         pickles,
@@ -173,11 +184,16 @@ def prepare_manifest(
     sample_rate: int = 48000,
     progress: bool = True,
     pickles: bool = True,
+    min_label_clips: int = MIN_LABEL_CLIPS,
 ) -> PrepareReport:
     """A manifest's clips prepared into `out_dir`. `split_by=None` keeps the manifest's own `split`
-    column. `labels` defaults to the labels the rows use (sorted); rows with others are rejected."""
+    column. `labels` defaults to the labels the rows use (sorted), refused when one of them has
+    fewer than `min_label_clips` clips (a probable typo); rows with labels outside `labels` are rejected."""
     manifest = Path(manifest)
     clips = read_manifest(manifest)
+    job = {"source": str(manifest.resolve()), "manifest": file_digest(manifest).hex(), "split_by": split_by,
+           "ratios": list(ratios), "seed": seed, "sample_rate": sample_rate, "pickles": pickles,
+           "labels": list(labels) if labels is not None else None, "min_label_clips": min_label_clips}  # fmt: skip
     if split_by is None:
         if "split" not in clips.columns:
             raise PrepareError(f"{manifest}: split_by=None keeps the manifest's splits, but it has no 'split' column")
@@ -187,10 +203,37 @@ def prepare_manifest(
     clips["key"] = [_clip_key(*row) for row in zip(clips["audio_path"], clips["start"], clips["end"])]
     clips["speaker"] = speaker_ids(list(clips["speaker"])) if "speaker" in clips.columns else -1
     if labels is None:
-        labels = sorted({label for label in clips["label"] if label})
+        labels = _labels_in_use(clips, manifest, min_label_clips)
+    else:
+        labels = checked_labels(labels)
+    _claim_folder(Path(out_dir), job)
     return _prepare(
         clips, Path(out_dir), list(labels), split_by, ratios, seed, strict, sample_rate, progress, [], pickles
     )
+
+
+def _labels_in_use(clips: pd.DataFrame, manifest: Path, min_label_clips: int) -> list[str]:
+    counts = clips["label"][clips["label"] != ""].value_counts()
+    rare = counts[counts < min_label_clips]
+    if len(rare):
+        listed = "; ".join(f"{label!r}: {n} clip(s), row(s) {', '.join(map(str, clips['row'][clips['label'] == label][:5]))}"
+                           for label, n in rare.items())  # fmt: skip
+        raise PrepareError(
+            f"{manifest}: label(s) used by fewer than {min_label_clips} clips, probably typos: {listed}. Correct "
+            f"them, or name the classes with --labels (rows with other labels are then rejected)"
+        )
+    return checked_labels(sorted(counts.index))
+
+
+def _claim_folder(out_dir: Path, job: dict) -> None:
+    """Records `job` in `out_dir`, which must be empty or hold the same job (then it resumes)."""
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        recorded = json.loads((out_dir / JOB_FILE).read_text(encoding="utf-8")) if (out_dir / JOB_FILE).is_file() else None
+        if recorded != job:
+            changed = "other files" if recorded is None else "another job (" + ", ".join(
+                k for k in job if recorded.get(k) != job[k]) + " differ)"  # fmt: skip
+            raise PrepareError(f"{out_dir} holds {changed}: prepare into an empty folder, or rerun the same job to resume it")
+    write_json(out_dir / JOB_FILE, job)
 
 
 def _clip_key(audio_path: str, start: float, end: float) -> str:
@@ -215,17 +258,30 @@ def _prepare(
     """Validates, extracts (or finds cached) every clip, splits, writes everything; see module docstring."""
     known = set(labels)
     kept, n_decoded, n_cached = [], 0, 0
+    first_of_key: dict[str, object] = {}  # clip key → the first clip of that file and segment
+    first_of_samples: dict[bytes, object] = {}  # digest of the samples → the first clip holding them
     for clip in tqdm(clips.itertuples(index=False), total=len(clips), desc="extract", disable=not progress):
         cached = out_dir / AUDIO_DIR / f"{clip.key}.flac"
         if not clip.text:
             reason = "empty transcript"
+        elif not normalize_text(clip.text):
+            reason = f"the transcript {clip.text!r} has no letters or digits"
         elif clip.label not in known:
             reason = f"unknown label {clip.label!r} (known: {', '.join(labels)})"
+        elif clip.key in first_of_key:
+            reason = f"the same file and segment as {_named(first_of_key[clip.key])}"
         elif cached.exists() and sf.info(cached).samplerate == sample_rate:
             n_cached, reason = n_cached + 1, None
         else:
             reason = _extract(clip, cached, sample_rate)
             n_decoded += reason is None
+        if reason is None:
+            first_of_key[clip.key] = clip
+            samples = _samples_digest(cached)
+            if samples in first_of_samples:
+                reason = f"the same samples as {_named(first_of_samples[samples])}"
+            else:
+                first_of_samples[samples] = clip
         if reason is None:
             kept.append(clip)
         else:
@@ -265,6 +321,15 @@ def _prepare(
     if progress:
         print(report.summary())
     return report
+
+
+def _named(clip) -> str:
+    return f"row {clip.row} ({clip.audio_path})" if clip.row else clip.audio_path
+
+
+def _samples_digest(flac: Path) -> bytes:
+    """What a clip is made of: its decoded samples, whatever file or container they came in."""
+    return hashlib.blake2b(sf.read(flac, dtype="int16")[0].tobytes(), digest_size=16).digest()
 
 
 def _extract(clip, cached: Path, sample_rate: int) -> str | None:

@@ -22,11 +22,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from audiotext.errors import AudiotextError
+
 SPLIT_BY = ("clip", "sentence", "speaker")
 SPLITS = ("train", "dev", "test")
 
 
-class LeakageError(AssertionError):
+class LeakageError(AudiotextError, AssertionError):
     """A partition breaks the promise its `split_by` makes."""
 
 

@@ -10,13 +10,13 @@ import torch
 
 from audiotext.config import AudioConfig
 from audiotext.data.loading import load_encoded, make_loader, text_encoder_for
-from audiotext.data.manifest import load_any_split
+from audiotext.data.manifest import is_manifest, load_any_split
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.evaluation.plots import plot_confusion_matrix
 from audiotext.features.cache import FeatureCache
 from audiotext.inference.predict import predict, predict_sentences, probability_columns
 from audiotext.io import atomic_path, write_json
-from audiotext.models.checkpoint import load_run, load_text_classifier
+from audiotext.models.checkpoint import CONFIG_FILE, load_run, load_text_classifier
 from audiotext.runtime import select_device
 
 
@@ -29,16 +29,25 @@ def evaluate(
     no_cuda: bool = False,
     cache: FeatureCache | None = None,
     progress: bool = True,
+    best_so_far: bool = False,
 ) -> dict:
     """Tests the run on `split` (a name in the data folder, or a .pkl path); returns the metrics.
 
+    `data_path` defaults to the run's own when that is a manifest; a folder of pickles must be
+    named by the caller, since unpickling runs code and a run folder may come from anyone.
     Features come from `cache` where it has them (None: computed in memory). Outputs go to
-    `out_dir`, by default `run_dir/eval/<split name>/`.
+    `out_dir`, by default `run_dir/eval/<split name>/`. `best_so_far`: see `load_run`.
     """
     device = select_device(no_cuda)
-    cfg, model = load_run(run_dir, device)
+    cfg, model = load_run(run_dir, device, best_so_far=best_so_far)
     if data_path is not None:
         cfg.data_path = str(data_path)
+    elif not (is_manifest(cfg.data_path) or is_manifest(split) or str(split).endswith(".pkl")):
+        raise ValueError(
+            f"{Path(run_dir) / CONFIG_FILE} names the data {cfg.data_path}, a folder of pickles; a pickle can run "
+            f"code when read, so a run folder's own data path is not unpickled: name it yourself "
+            f"(--data_path {cfg.data_path}) if you trust it"
+        )
     data = load_encoded(cfg, split, text_encoder_for(cfg, device, run_dir), cache, progress)
     logits, targets = predict(model, make_loader(data, batch_size, shuffle=False), device)
     predicted = logits.argmax(-1)

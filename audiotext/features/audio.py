@@ -24,17 +24,35 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from audiotext.config import AudioConfig
+from audiotext.errors import DataError
+
+
+# Float samples are expected in [-1, 1]; a peak far above means integer values stored as floats,
+# which would give features of another scale without any error.
+FLOAT_PEAK_LIMIT = 2.0
+
+
+def check_float_samples(samples: np.ndarray) -> None:
+    """Refuses float samples that are not audio in [-1, 1]: NaN or infinite, or far louder."""
+    if not np.isfinite(samples).all():
+        raise DataError("the samples hold NaN or infinite values")
+    peak = float(np.abs(samples).max(initial=0.0))
+    if peak > FLOAT_PEAK_LIMIT:
+        raise DataError(f"float samples must lie in [-1, 1], these peak at {peak:g} "
+                        "(integer sample values stored as floats? divide by 32768)")  # fmt: skip
 
 
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """float32 copy of a mono clip at `target_sr`; integer samples are scaled to [-1, 1]."""
     if orig_sr <= 0 or target_sr <= 0:
-        raise ValueError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
+        raise DataError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
     audio = np.asarray(audio)
     if np.issubdtype(audio.dtype, np.signedinteger):
         audio = audio / np.float32(-np.iinfo(audio.dtype).min)  # int16 -32768 -> -1.0
-    elif not np.issubdtype(audio.dtype, np.floating):
-        raise ValueError(f"expected signed integer or float samples, got dtype {audio.dtype}")
+    elif np.issubdtype(audio.dtype, np.floating):
+        check_float_samples(audio)
+    else:
+        raise DataError(f"expected signed integer or float samples, got dtype {audio.dtype}")
     audio = audio.astype(np.float32, copy=False)
     if orig_sr == target_sr:
         return audio
@@ -115,7 +133,6 @@ class MFCC(nn.Module):
         return db @ self.dct  # (B, T, C)
 
 
-AUDIO_FEATURES = ("mfcc", "mfcc+prosody")
 PROSODY_WIDTH = 6  # log F0, voicing, log energy, and the delta of each
 F0_RANGE = (60.0, 500.0)  # Hz: adult speech, low male to high female voices
 VOICING_THRESHOLD = 0.5  # normalised autocorrelation at the best lag above which a frame is voiced
@@ -123,8 +140,6 @@ VOICING_THRESHOLD = 0.5  # normalised autocorrelation at the best lag above whic
 
 def audio_width(cfg: AudioConfig) -> int:
     """Values per frame of `clip_features` (F in the shape legends)."""
-    if cfg.features not in AUDIO_FEATURES:
-        raise ValueError(f"audio features must be one of {', '.join(AUDIO_FEATURES)}, got {cfg.features!r}")
     return cfg.n_mfcc + (PROSODY_WIDTH if cfg.features == "mfcc+prosody" else 0)
 
 
@@ -177,7 +192,7 @@ def clip_features(audio: np.ndarray, cfg: AudioConfig, mfcc: MFCC | None = None)
         raise ValueError(f"MFCC (sample_rate, n_fft, n_mels, n_mfcc) = {settings} disagrees with {cfg}")
     wave = resample(trim_zeros(audio), cfg.sample_rate, cfg.resample_rate)
     if len(wave) < mfcc.n_fft:
-        raise ValueError(
+        raise DataError(
             f"clip has {len(wave)} samples at {cfg.resample_rate} Hz once its edge zeros are trimmed, "
             f"needs at least one window of {mfcc.n_fft}"
         )
@@ -197,10 +212,10 @@ def iter_audio_features(
 ) -> Iterator[np.ndarray]:
     """MFCCs (T_i, n_mfcc) of every clip in turn, with one MFCC module shared by all of them.
 
-    A clip that has no features (too short) raises ValueError naming it as `where(i)`."""
+    A clip that has no features (too short, or not audio) raises DataError naming it as `where(i)`."""
     mfcc = MFCC(cfg.resample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft_size, n_mels=cfg.n_mels)
     for i, clip in enumerate(tqdm(clips, desc=desc, disable=not progress, leave=False)):
         try:
             yield clip_features(clip, cfg, mfcc)
         except ValueError as err:
-            raise ValueError(f"{where(i)}: {err}") from None
+            raise DataError(f"{where(i)}: {err}") from None

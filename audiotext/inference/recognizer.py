@@ -30,8 +30,9 @@ from audiotext.data.asr import Transcriber, default_transcriber
 from audiotext.data.dataset import pad_streams
 from audiotext.data.loading import text_encoder_for
 from audiotext.data.media import load_audio
-from audiotext.features.audio import MFCC, clip_features
-from audiotext.features.text import normalize_text
+from audiotext.errors import DataError, SettingError
+from audiotext.features.audio import MFCC, check_float_samples, clip_features
+from audiotext.features.text import ALPHABET_RULES, normalize_text
 from audiotext.inference.export import export_model, is_model_folder, verify_model_folder
 from audiotext.inference.onnx_graph import ONNX_FILE, OnnxClassifier
 from audiotext.inference.predict import forward
@@ -39,9 +40,6 @@ from audiotext.models.checkpoint import load_run
 from audiotext.runtime import select_device
 
 AudioInput = Union[str, os.PathLike, np.ndarray, torch.Tensor, dict]
-# Float samples are expected in [-1, 1]; a peak far above means integer values stored as floats,
-# which would give features of another scale without any error.
-FLOAT_PEAK_LIMIT = 2.0
 BACKENDS = ("torch", "onnx")
 
 
@@ -49,7 +47,7 @@ class EmotionRecognizer:
     def __init__(self, cfg: RunConfig, model: torch.nn.Module, source: Path, device: torch.device,
                  transcriber: Transcriber | None = None, backend: str = "torch") -> None:  # fmt: skip
         if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+            raise SettingError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.cfg, self.model, self.source, self.device = cfg, model.eval(), source, device
         self.text_encoder = text_encoder_for(cfg, device, source)
         self.onnx = OnnxClassifier(source / ONNX_FILE, cfg, self.text_encoder) if backend == "onnx" else None
@@ -122,7 +120,7 @@ class EmotionRecognizer:
         clips = [audio] if single else list(audio)
         texts = [text] if single else ([None] * len(clips) if text is None else list(text))
         if len(texts) != len(clips):
-            raise ValueError(f"{len(clips)} clips but {len(texts)} transcripts")
+            raise DataError(f"{len(clips)} clips but {len(texts)} transcripts")
         ranked = [self.ranked(p, top_k) for p in self.predict_proba(clips, texts, sampling_rate, batch_size)]
         return ranked[0] if single else ranked
 
@@ -170,17 +168,18 @@ class EmotionRecognizer:
         try:
             return clip_features(samples, dataclasses.replace(self.cfg.audio, sample_rate=rate), self._mfcc)
         except ValueError as err:
-            raise ValueError(f"{name}: {err}") from None
+            raise DataError(f"{name}: {err}") from None
 
     def _sentence(self, text: str | None, samples: np.ndarray, rate: int, name: str) -> str:
+        alphabet = self.cfg.text.alphabet
         if text is None or not text.strip():
             text = self.transcriber.transcribe(samples, rate)
-            if not normalize_text(text):
-                raise ValueError(f"{name}: the recogniser heard no words; give the transcript")
-        elif not normalize_text(text):
-            raise ValueError(f"{name}: the transcript {text!r} normalises to nothing "
-                             "(the text features keep a-z, A-Z, Hangul, digits and . ! ?)")  # fmt: skip
-        return text
+            if not normalize_text(text, alphabet):
+                raise DataError(f"{name}: the recogniser heard no words; give the transcript")
+        elif not normalize_text(text, alphabet):
+            raise DataError(f"{name}: the transcript {text!r} normalises to nothing "
+                             f"(the text features keep {ALPHABET_RULES[alphabet]})")  # fmt: skip
+        return normalize_text(text, alphabet)
 
 
 def read_clip(audio: AudioInput, sampling_rate: int | None = None, where: str = "clip") -> tuple[np.ndarray, int]:
@@ -192,30 +191,28 @@ def read_clip(audio: AudioInput, sampling_rate: int | None = None, where: str = 
     """
     if isinstance(audio, (str, os.PathLike)):
         if sampling_rate is not None:
-            raise ValueError(f"{audio}: a file's rate is read from the file; give sampling_rate only with samples")
+            raise DataError(f"{audio}: a file's rate is read from the file; give sampling_rate only with samples")
         return load_audio(audio)
     if isinstance(audio, dict):
         if sampling_rate is not None or "sampling_rate" not in audio:
-            raise ValueError(f"{where}: a dict clip gives its own 'sampling_rate' (and 'raw' or 'array')")
+            raise DataError(f"{where}: a dict clip gives its own 'sampling_rate' (and 'raw' or 'array')")
         sampling_rate, audio = audio["sampling_rate"], audio.get("raw", audio.get("array"))
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().cpu().numpy()
     samples = np.asarray(audio)
     if sampling_rate is None or int(sampling_rate) <= 0:
-        raise ValueError(f"{where}: an array of samples needs its sampling_rate (a positive number of Hz)")
+        raise DataError(f"{where}: an array of samples needs its sampling_rate (a positive number of Hz)")
     if samples.ndim == 2:
         if np.issubdtype(samples.dtype, np.signedinteger):
             samples = samples / np.float64(-np.iinfo(samples.dtype).min)  # int16 -32768 -> -1.0
         samples = samples.mean(axis=int(np.argmin(samples.shape)), dtype=np.float64).astype(np.float32)
     if samples.ndim != 1 or samples.size == 0:
-        raise ValueError(f"{where}: expected samples of shape (N,) or (N, channels), got {np.shape(audio)}")
+        raise DataError(f"{where}: expected samples of shape (N,) or (N, channels), got {np.shape(audio)}")
     if np.issubdtype(samples.dtype, np.floating):
-        if not np.isfinite(samples).all():
-            raise ValueError(f"{where}: the samples hold NaN or infinite values")
-        peak = float(np.abs(samples).max())
-        if peak > FLOAT_PEAK_LIMIT:
-            raise ValueError(f"{where}: float samples must lie in [-1, 1], these peak at {peak:g} "
-                             "(integer sample values stored as floats? divide by 32768)")  # fmt: skip
+        try:
+            check_float_samples(samples)
+        except DataError as err:
+            raise DataError(f"{where}: {err}") from None
     elif not np.issubdtype(samples.dtype, np.signedinteger):
-        raise ValueError(f"{where}: samples must be signed integers or floats, got {samples.dtype}")
+        raise DataError(f"{where}: samples must be signed integers or floats, got {samples.dtype}")
     return samples, int(sampling_rate)

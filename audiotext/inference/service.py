@@ -140,7 +140,7 @@ def create_app(
     def predict_file(path: Path, name: str, text: str | None) -> Prediction:
         try:
             # Decoding stops just past the limit: a long compressed file never fills the memory.
-            samples, rate = load_audio(path, end=limits.max_seconds + 1)
+            samples, rate = load_audio(path, at_most=limits.max_seconds + 1)
         except MediaError as err:
             raise HTTPException(415, str(err).replace(str(path), name)) from None
         if len(samples) > limits.max_seconds * rate:

@@ -2,9 +2,12 @@
 write, so it sits below all three.
 
 A run folder holds config.json (the run's configuration and the widths derived from it) and
-model.safetensors: enough to rebuild the model alone. The weights carry, in their safetensors
-metadata, the settings they were trained with (`weights_facts`), so a config.json edited or swapped
-after training is caught when the two are loaded together instead of predicting with mismatched
+model.safetensors: enough to rebuild the model alone. While it trains it also holds
+resume.safetensors (the whole training state, see `audiotext.training.state`); finished.json,
+written last, says that training ended: until then the weights are only the best so far.
+
+The weights carry, in their safetensors metadata, the settings they were trained with
+(`weights_facts`), so a config.json edited or swapped after training is caught when the two are loaded together instead of predicting with mismatched
 parts. A text-classifier folder is a Hugging Face encoder folder plus `classifier_head.safetensors`
 and `classifier.json`. No pickles: weights are safetensors and configurations JSON.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,6 +27,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from audiotext.config import RunConfig
+from audiotext.errors import DataError
 from audiotext.features.encoders import load_text_encoder, save_directory
 from audiotext.features.text import save_out_of_fold_states
 from audiotext.io import atomic_path, write_csv_rows, write_json
@@ -34,10 +39,12 @@ WEIGHTS_FILE = "model.safetensors"
 HEAD_WEIGHTS = "classifier_head.safetensors"
 HEAD_CONFIG = "classifier.json"
 EPOCH_LOG = "epochs.csv"
+FINISHED_FILE = "finished.json"
+RESUME_FILE = "resume.safetensors"
 FACTS_KEY = "audiotext"  # safetensors metadata key of the settings the weights were trained with
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DataError):
     """Weights that cannot be used with their configuration; the message names the file and what
     disagrees (a tensor and both shapes, a label set, a feature setting)."""
 
@@ -83,11 +90,24 @@ def load_config(run_dir: str | Path) -> tuple[RunConfig, Dims]:
     return cfg, dims
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[RunConfig, nn.Module]:
+def is_finished(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / FINISHED_FILE).is_file()
+
+
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu", best_so_far: bool = False
+) -> tuple[RunConfig, nn.Module]:
+    """The configuration and model (in eval mode) of a finished run, or of an unfinished one's
+    best epoch so far when `best_so_far` says so (with a warning)."""
     cfg, dims = load_config(run_dir)
     weights = Path(run_dir) / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{run_dir}: no {WEIGHTS_FILE}; did training finish an epoch?")
+    if not is_finished(run_dir):
+        if not best_so_far:
+            raise CheckpointError(f"{run_dir}: training did not finish (no {FINISHED_FILE}); resume it with "
+                                  "train --resume, or test its best epoch so far with test --best_so_far")  # fmt: skip
+        warnings.warn(f"{run_dir} did not finish training: using its best epoch so far", stacklevel=2)
     model = build_model(cfg.model, dims)
     model.load_state_dict(checked_state(weights, model, cfg, dims))
     return cfg, model.to(device).eval()

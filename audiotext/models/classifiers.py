@@ -15,12 +15,6 @@ from audiotext.config import ModelConfig, RunConfig
 from audiotext.features.audio import audio_width
 from audiotext.models.blocks import TransformerEncoder
 
-# "cross" is MulT; early, late, tfn and lmf fuse the two pooled streams without cross-attention;
-# linear is the logistic regression on MFCC statistics and character n-grams.
-MODALITIES = ("audio", "text", "cross", "early", "late", "tfn", "lmf", "linear")
-MERGES = ("average", "last", "stats")
-
-
 @dataclass(frozen=True)
 class Dims:
     """The widths a model is built with, derived from its run's configuration and data, never set
@@ -326,18 +320,8 @@ class LowRankFusionClassifier(OnStreams):
         return self.head((a_factors * t_factors).sum(0))  # (B, D) → (B, C)
 
 
-FUSING = ("cross", "early", "late", "tfn", "lmf")  # the models on `PooledStreams`
-
-
 def build_model(cfg: ModelConfig, dims: Dims) -> nn.Module:
-    if cfg.merge_how not in MERGES:
-        raise ValueError(f"merge_how must be one of {', '.join(MERGES)}, got {cfg.merge_how!r}")
-    if not 0 <= cfg.modality_dropout < 1:
-        raise ValueError(f"modality_dropout must be a share in [0, 1), got {cfg.modality_dropout}")
-    for flag, value in (("modality dropout", cfg.modality_dropout), ("the wide path", cfg.wide)):
-        if value and cfg.modality not in FUSING:
-            raise ValueError(f"{flag} applies to the models that fuse two streams "
-                             f"(early, late, tfn, lmf, mult), not to {cfg.modality!r}")  # fmt: skip
+    """The model `cfg` (valid by construction, see `ModelConfig`) names, at the widths of `dims`."""
     classes = {
         "audio": AudioClassifier,
         "text": TextClassifier,
@@ -348,6 +332,4 @@ def build_model(cfg: ModelConfig, dims: Dims) -> nn.Module:
         "lmf": LowRankFusionClassifier,
         "linear": LinearClassifier,
     }
-    if cfg.modality not in classes:
-        raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {cfg.modality!r}")
     return classes[cfg.modality](cfg, dims)

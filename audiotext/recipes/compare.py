@@ -28,10 +28,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from audiotext.config import AudioConfig, ModelConfig, RunConfig, TextConfig, TrainConfig
+from audiotext.config import FUSING, AudioConfig, ModelConfig, RunConfig, TextConfig, TrainConfig
 from audiotext.data.folds import write_fold_corpora
 from audiotext.data.splits import FOLD_BY
 from audiotext.data.manifest import has_split, load_any_split
+from audiotext.errors import SettingError
 from audiotext.evaluation.evaluate import evaluate, evaluate_text_classifier
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.evaluation.plots import confusion_pair_png, learning_curves_png, per_class_f1_png
@@ -40,7 +41,6 @@ from audiotext.evaluation.statistics import METRICS, Estimate, estimate, paired_
 from audiotext.features.cache import FeatureCache
 from audiotext.io import atomic_path, write_csv_rows
 from audiotext.models.checkpoint import EPOCH_LOG
-from audiotext.models.classifiers import FUSING
 from audiotext.training.loop import train
 from audiotext.training.masked_lm import pretrain
 from audiotext.training.text_classifier import finetune
@@ -87,22 +87,21 @@ class CompareSettings:
     def __post_init__(self) -> None:
         unknown = [m for m in self.models if m not in ALL_MODELS]
         if not self.models or unknown:
-            raise ValueError(f"models must be some of {', '.join(ALL_MODELS)}; got {', '.join(self.models) or 'none'}")
+            raise SettingError(f"models must be some of {', '.join(ALL_MODELS)}; got {', '.join(self.models) or 'none'}")
         if not self.seeds:
-            raise ValueError("seeds: at least one")
+            raise SettingError("seeds: at least one")
         if self.folds and not (self.folds >= 3 and self.split_by in FOLD_BY):
-            raise ValueError(f"--folds {self.folds} --split-by {self.split_by}: folds are 3 or more, by {' or '.join(FOLD_BY)}")
+            raise SettingError(f"--folds {self.folds} --split-by {self.split_by}: folds are 3 or more, by {' or '.join(FOLD_BY)}")
         if not self.labels:
-            raise ValueError("labels: the class labels, in order, are needed")
+            raise SettingError("labels: the class labels, in order, are needed")
 
 
 def model_config(name: str, settings: CompareSettings) -> tuple[ModelConfig, TrainConfig]:
     """The settings each model trains with. Models on pooled features converge in a few steps per
     epoch: the linear ones train longer, faster and undropped, to convergence (a fair baseline)."""
     modality = "cross" if name == "mult" else name
-    model, training = replace(settings.model, modality=modality), settings.train
-    if modality not in FUSING:
-        model = replace(model, modality_dropout=0.0, wide=False)
+    unfused = {} if modality in FUSING else {"modality_dropout": 0.0, "wide": False}
+    model, training = replace(settings.model, modality=modality, **unfused), settings.train
     if name == "linear":
         model = replace(model, out_dropout=0.0)
         training = replace(training, lr=0.01, num_epochs=max(training.num_epochs, 60), early_stop=10, when=5)
@@ -144,10 +143,10 @@ def run_comparison(
                     text=TextConfig(encoder=encoder, features=settings.text_features), model=model,
                     train=replace(training, seed=seed),
                 )  # fmt: skip
-                summary = train(cfg, run_dir, cache=cache, progress=progress)
+                summary = train(cfg, run_dir, cache=cache, progress=progress, overwrite=True)
                 runs.append({"corpus": corpus_name, "model": name, "seed": seed, **summary})
                 for test_set in test_sets:
-                    evaluate(run_dir, test_set, cache=cache, progress=progress)
+                    evaluate(run_dir, test_set, corpus, cache=cache, progress=progress)
                     _collect(predictions, name, test_set, corpus_name, seed, _predicted(run_dir / "eval" / test_set, labels))
                 write_run_report(run_dir)  # once, with every test set
                 examples.setdefault(name, run_dir)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -11,16 +12,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiotext.config import RunConfig
-from audiotext.data.loading import fit_char_ngrams, load_encoded, make_loader, reads_ngrams, text_encoder_for
+from audiotext.errors import SettingError
+from audiotext.data.loading import batch_order, fit_char_ngrams, load_encoded, make_loader, reads_ngrams, text_encoder_for
 from audiotext.evaluation.metrics import evaluate_loss_and_metrics
 from audiotext.evaluation.report import write_run_report
 from audiotext.features.cache import FeatureCache
 from audiotext.features.text import TextEncoder
 from audiotext.inference.predict import forward
 from audiotext.io import atomic_path
-from audiotext.models.checkpoint import EPOCH_LOG, save_config, save_weights
+from audiotext.models.checkpoint import EPOCH_LOG, RESUME_FILE, save_config, save_weights
 from audiotext.models.classifiers import Dims, OnStreams, build_model
 from audiotext.training.engine import Engine, EngineSettings
+from audiotext.training.run_folder import claim_run_folder, finish_run_folder
 
 
 def train(
@@ -29,27 +32,34 @@ def train(
     results_csv: str | Path | None = None,
     cache: FeatureCache | None = None,
     progress: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Trains the model cfg describes; returns the best dev metrics and where the run was saved.
 
     Features come from `cache` where it has them (None: computed in memory). `cfg` is not changed.
+    An existing run in `run_dir` is continued with `resume` or replaced with `overwrite` (see
+    `claim_run_folder`), never mixed with this one. The run is resumable from its last checkpoint
+    (every epoch, and every `cfg.train.checkpoint_steps` steps) until finished.json marks it done.
     """
     run_dir = Path(run_dir)
-    if cfg.train.batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {cfg.train.batch_size}")
+    # Stored absolute, so the run tests from any folder.
+    cfg = dataclasses.replace(cfg, data_path=str(Path(cfg.data_path).resolve()))
+    optimizer_class = _optimizer_class(cfg.train.optim)  # a bad name is refused before any feature is computed
+    folder = claim_run_folder(run_dir, cfg, resume=resume, overwrite=overwrite)
     engine = Engine(
         EngineSettings(
             name=cfg.name, epochs=cfg.train.num_epochs, seed=cfg.train.seed, clip=cfg.train.clip,
             warmup_percent=cfg.train.warmup_percent, schedule="plateau", patience=cfg.train.when,
             best_by=cfg.train.select_by, stop_after=cfg.train.early_stop,
             logging_steps=cfg.train.logging_steps, batch_chunk=cfg.train.batch_chunk, no_cuda=cfg.train.no_cuda,
-            progress=progress,
+            progress=progress, checkpoint_steps=cfg.train.checkpoint_steps,
         )  # fmt: skip
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     if reads_ngrams(cfg):
-        fit_char_ngrams(cfg, run_dir)
-    text_encoder = text_encoder_for(cfg, engine.device, run_dir)
+        fit_char_ngrams(cfg, folder)
+    text_encoder = text_encoder_for(cfg, engine.device, folder)
     if isinstance(text_encoder, TextEncoder) and cfg.text.hidden_size not in (None, text_encoder.hidden_size):
         raise ValueError(
             f"hidden size {cfg.text.hidden_size} was asked for, but the encoder "
@@ -68,18 +78,20 @@ def train(
         train_data, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, length_buckets=cfg.train.length_buckets
     )
     dev_loader = make_loader(dev_data, cfg.train.batch_size, shuffle=False)
-    save_config(run_dir, cfg, dims)
+    save_config(folder, cfg, dims)
     class_weights = _class_weights(train_data.labels, len(cfg.labels)).to(engine.device) if cfg.train.class_weights else None
     fit = engine.fit(
         model,
-        _optimizer(cfg.train.optim, _parameter_groups(model, cfg.train.lr), cfg.train.lr),
+        optimizer_class(_parameter_groups(model, cfg.train.lr), lr=cfg.train.lr),
         train_loader,
         loss=lambda m, batch: F.cross_entropy(forward(m, batch, engine.device), batch["labels"], weight=class_weights),
         evaluate=lambda m: evaluate_loss_and_metrics(m, dev_loader, engine.device, cfg.labels),
-        on_best=lambda m: save_weights(run_dir, m, cfg, dims),
-        epoch_log=run_dir / EPOCH_LOG,
+        on_best=lambda m: save_weights(folder, m, cfg, dims),
+        epoch_log=folder / EPOCH_LOG,
+        checkpoint=folder / RESUME_FILE,
+        data_order=batch_order(train_loader),
     )
-    write_run_report(run_dir)
+    write_run_report(folder)
     best = fit.best
     summary = {
         "name": cfg.name,
@@ -88,7 +100,9 @@ def train(
         "dev_loss": best["loss"],
         "dev_accuracy": best["accuracy"],
         "dev_macro_f1": best["macro_f1"],
+        "epochs": len(fit.rows),
     }
+    finish_run_folder(folder, run_dir, summary)
     if results_csv is not None:
         _append_result(Path(results_csv), cfg, summary)
     return summary
@@ -113,11 +127,11 @@ def _parameter_groups(model: nn.Module, lr: float) -> list[dict]:
             {"params": list(wide), "lr": lr * WIDE_LR_SCALE}]  # fmt: skip
 
 
-def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     optimizer_class = getattr(torch.optim, name, None)
     if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
-        raise ValueError(f"unknown optimizer {name!r}: use a torch.optim class name such as Adam, AdamW or SGD")
-    return optimizer_class(params, lr=lr)
+        raise SettingError(f"optim = {name!r}: not a torch.optim optimizer; use a class name such as Adam, AdamW or SGD")
+    return optimizer_class
 
 
 def _append_result(path: Path, cfg: RunConfig, summary: dict) -> None:

@@ -40,6 +40,13 @@ class WarmupThenPlateau:
         if not self.warming_up and dev_loss is not None:
             self.plateau.step(dev_loss)
 
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "plateau": self.plateau.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = state["steps"]
+        self.plateau.load_state_dict(state["plateau"])
+
 
 class WarmupThenLinearDecay:
     def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
@@ -50,3 +57,9 @@ class WarmupThenLinearDecay:
 
     def step_epoch(self, dev_loss: float | None) -> None:
         pass
+
+    def state_dict(self) -> dict:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)

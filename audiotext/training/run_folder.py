@@ -1,0 +1,90 @@
+"""Which folder a training run may write, so that no run is mixed with another: a new run gets an
+empty folder; a finished one is replaced only when asked, and then whole; an unfinished one is
+continued only with the settings it started with.
+
+Replacing trains in a staging folder beside the old run (`.NAME.overwrite`) and swaps it in when
+training finishes, so until then the old run stays as it was, eval/ outputs included.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+from audiotext.config import RunConfig
+from audiotext.errors import SettingError
+from audiotext.io import write_json
+from audiotext.models.checkpoint import (
+    CONFIG_FILE,
+    FINISHED_FILE,
+    RESUME_FILE,
+    is_finished,
+)
+
+# Settings a resumed run may change: where it runs and how it reports, not what it computes.
+RESUMABLE_CHANGES = {("train", "no_cuda"), ("train", "logging_steps"), ("train", "checkpoint_steps")}
+
+
+def staging_folder(run_dir: Path) -> Path:
+    return run_dir.parent / f".{run_dir.name}.overwrite"
+
+
+def claim_run_folder(run_dir: Path, cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Path:
+    """The folder to train `cfg` in: `run_dir`, or its staging folder when replacing a run.
+
+    `resume` continues the unfinished run in either (refusing other settings), and starts afresh
+    when there is none; `overwrite` starts again, replacing whatever run is there once finished.
+    """
+    if resume and overwrite:
+        raise SettingError("--resume continues a run and --overwrite starts it again: give one of them")
+    staging = staging_folder(run_dir)
+    if resume:
+        for folder in (staging, run_dir):
+            if (folder / CONFIG_FILE).is_file() and not is_finished(folder):
+                _require_same_settings(folder / CONFIG_FILE, cfg)
+                return folder
+        if is_finished(run_dir):
+            raise FileExistsError(f"{run_dir}: this run already finished; nothing to resume (--overwrite trains it again)")
+    if overwrite:
+        shutil.rmtree(staging, ignore_errors=True)
+        if _has_files(run_dir):
+            if not (run_dir / CONFIG_FILE).is_file():
+                raise FileExistsError(f"refusing to replace {run_dir}: it is not a run folder (no {CONFIG_FILE})")
+            return staging
+    elif _has_files(run_dir):
+        if is_finished(run_dir):
+            raise FileExistsError(f"{run_dir} holds a finished run: --overwrite replaces it, or choose another --name")
+        raise FileExistsError(f"{run_dir} holds an unfinished run: --resume continues it, --overwrite starts it again")
+    return run_dir
+
+
+def finish_run_folder(folder: Path, run_dir: Path, summary: dict) -> None:
+    """Marks the run in `folder` finished, drops its training state, and puts it in `run_dir`'s
+    place when it was trained in the staging folder."""
+    write_json(folder / FINISHED_FILE, summary)
+    (folder / RESUME_FILE).unlink(missing_ok=True)
+    if folder == run_dir:
+        return
+    old = run_dir.parent / f".{run_dir.name}.{uuid.uuid4().hex}.old"
+    run_dir.rename(old)
+    folder.rename(run_dir)
+    shutil.rmtree(old)
+
+
+def _has_files(folder: Path) -> bool:
+    return folder.exists() and (folder.is_file() or any(folder.iterdir()))
+
+
+def _require_same_settings(config_file: Path, cfg: RunConfig) -> None:
+    stored = json.loads(config_file.read_text(encoding="utf-8"))
+    wanted = cfg.to_dict()
+    for section, values in wanted.items():
+        pairs = values.items() if isinstance(values, dict) else [(None, values)]
+        for key, value in pairs:
+            was = stored.get(section) if key is None else stored.get(section, {}).get(key)
+            if was != value and (section, key) not in RESUMABLE_CHANGES:
+                name = section if key is None else key
+                raise ValueError(f"--resume: {config_file} started this run with {name} = {was!r}, this command "
+                                 f"says {value!r}; resume with the same settings, or --overwrite to start again")  # fmt: skip

@@ -1,0 +1,305 @@
+"""The catalogue of bad inputs (README, "What bad input gets"): each one, through the command line
+or the API a user would call, gets its own error naming the file, row, column or flag (exit code 2
+for a setting, 1 for data), or works as documented. Nothing half-written is left behind."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from safetensors.torch import load_file, save_file
+
+from audiotext.config import REFERENCE_LABELS
+from audiotext.errors import AudiotextError
+from audiotext.inference.recognizer import EmotionRecognizer
+
+RATE = 48000
+TRAIN_FAST = ["--model", "audio", "--layers", "1", "--resample_rate", "8000", "--num_epochs", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def clips(demo_corpus) -> list[np.ndarray]:
+    """Twelve test clips of the demo corpus (int16 at 48 kHz), two per label for the first six labels."""
+    frame = pd.read_pickle(demo_corpus / "test.pkl")
+    return [a for label in REFERENCE_LABELS[:6] for a in frame.audio[frame.Emotion == label][:2]]
+
+
+def write_manifest(folder: Path, clips: list[np.ndarray], rows: list[dict] | None = None) -> Path:
+    """A manifest of `clips` as WAV files, 6 labels x 2 clips, plus `rows` appended as given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = []
+    for i, clip in enumerate(clips):
+        sf.write(folder / f"c{i}.wav", clip, RATE, subtype="PCM_16")
+        table.append({"audio": f"c{i}.wav", "text": f"문장 {i} 입니다", "label": REFERENCE_LABELS[i // 2],
+                      "speaker": f"s{i % 2}", "start": "", "end": ""})  # fmt: skip
+    table += rows or []
+    pd.DataFrame(table).to_csv(folder / "manifest.csv", index=False)
+    return folder / "manifest.csv"
+
+
+def prepare(cli_error, manifest: Path, out: Path, *flags: str) -> tuple[int, str]:
+    return cli_error("prepare", "manifest", "--manifest", manifest, "--out", out, "--min_label_clips", "2", *flags)
+
+
+def rejects(out: Path) -> dict[int, str]:
+    table = pd.read_csv(out / "rejects.csv")
+    return dict(zip(table["row"], table["reason"]))
+
+
+def run_prepare(manifest: Path, out: Path, *flags: str):
+    from audiotext.cli import main
+
+    main(["prepare", "manifest", "--manifest", str(manifest), "--out", str(out), "--min_label_clips", "2",
+          "--ratios", "0.5", "0.25", "0.25", "--quiet", *flags])  # fmt: skip
+    return pd.read_csv(out / "manifest.csv")
+
+
+# --- Data that lies ---------------------------------------------------------------------------
+
+
+def test_duplicate_rows_and_identical_samples_are_kept_once(clips, tmp_path):
+    sf.write(tmp_path / "copy.wav", clips[0], RATE, subtype="PCM_16")
+    manifest = write_manifest(tmp_path, clips, [
+        {"audio": "c3.wav", "text": "다시", "label": REFERENCE_LABELS[1], "speaker": "s1", "start": "", "end": ""},
+        {"audio": "copy.wav", "text": "복사", "label": REFERENCE_LABELS[0], "speaker": "s0", "start": "", "end": ""},
+    ])  # fmt: skip
+    prepared = run_prepare(manifest, tmp_path / "out")
+    reasons = rejects(tmp_path / "out")
+    assert reasons[13].startswith("the same file and segment as row 4")
+    assert reasons[14].startswith("the same samples as row 1")
+    assert len(prepared) == 12
+
+
+def test_a_label_typo_is_refused_and_a_decomposed_label_is_the_same_class(clips, tmp_path, cli_error):
+    typo = {"audio": "c0.wav", "text": "x", "label": "행보", "speaker": "s0", "start": "0", "end": "0.5"}
+    code, printed = prepare(cli_error, write_manifest(tmp_path, clips, [typo]), tmp_path / "out")
+    assert code == 1 and "label(s) used by fewer than 2 clips, probably typos: '행보': 1 clip(s), row(s) 13" in printed
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+
+    table = pd.read_csv(tmp_path / "manifest.csv").iloc[:12]
+    table.loc[0, "label"] = unicodedata.normalize("NFD", table.loc[0, "label"])
+    table.to_csv(tmp_path / "nfd.csv", index=False)
+    prepared = run_prepare(tmp_path / "nfd.csv", tmp_path / "nfd")
+    assert json.loads((tmp_path / "nfd" / "labels.json").read_text()) == sorted(REFERENCE_LABELS[:6])
+    assert (prepared["label"] == REFERENCE_LABELS[0]).sum() == 2
+
+
+def test_a_truncated_wav_and_a_segment_past_the_end_are_rejected_with_the_reason(clips, tmp_path):
+    manifest = write_manifest(tmp_path, clips, [
+        {"audio": "cut.wav", "text": "잘림", "label": REFERENCE_LABELS[0], "speaker": "s0", "start": "", "end": ""},
+        {"audio": "c5.wav", "text": "넘침", "label": REFERENCE_LABELS[2], "speaker": "s1", "start": "0.5", "end": "60"},
+    ])  # fmt: skip
+    whole = (tmp_path / "c1.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(whole[: len(whole) // 2])
+    run_prepare(manifest, tmp_path / "out")
+    reasons = rejects(tmp_path / "out")
+    assert reasons[13].startswith("truncated: its header promises")
+    assert reasons[14].startswith("segment end 60.0 s is past the end of the file")
+
+
+def test_prepare_resumes_the_same_job_and_refuses_another(clips, tmp_path, cli_error):
+    manifest = write_manifest(tmp_path, clips)
+    run_prepare(manifest, tmp_path / "out")
+    run_prepare(manifest, tmp_path / "out")  # the same job: resumed, not refused
+    code, printed = prepare(cli_error, manifest, tmp_path / "out", "--seed", "1")
+    assert code == 1 and re.search(r"holds another job \(.*seed.* differ\)", printed)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    code, printed = prepare(cli_error, manifest, tmp_path / "other")
+    assert code == 1 and "holds other files" in printed and sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]
+
+
+def test_a_transcript_without_letters_is_rejected_and_other_scripts_are_kept(clips, tmp_path):
+    manifest = write_manifest(tmp_path, clips, [
+        {"audio": "c0.wav", "text": "😀 …", "label": REFERENCE_LABELS[0], "speaker": "s0", "start": "0", "end": "1"},
+    ])  # fmt: skip
+    table = pd.read_csv(manifest, keep_default_na=False)
+    table.loc[1, "text"], table.loc[2, "text"] = "Привет, мир", "你好，世界"
+    table.to_csv(manifest, index=False)
+    prepared = run_prepare(manifest, tmp_path / "out")
+    assert rejects(tmp_path / "out")[13].startswith("the transcript '😀 …' has no letters or digits")
+    assert {"Привет, мир", "你好，世界"} <= set(prepared["text"])
+
+
+def test_a_repeated_label_is_refused_as_a_setting(demo_corpus, tmp_path, cli_error):
+    code, printed = cli_error("train", "--data_path", demo_corpus, "--output_dir", tmp_path, "--labels", "a,b,a")
+    assert (code, printed.strip()) == (2, "error: labels = ['a', 'b', 'a']: a is listed twice")
+
+
+@pytest.mark.parametrize(
+    "column, value, message",
+    [("audio", "missing.wav", "unreadable path"), ("label", "", "unknown label ''"), ("start", "soon", "column 'start' is not a number of seconds")],
+)  # fmt: skip
+def test_missing_files_missing_labels_and_wrong_dtypes_name_the_row(clips, tmp_path, cli_error, column, value, message):
+    manifest = write_manifest(tmp_path, clips)
+    table = pd.read_csv(manifest, keep_default_na=False, dtype=str)
+    table.loc[3, column] = value
+    table.to_csv(manifest, index=False)
+    code, printed = prepare(cli_error, manifest, tmp_path / "out", "--strict", "--labels", ",".join(REFERENCE_LABELS[:6]))
+    assert code == 1 and message in printed and ("row 4" in printed or "(row 4)" in printed), printed
+
+
+def test_wrong_columns_are_named(clips, tmp_path, cli_error):
+    manifest = write_manifest(tmp_path, clips)
+    pd.read_csv(manifest).rename(columns={"text": "transcript"}).to_csv(manifest, index=False)
+    code, printed = prepare(cli_error, manifest, tmp_path / "out")
+    assert code == 1 and "manifest.csv: missing column(s) text" in printed
+
+
+# --- Silent wrong results ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--max_len_for_audio", "0"], "max_len_for_audio = 0: must be at least 1"),
+     (["--n_mfcc", "0"], "n_mfcc = 0: must be in 1..n_mels (128)"),
+     (["--optim", "Adamm"], "optim = 'Adamm': not a torch.optim optimizer"),
+     (["--name", "../../x"], "name = '../../x': must be a plain folder name"),
+     (["--lr", "-1"], "lr = -1.0: must be positive"),
+     (["--resume", "--overwrite"], "--resume continues a run and --overwrite starts it again")],
+)  # fmt: skip
+def test_bad_settings_are_refused_before_any_feature_is_computed(demo_corpus, tmp_path, cli_error, flags, message):
+    code, printed = cli_error("train", "--data_path", demo_corpus, "--output_dir", tmp_path, "--name", "r", *flags)
+    assert printed.startswith("error: " + message) and printed.count("\n") == 1, printed
+    assert code == 2
+    assert not any(tmp_path.iterdir())  # nothing written: not even a run folder
+
+
+def test_float_samples_at_integer_scale_are_refused(demo_corpus, tmp_path, cli_error):
+    shutil.copytree(demo_corpus, tmp_path / "data")
+    train = pd.read_pickle(tmp_path / "data" / "train.pkl")
+    train["audio"] = [a.astype(np.float64) for a in train["audio"]]  # int16 values, stored as floats
+    train.to_pickle(tmp_path / "data" / "train.pkl")
+    code, printed = cli_error("train", "--data_path", tmp_path / "data", "--output_dir", tmp_path / "runs", *TRAIN_FAST)
+    assert code == 1 and "train.pkl: row 0: column 'audio': float samples must lie in [-1, 1]" in printed, printed
+
+
+def trained_copy(trained_runs, tmp_path: Path) -> Path:
+    run = tmp_path / "audio"
+    shutil.copytree(trained_runs["audio"], run)
+    shutil.rmtree(run / "eval")
+    return run
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [("nan", "holds non-finite values (NaN or inf)"),
+     ("corrupt", "model.safetensors: not a readable safetensors file"),
+     ("labels", "trained with labels = "),
+     ("sample_rate", "trained with audio = ")],
+)  # fmt: skip
+def test_a_spoilt_run_is_refused_by_test_naming_the_file(trained_runs, demo_corpus, tmp_path, cli_error, spoil, message):
+    run = trained_copy(trained_runs, tmp_path)
+    weights, config = run / "model.safetensors", run / "config.json"
+    if spoil == "nan":
+        state = load_file(weights)
+        next(t for t in state.values() if t.is_floating_point()).view(-1)[0] = float("nan")
+        save_file(state, weights)
+    elif spoil == "corrupt":
+        weights.write_bytes(b"\xff" * 64)
+    else:
+        stored = json.loads(config.read_text(encoding="utf-8"))
+        if spoil == "labels":
+            stored["labels"] = stored["labels"][::-1]  # the same size, another order
+        else:
+            stored["audio"]["sample_rate"] = 16000
+        config.write_text(json.dumps(stored, ensure_ascii=False), encoding="utf-8")
+    code, printed = cli_error("test", "--run_dir", run, "--data_path", demo_corpus, "--quiet")
+    assert code == 1 and message in printed and printed.count("\n") == 1, printed
+    assert not (run / "eval").exists()
+
+
+def test_a_run_folder_never_gets_its_pickles_unpickled(trained_runs, tmp_path, cli_error):
+    run = trained_copy(trained_runs, tmp_path)
+    stored = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    assert Path(stored["data_path"]).is_absolute()  # tests from any folder once named
+    code, printed = cli_error("test", "--run_dir", run, "--quiet")
+    assert code == 1 and "a pickle can run code when read, so a run folder's own data path is not unpickled" in printed
+
+
+# --- Audio and transcripts given for prediction ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def recognizer(trained_runs) -> EmotionRecognizer:
+    return EmotionRecognizer.from_pretrained(trained_runs["mult"], device="cpu")
+
+
+def scores_of(result) -> np.ndarray:
+    return np.array([s["score"] for s in result])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [(lambda c, p: p.write_bytes(b"RIFF not really a wav"), "not a readable media file"),
+     (lambda c, p: p.write_bytes(b""), "not a readable media file"),
+     (lambda c, p: p.write_bytes(Path(__file__).read_bytes()), "not a readable media file")],
+    ids=["corrupt", "zero-length", "not-audio"],
+)  # fmt: skip
+def test_unreadable_files_are_refused_by_name(recognizer, clips, tmp_path, make, message):
+    path = tmp_path / "clip.wav"
+    make(clips[0], path)
+    with pytest.raises(AudiotextError, match=f"clip.wav: {message}"):
+        recognizer.predict(str(path), text="문장")
+
+
+def test_nan_and_inf_samples_are_refused(recognizer, clips):
+    for bad in (np.nan, np.inf):
+        samples = clips[0] / 32768.0
+        samples[100] = bad
+        with pytest.raises(AudiotextError, match="clip 0: the samples hold NaN or infinite values"):
+            recognizer.predict(samples, text="문장", sampling_rate=RATE)
+
+
+def test_silence_is_refused_and_stereo_8bit_and_other_rates_are_predicted(recognizer, clips, tmp_path):
+    with pytest.raises(AudiotextError, match="clip 0: clip has 0 samples at 8000 Hz once its edge zeros are trimmed"):
+        recognizer.predict(np.zeros(RATE, np.int16), text="문장", sampling_rate=RATE)
+    hiss = np.random.default_rng(0).integers(-3, 4, RATE).astype(np.int16)  # near silence is a clip
+    assert scores_of(recognizer.predict(hiss, text="문장", sampling_rate=RATE)).sum() == pytest.approx(1, abs=1e-5)
+    mono = scores_of(recognizer.predict(clips[0], text="문장", sampling_rate=RATE))
+    stereo = scores_of(recognizer.predict(np.stack([clips[0], clips[0]], axis=1), text="문장", sampling_rate=RATE))
+    assert stereo == pytest.approx(mono, abs=1e-4)
+    sf.write(tmp_path / "u8.wav", clips[0], RATE, subtype="PCM_U8")
+    eight_bit = scores_of(recognizer.predict(str(tmp_path / "u8.wav"), text="문장"))
+    assert np.abs(eight_bit - mono).max() < 0.2  # 8-bit quantisation changes the clip, not its reading
+    sf.write(tmp_path / "16k.wav", clips[0][::3], 16000, subtype="PCM_16")
+    assert scores_of(recognizer.predict(str(tmp_path / "16k.wav"), text="문장")).sum() == pytest.approx(1, abs=1e-5)
+
+
+def test_over_long_audio_and_transcripts_are_cut_to_the_models_lengths(recognizer, clips):
+    long_clip = np.tile(clips[0], 20)  # a minute: more frames than max_len_for_audio
+    head = long_clip[: RATE * 15]  # 600 frames at 8 kHz: the model reads the first 400
+    assert scores_of(recognizer.predict(long_clip, text="문장", sampling_rate=RATE)) == pytest.approx(
+        scores_of(recognizer.predict(head, text="문장", sampling_rate=RATE)), abs=1e-5
+    )
+    long_text = "정말 " * 500
+    assert scores_of(recognizer.predict(clips[0], text=long_text, sampling_rate=RATE)).sum() == pytest.approx(1, abs=1e-5)
+
+
+class Says:
+    """A recogniser that hears one fixed sentence: the `Transcriber` interface another recogniser plugs into."""
+
+    def __init__(self, sentence: str):
+        self.sentence = sentence
+
+    def transcribe(self, samples: np.ndarray, sampling_rate: int) -> str:
+        return self.sentence
+
+
+def test_transcripts_empty_whitespace_or_without_letters(recognizer, trained_runs, clips):
+    with pytest.raises(AudiotextError, match=r"the transcript '😀 …' normalises to nothing \(the text features keep letters"):
+        recognizer.predict(clips[0], text="😀 …", sampling_rate=RATE)
+    foreign = scores_of(recognizer.predict(clips[0], text="Привет, мир", sampling_rate=RATE))
+    assert foreign.sum() == pytest.approx(1, abs=1e-5)
+    # An empty or blank transcript is no transcript: the recogniser is asked.
+    listening = EmotionRecognizer.from_pretrained(trained_runs["mult"], device="cpu", transcriber=Says("정말 좋아요"))
+    said = scores_of(recognizer.predict(clips[0], text="정말 좋아요", sampling_rate=RATE))
+    for blank in ("", "   \t"):
+        assert scores_of(listening.predict(clips[0], text=blank, sampling_rate=RATE)) == pytest.approx(said, abs=1e-6)
