@@ -56,7 +56,7 @@ def main() -> None:
                                 train=replace(DEMO_TRAINING, seed=seed))  # fmt: skip
                 run_dir = Path(tmp) / f"{name}-{seed}"
                 train(cfg, run_dir, cache=cache, progress=False)
-                metrics = evaluate(run_dir, "test", cache=cache, progress=False)
+                metrics = evaluate(run_dir, "test", corpus, cache=cache, progress=False)
                 results[name].append((metrics["accuracy"], metrics["macro_f1"]))
                 print(f"| {seed} | {name} | {100 * metrics['accuracy']:.2f} | {100 * metrics['macro_f1']:.2f} |",
                       flush=True)

@@ -40,7 +40,7 @@ def one_split(folder: Path, seed: int) -> dict[str, tuple[float, float]]:
     cfg = RunConfig(name="frozen", data_path=str(corpus), model=replace(FROZEN_TEXT.config),
                     train=replace(FROZEN_TEXT_TRAINING, seed=seed))  # fmt: skip
     train(cfg, folder / "frozen", progress=False)
-    frozen = evaluate(folder / "frozen", "test", progress=False)
+    frozen = evaluate(folder / "frozen", "test", corpus, progress=False)
     return {name: (m["accuracy"], m["macro_f1"]) for name, m in (("fine-tuned", tuned), ("frozen", frozen))}
 
 

@@ -15,9 +15,12 @@ import soundfile as sf
 import torch
 
 from audiotext.config import AudioConfig
+from audiotext.errors import DataError
 from audiotext.features.audio import (
+    FLOAT_PEAK_LIMIT,
     MFCC,
     PROSODY_WIDTH,
+    check_float_samples,
     clip_features,
     iter_audio_features,
     prosody,
@@ -191,3 +194,32 @@ def test_prosody_frames_line_up_with_the_mfcc_frames():
         np.testing.assert_array_equal(both[:, : mfcc_only.shape[1]], mfcc_only)
     with pytest.raises(ValueError, match="audio_features = 'pitch': must be one of mfcc, mfcc\\+prosody"):
         AudioConfig(features="pitch")
+
+
+def test_float_samples_must_be_finite_and_no_louder_than_the_limit():
+    check_float_samples(np.array([0.5, -FLOAT_PEAK_LIMIT, FLOAT_PEAK_LIMIT]))  # the limit itself is allowed
+    check_float_samples(np.zeros(0))
+    with pytest.raises(DataError, match=r"^float samples must lie in \[-1, 1\], these peak at 2.01 \(integer"):
+        check_float_samples(np.array([0.1, -2.01]))
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(DataError, match="^the samples hold NaN or infinite values$"):
+            check_float_samples(np.array([0.0, bad]))
+    with pytest.raises(DataError, match="float samples must lie"):
+        resample(np.array([300.0, -200.0]), 16000, 8000)  # int16 values stored as floats
+
+
+@pytest.mark.parametrize("rates", [(0, 16000), (16000, 0), (-8000, 16000)])
+def test_resample_refuses_rates_that_are_not_positive(rates):
+    with pytest.raises(DataError, match="sample rates must be positive"):
+        resample(np.zeros(100, np.int16), *rates)
+
+
+def test_clip_features_build_the_mfcc_the_settings_ask_for_and_take_one_window():
+    cfg = AudioConfig(sample_rate=8000, resample_rate=8000, n_mfcc=13, n_fft_size=512, n_mels=64)
+    clip = (np.random.default_rng(2).standard_normal(8000) * 3000).astype(np.int16)
+    own = clip_features(clip, cfg)
+    given = clip_features(clip, cfg, MFCC(8000, n_mfcc=13, n_fft=512, n_mels=64))
+    assert own.shape == (8000 // 256 + 1, 13) and np.array_equal(own, given)
+    assert clip_features(clip[:512], cfg).shape == (1 + 512 // 256, 13)  # one window is enough (centred frames)
+    with pytest.raises(DataError, match="clip has 511 samples at 8000 Hz"):
+        clip_features(clip[:511], cfg)

@@ -303,3 +303,11 @@ def test_transcripts_empty_whitespace_or_without_letters(recognizer, trained_run
     said = scores_of(recognizer.predict(clips[0], text="정말 좋아요", sampling_rate=RATE))
     for blank in ("", "   \t"):
         assert scores_of(listening.predict(clips[0], text=blank, sampling_rate=RATE)) == pytest.approx(said, abs=1e-6)
+
+
+def test_debug_shows_the_traceback_instead_of_the_line(demo_corpus, tmp_path):
+    from audiotext.cli import main
+    from audiotext.errors import SettingError
+
+    with pytest.raises(SettingError, match="n_mfcc = 0"):
+        main(["train", "--data_path", str(demo_corpus), "--output_dir", str(tmp_path), "--n_mfcc", "0", "--debug"])

@@ -7,13 +7,17 @@ from __future__ import annotations
 import os
 import signal
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audiotext.data.dataset import EncodedSplit
+from audiotext.data.loading import batch_order, make_loader
 from audiotext.errors import TrainingInterrupted
+from audiotext.features.cache import PackedSequences
 from audiotext.training.engine import Engine, EngineSettings
 
 
@@ -97,16 +101,16 @@ class Broken(Exception):
     """Stands for a kill: the fit ends in the middle of a step, nothing after it runs."""
 
 
-def resumable_fit(checkpoint, settings: EngineSettings, break_at: int | None = None, on_step=None):
+def resumable_fit(checkpoint, settings: EngineSettings, break_at: int | None = None, on_step=None, buckets=False):
     """A fit with everything a resume must restore: dropout (global generator), Adam's moments, the
-    plateau schedule's warm-up and its dev-loss history, a shuffled loader, the best epoch so far."""
+    plateau schedule's warm-up and its dev-loss history, a shuffled loader (`buckets`: batches of
+    similar length, whose loader draws its seeds from the global generator), the best epoch so far."""
     engine = Engine(settings)
     model = nn.Sequential(nn.Linear(6, 16), nn.Dropout(0.3), nn.ReLU(), nn.Linear(16, 2))
     x, y = torch.randn(48, 6, generator=torch.Generator().manual_seed(5)), torch.arange(48) % 2
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(1),
-        collate_fn=lambda items: {"x": torch.stack([i[0] for i in items]), "labels": torch.stack([i[1] for i in items])},
-    )  # fmt: skip
+    data = EncodedSplit(y, PackedSequences.from_arrays([row[None] for row in x]), None, np.zeros(48, dtype=int))
+    loader = make_loader(data, 8, shuffle=True, seed=1, length_buckets=buckets)
+    loader.collate_fn = lambda items: {"x": torch.cat([i[0] for i in items]), "labels": torch.stack([i[2] for i in items])}
     steps = []
 
     def step_loss(m, batch):
@@ -124,21 +128,22 @@ def resumable_fit(checkpoint, settings: EngineSettings, break_at: int | None = N
         return {"loss": value + 0.01 * torch.rand(()).item()}  # reads the global generator too
 
     result = engine.fit(model, torch.optim.Adam(model.parameters(), lr=0.01), loader, step_loss, evaluate=dev_loss,
-                        restore_best=True, checkpoint=checkpoint, data_order=loader.generator)  # fmt: skip
+                        restore_best=True, checkpoint=checkpoint, data_order=batch_order(loader))  # fmt: skip
     return model, result
 
 
 SETTINGS = EngineSettings(name="t", epochs=4, seed=3, warmup_percent=0.3, patience=1, checkpoint_steps=2, progress=False)
 
 
-@pytest.mark.parametrize("break_at", [3, 6, 7, 13, 24])  # mid-epoch, the first step of an epoch, the last step
-def test_a_fit_broken_at_any_step_resumes_to_the_same_weights_and_figures(tmp_path, break_at):
-    uninterrupted, expected = resumable_fit(None, SETTINGS)
+@pytest.mark.parametrize("buckets", [False, True])
+@pytest.mark.parametrize("break_at", [3, 6, 7, 9, 13, 24])  # mid-epoch, an epoch's first step, after an epoch's end, the last
+def test_a_fit_broken_at_any_step_resumes_to_the_same_weights_and_figures(tmp_path, break_at, buckets):
+    uninterrupted, expected = resumable_fit(None, SETTINGS, buckets=buckets)
     checkpoint = tmp_path / "resume.safetensors"
     with pytest.raises(Broken):
-        resumable_fit(checkpoint, SETTINGS, break_at=break_at)
+        resumable_fit(checkpoint, SETTINGS, break_at=break_at, buckets=buckets)
     assert checkpoint.is_file()
-    resumed, result = resumable_fit(checkpoint, SETTINGS)
+    resumed, result = resumable_fit(checkpoint, SETTINGS, buckets=buckets)
     for a, b in zip(uninterrupted.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731

@@ -1,10 +1,11 @@
 """Model shapes, gradient flow, and the property the reference lacked: padding never matters."""
 
+import numpy as np
 import pytest
 import torch
 
 from audiotext.config import MERGES, MODALITIES, ModelConfig
-from audiotext.models.blocks import causal_mask
+from audiotext.models.blocks import TransformerBlock, causal_mask, sinusoidal_positions
 from audiotext.models.classifiers import Dims, build_model, merge_over_time
 
 F_MFCC, E_TEXT = 40, 32
@@ -224,3 +225,36 @@ def test_a_wide_path_adds_the_linear_baselines_logits_and_learns_with_the_rest(m
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     with pytest.raises(ValueError, match="wide = True: applies to the models that fuse"):
         tiny_model("audio", wide=True)
+
+
+def test_sinusoidal_positions_count_real_steps_from_one_and_zero_the_padding():
+    mask = torch.tensor([[True, True, True, False]])
+    emb = sinusoidal_positions(mask, 6)  # (1, 4, 6): 3 sines, 3 cosines
+    freqs = 10000.0 ** -(np.arange(3) / 2)  # half = 3: exponents 0, 1/2, 1
+    for step, position in enumerate((1, 2, 3)):
+        expected = np.concatenate([np.sin(position * freqs), np.cos(position * freqs)])
+        np.testing.assert_allclose(emb[0, step].numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(emb[0, 3], torch.zeros(6))
+    assert sinusoidal_positions(mask, 7).shape == (1, 4, 7) and torch.equal(sinusoidal_positions(mask, 7)[0, :3, 6], torch.zeros(3))
+
+
+def test_a_block_whose_sublayers_give_nothing_passes_its_input_through():
+    """Both sublayers are residual: x + attention(...), then + feed-forward(...)."""
+    block = TransformerBlock(8, 2, attn_dropout=0.0, relu_dropout=0.0, res_dropout=0.0).eval()
+    with torch.no_grad():
+        block.attn.to_out.weight.zero_(), block.attn.to_out.bias.zero_()
+        block.ff[-1].weight.zero_(), block.ff[-1].bias.zero_()
+    x = torch.randn(2, 5, 8)
+    assert torch.equal(block(x, torch.ones(2, 5, dtype=torch.bool)), x)
+
+
+def test_late_fusion_mixes_the_log_probabilities_of_its_two_heads_by_learned_weights():
+    model = tiny_model("late").eval()
+    a, t = torch.randn(3, model.streams.width), torch.randn(3, model.streams.width)
+    with torch.no_grad():
+        model.mix.copy_(torch.tensor([1.0, -1.0]))
+        w = model.mix.softmax(-1)
+        expected = w[0] * model.audio_head(a).log_softmax(-1) + w[1] * model.text_head(t).log_softmax(-1)
+        torch.testing.assert_close(model.fuse(a, t), expected)
+        assert not torch.allclose(model.fuse(a, t), model.fuse(t, a))  # each head reads its own stream
+        assert (model.fuse(a, t).exp().sum(-1) <= 1 + 1e-6).all()  # a mix of log-probabilities, not logits

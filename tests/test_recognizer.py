@@ -153,6 +153,6 @@ def test_predict_cli_table_json_and_manifest(model_folders, demo_corpus, tmp_pat
 
     (tmp_path / "1.wav").unlink()
     code, printed = cli_error("predict", model, "--manifest", tmp_path / "clips.csv", "--out", tmp_path / "q.csv")
-    last_line = printed.splitlines()[-1]  # after the progress bar's carriage return
+    last_line = printed.rstrip("\n").split("\n")[-1]  # the progress bar ends its own line first
     assert code == 1 and re.match(r"error: .*clips.csv: row 2, column 'audio'.*unreadable path", last_line)
     assert not (tmp_path / "q.csv").exists()

@@ -132,3 +132,45 @@ def test_folds_refuse_a_number_the_corpus_cannot_give():
         assign_folds(corpus_frame(), 5, "speaker")
     with pytest.raises(ValueError, match="3 to"):
         assign_folds(corpus_frame(), 2, "sentence")
+
+
+def one_label(n: int, index=None) -> pd.DataFrame:
+    return pd.DataFrame({"text": [f"s{i}" for i in range(n)], "label": "x", "speaker": [f"p{i}" for i in range(n)]},
+                        index=index)  # fmt: skip
+
+
+def test_ratios_are_shares_of_their_sum_and_remainders_go_to_the_largest_fraction():
+    frame = one_label(10)
+    # 10 x (0.15, 0.45, 0.40) = 1.5, 4.5, 4: floors 1, 4, 4; the one unit left goes to the first of
+    # the two largest remainders (train), not to the largest share (dev).
+    counts = assign_splits(frame, "clip", ratios=(0.15, 0.45, 0.40)).value_counts().to_dict()
+    assert counts == {"train": 2, "dev": 4, "test": 4}
+    assert assign_splits(frame, "clip", ratios=(15, 45, 40)).value_counts().to_dict() == counts
+
+
+def test_a_held_out_split_gets_a_unit_when_asked_for_and_none_when_not():
+    frame = one_label(5)
+    assert assign_splits(frame, "clip", ratios=(0.9, 0.05, 0.05)).value_counts().to_dict() == {"train": 3, "dev": 1, "test": 1}
+    assert set(assign_splits(frame, "clip", ratios=(0.5, 0, 0.5))) == {"train", "test"}
+    assert assign_splits(one_label(1), "clip", ratios=(0.5, 0.25, 0.25)).tolist() == ["train"]  # train keeps its one
+
+
+@pytest.mark.parametrize("ratios", [(0, 0.5, 0.5), (0.8, -0.1, 0.3), (0.8, 0.2)])
+def test_ratios_without_train_negative_or_not_three_are_refused(ratios):
+    with pytest.raises(ValueError, match="ratios must be three non-negative shares"):
+        assign_splits(one_label(10), "clip", ratios=ratios)
+
+
+@pytest.mark.parametrize("split_by", ["clip", "sentence", "speaker"])
+def test_splits_are_indexed_like_the_frame(split_by):
+    frame = one_label(12, index=range(100, 112))
+    splits = assign_splits(frame, split_by)
+    assert list(splits.index) == list(frame.index) and splits.name == "split"
+
+
+def test_split_counts_put_train_dev_test_first_other_splits_after_and_zeros_where_empty():
+    labels = pd.Series(["a", "a", "b", "b"])
+    table = split_counts(labels, pd.Series(["train", "held", "train", "test"]))
+    assert list(table.columns) == ["train", "dev", "test", "held", "total"]
+    assert table.loc["a"].to_dict() == {"train": 1, "dev": 0, "test": 0, "held": 1, "total": 2}
+    assert table.index.name == "label"

@@ -8,8 +8,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+from sklearn.model_selection import StratifiedKFold
 
 from audiotext.config import REFERENCE_LABELS
 from audiotext.data.manifest import load_any_split
@@ -168,6 +170,22 @@ def test_cross_fitting_stores_each_training_sentence_from_an_encoder_that_did_no
     own = last_hidden_states(encoder.tokenizer, encoder.model, [train_sentences[0]], max_len=32)[train_sentences[0]]
     assert own.shape == served.shape and not torch.allclose(own, served, atol=1e-3)
     assert dev_states.shape[1] == encoder.hidden_size
+
+    # The fold that held a sentence out, fine-tuned again on its own (same settings and seed, the
+    # same sentences in the same order), gives exactly the stored states; the other fold, which
+    # saw the sentence, would not.
+    sentences, targets = distinct_pairs(load_any_split(corpus, "train", REFERENCE_LABELS, 48000, with_audio=False))
+    kept, held_out = next(StratifiedKFold(n_splits=2, shuffle=True, random_state=0).split(sentences, targets))
+    dev = load_any_split(corpus, "dev", REFERENCE_LABELS, 48000, with_audio=False)
+    rows = [{"audio": "unread.wav", "text": sentences[i], "label": REFERENCE_LABELS[targets[i]], "split": "train"}
+            for i in kept] + [{"audio": "unread.wav", "text": s, "label": REFERENCE_LABELS[y], "split": "dev"}
+                              for s, y in zip(dev.sentences, dev.labels)]  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "fold.csv", index=False)
+    finetune(tmp_path / "fold.csv", out, tmp_path / "fold", epochs=2, lr=1e-3, batch_size=32, max_len=32, seed=0,
+             progress=False)  # fmt: skip
+    fold = TextEncoder(tmp_path / "fold", max_len=32)
+    for i in held_out[:5]:
+        assert torch.allclose(fold.encode([sentences[i]], progress=False)[0], stored[sentences[i]], atol=1e-5)
 
 
 def test_cross_fitting_needs_two_folds_with_every_label(scratch, demo_corpus, tmp_path):

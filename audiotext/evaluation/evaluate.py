@@ -11,6 +11,7 @@ import torch
 from audiotext.config import AudioConfig
 from audiotext.data.loading import load_encoded, make_loader, text_encoder_for
 from audiotext.data.manifest import is_manifest, load_any_split
+from audiotext.errors import DataError
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.evaluation.plots import plot_confusion_matrix
 from audiotext.features.cache import FeatureCache
@@ -43,7 +44,7 @@ def evaluate(
     if data_path is not None:
         cfg.data_path = str(data_path)
     elif not (is_manifest(cfg.data_path) or is_manifest(split) or str(split).endswith(".pkl")):
-        raise ValueError(
+        raise DataError(
             f"{Path(run_dir) / CONFIG_FILE} names the data {cfg.data_path}, a folder of pickles; a pickle can run "
             f"code when read, so a run folder's own data path is not unpickled: name it yourself "
             f"(--data_path {cfg.data_path}) if you trust it"

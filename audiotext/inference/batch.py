@@ -37,18 +37,18 @@ def predict_manifest(
             raise ManifestError(f"{row['where']}: label {row['label']!r} is not one of the model's: {', '.join(recognizer.labels)}")
 
     texts, probabilities = [], []
-    bar = tqdm(total=len(rows), desc="predict", unit="clip", disable=not progress)
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        clips = [{"raw": samples, "sampling_rate": rate} for samples, rate in map(_decode, chunk)]
-        names = [row["where"] for row in chunk]
-        chunk_texts = [row["text"] or None for row in chunk]
-        if recognizer.reads_text:
-            chunk_texts = [text or recognizer.transcribe(clip) for text, clip in zip(chunk_texts, clips)]
-        probabilities.append(recognizer.predict_proba(clips, chunk_texts, batch_size=batch_size, names=names))
-        texts += chunk_texts
-        bar.update(len(chunk))
-    bar.close()
+    # Closed on an error too, so that the error's line starts on a line of its own.
+    with tqdm(total=len(rows), desc="predict", unit="clip", disable=not progress) as bar:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            clips = [{"raw": samples, "sampling_rate": rate} for samples, rate in map(_decode, chunk)]
+            names = [row["where"] for row in chunk]
+            chunk_texts = [row["text"] or None for row in chunk]
+            if recognizer.reads_text:
+                chunk_texts = [text or recognizer.transcribe(clip) for text, clip in zip(chunk_texts, clips)]
+            probabilities.append(recognizer.predict_proba(clips, chunk_texts, batch_size=batch_size, names=names))
+            texts += chunk_texts
+            bar.update(len(chunk))
 
     labels = recognizer.labels
     probs = np.concatenate(probabilities) if probabilities else np.zeros((0, len(labels)))

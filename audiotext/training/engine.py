@@ -191,13 +191,14 @@ class Engine:
                 model.train()
                 if data_order is not None and not resumed:
                     progress.data_order = data_order.get_state()
-                bar = tqdm(batches, total=len(batches), desc=f"{s.name} epoch {epoch}/{s.epochs}", leave=False,
-                           disable=not s.progress)  # fmt: skip
-                # A loader may draw from the global generators when an epoch's iterator is made (at
-                # the first batch): a resumed epoch gets their saved states after that draw, as the
-                # broken run did, or before it when the run broke between epochs.
+                # A loader draws from the global generator whenever an iterator over it is made (tqdm.auto
+                # makes one when the bar is made, the loop another), so a resumed epoch restores the
+                # saved states where the broken run saved them: before both when it broke between
+                # epochs, after them (and the batches it had done) when it broke within one.
                 if resumed and progress.step == 0:
                     _set_rng_states(progress.rng)
+                bar = tqdm(batches, total=len(batches), desc=f"{s.name} epoch {epoch}/{s.epochs}", leave=False,
+                           disable=not s.progress)  # fmt: skip
                 steps = iter(bar)
                 for _ in range(progress.step):  # the batches a resumed epoch had already trained on
                     next(steps)
