@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiotext.config import RunConfig
-from audiotext.errors import SettingError
 from audiotext.data.loading import batch_order, fit_char_ngrams, load_encoded, make_loader, reads_ngrams, text_encoder_for
+from audiotext.errors import SettingError
 from audiotext.evaluation.metrics import evaluate_loss_and_metrics
 from audiotext.evaluation.report import write_run_report
 from audiotext.features.cache import FeatureCache
