@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from dataclasses import replace
@@ -15,6 +16,7 @@ from audiotext.config import (
 )  # fmt: skip
 from audiotext.data.manifest import MIN_LABEL_CLIPS, data_labels, read_label_set
 from audiotext.errors import AudiotextError, SettingError, TrainingInterrupted
+from audiotext.runtime import leave_processes
 from audiotext.data.synthesis import DEFAULT_SPEAKERS
 
 # --model names; "mult" is stored as the modality "cross". The reference spelt it Transformer or MULT.
@@ -25,7 +27,6 @@ _MULT_SPELLINGS = ("Transformer", "MULT", "MulT")
 _NOT_APPLICABLE = {
     "bert_config_path": "the encoder's config is read from its directory (--bert_model_path)",
     "bert_args_path": "the encoder is frozen; its training arguments are not needed",
-    "local_rank": "multi-GPU training is not implemented yet; training runs in one process",
 }
 
 
@@ -74,7 +75,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--no_length_buckets", dest="length_buckets", action="store_false",
         help="batch clips at random instead of by similar length (more padding, slower; the reference's way)")
     add("--batch_chunk", type=int, default=t.batch_chunk, help="chunks per batch, to save memory (default: 1)")
-    add("--local_rank", type=int, default=-1, help="not applied: " + _NOT_APPLICABLE["local_rank"])
+    add("--local_rank", "--local-rank", type=int, default=-1,
+        help="this process's GPU on its node, as torch.distributed.launch passed it (torchrun sets LOCAL_RANK instead)")
+    add("--num_workers", type=int, default=TrainConfig.num_workers, metavar="N",
+        help="DataLoader worker processes that batch the training clips (default: 0, in the training process; "
+             "see benchmarks/README.md for when they pay)")
+    add("--amp", action="store_true",
+        help="mixed precision on a CUDA GPU: bf16 where the card has it, else fp16 with a gradient scaler")
     add("--warmup_percent", type=float, default=t.warmup_percent, help="linear warm-up over this share of all steps")
     add("--max_len_for_text", type=int, default=TextConfig().max_len_for_text, help="maximum tokens per sentence")
     add("--hidden_size_for_bert", type=int, default=None, help="encoder width; read from its config, checked if given")
@@ -210,6 +217,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             class_weights=args.class_weights,
             transcript_noise=args.transcript_noise,
             checkpoint_steps=getattr(args, "checkpoint_steps", TrainConfig.checkpoint_steps),
+            amp=args.amp,
+            num_workers=args.num_workers,
         ),
     )
 
@@ -222,6 +231,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from audiotext.training.loop import train
 
     cfg = config_from_args(args)
+    _take_local_rank(args.local_rank)
     results_csv = args.results_csv or Path(args.output_dir) / "results.csv"
     summary = train(cfg, run_dir_of(args), results_csv=results_csv, cache=feature_cache_of(args),
                     progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)  # fmt: skip
@@ -229,6 +239,16 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"best dev epoch {summary['best_epoch']}: loss {summary['dev_loss']:.4f}  "
         f"accuracy {summary['dev_accuracy']:.4f}  macro-F1 {summary['dev_macro_f1']:.4f}  → {summary['run_dir']}"
     )
+
+
+def _take_local_rank(local_rank: int) -> None:
+    """The reference's launcher, torch.distributed.launch, passed --local_rank; torchrun sets LOCAL_RANK."""
+    if local_rank < 0:
+        return
+    given = os.environ.get("LOCAL_RANK")
+    if given is not None and int(given) != local_rank:
+        raise SettingError(f"--local_rank {local_rank} differs from LOCAL_RANK={given} set by the launcher")
+    os.environ["LOCAL_RANK"] = str(local_rank)
 
 
 def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
@@ -742,25 +762,32 @@ def main(argv: list[str] | None = None) -> None:
     `error: ...`, and exit with 2 for a setting, 1 for the rest; Ctrl-C exits with 130. With
     --debug every error keeps its traceback."""
     args = build_parser().parse_args(argv)
+    if int(os.environ.get("RANK", "0")) > 0:
+        # Under torchrun the main process (rank 0) alone prints results; the others would repeat them.
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")
     if getattr(args, "debug", False):
         args.func(args)
+        leave_processes()
         return
     warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     try:
         args.func(args)
+        leave_processes()
     except TrainingInterrupted as err:
-        _exit(INTERRUPTED, f"interrupted: {err} (the same command with --resume continues it)")
+        _exit(INTERRUPTED, f"interrupted: {err} (the same command with --resume continues it)", err)
     except KeyboardInterrupt:
         _exit(INTERRUPTED, "interrupted")
     except SettingError as err:
-        _exit(USAGE_ERROR, f"error: {err}")
+        _exit(USAGE_ERROR, f"error: {err}", err)
     except (AudiotextError, ValueError, OSError) as err:
         # Every such error names its file, row or flag and what is wrong.
-        _exit(DATA_ERROR, f"error: {err}")
+        _exit(DATA_ERROR, f"error: {err}", err)
 
 
-def _exit(code: int, message: str) -> None:
-    print(message, file=sys.stderr)
+def _exit(code: int, message: str, err: BaseException | None = None) -> None:
+    # In a torchrun job, an error of the main process is raised in all; the main one reports it.
+    if not getattr(err, "replicated", False):
+        print(message, file=sys.stderr)
     raise SystemExit(code)
 
 

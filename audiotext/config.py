@@ -133,11 +133,13 @@ class TrainConfig:
     class_weights: bool = False  # weight the loss by inverse class frequency in train
     transcript_noise: float = 0.0  # share of training transcripts replaced by recogniser-like errors
     checkpoint_steps: int = 0  # steps between resumable checkpoints within an epoch; 0: after each epoch only
+    amp: bool = False  # mixed precision on a CUDA GPU (bf16 where it has it, else fp16)
+    num_workers: int = 0  # DataLoader worker processes batching the training clips; 0: in the training process
 
     def __post_init__(self) -> None:
         for setting in ("batch_size", "batch_chunk", "num_epochs", "logging_steps"):
             _require(getattr(self, setting) >= 1, setting, getattr(self, setting), "must be at least 1")
-        for setting in ("when", "early_stop", "checkpoint_steps"):
+        for setting in ("when", "early_stop", "checkpoint_steps", "num_workers"):
             _require(getattr(self, setting) >= 0, setting, getattr(self, setting), "must be 0 or more")
         _require(self.lr > 0, "lr", self.lr, "must be positive")
         _require(self.clip >= 0, "clip", self.clip, "must be 0 (off) or positive")

@@ -20,5 +20,10 @@ class DataError(AudiotextError, ValueError):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C during training with checkpoints: the state after the last whole step is saved; the
-    message says where."""
+    """Ctrl-C (or SIGTERM, as torchrun and batch schedulers send) during training with checkpoints:
+    the state after the last whole step is saved; the message says where."""
+
+
+class ProcessLost(AudiotextError):
+    """Another process of a torchrun job stopped (killed, out of memory, its node gone): this one
+    stops too, instead of waiting for it; the message says where the last checkpoint is."""

@@ -77,14 +77,16 @@ def load_encoded(
 
 
 def make_loader(
-    data: EncodedSplit, batch_size: int, shuffle: bool, seed: int = 0, length_buckets: bool = False
+    data: EncodedSplit, batch_size: int, shuffle: bool, seed: int = 0, length_buckets: bool = False, num_workers: int = 0
 ) -> DataLoader:
-    """Batches in order, shuffled, or shuffled in batches of similar length (see `LengthBucketBatchSampler`)."""
+    """Batches in order, shuffled, or shuffled in batches of similar length (see `LengthBucketBatchSampler`).
+    The order is drawn in this process, so `num_workers` changes how fast batches come, not which."""
     generator = torch.Generator().manual_seed(seed)
     if shuffle and length_buckets:
         sampler = LengthBucketBatchSampler(data.lengths(), batch_size, generator)
-        return DataLoader(data, batch_sampler=sampler, collate_fn=collate)
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator)
+        return DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator,
+                      num_workers=num_workers)  # fmt: skip
 
 
 def batch_order(loader: DataLoader) -> torch.Generator | None:

@@ -3,6 +3,7 @@ classifier over sentences (each distinct sentence once)."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
 
 import numpy as np
@@ -13,6 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from audiotext.features.text import normalize_text, pad_token_ids
 from audiotext.models.text_classifier import SequenceClassifier
+from audiotext.runtime import gathered_in_order, processes
 
 
 def forward(model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
@@ -23,12 +25,13 @@ def forward(model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor
 
 @torch.inference_mode()
 def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, C) and labels (N,) over a whole loader, in order."""
+    """Logits (N, C) and labels (N,) over a whole loader, in order. Under torchrun each process
+    predicts every W-th batch and all get the whole result."""
     model.eval()
-    logits, labels = [], []
-    for batch in loader:
-        logits.append(forward(model, batch, device).float().cpu())
-        labels.append(batch["labels"])
+    share = processes()
+    mine = [(forward(model, batch, device).float().cpu(), batch["labels"])
+            for batch in itertools.islice(loader, share.rank, None, share.world_size)]  # fmt: skip
+    logits, labels = zip(*gathered_in_order(mine))
     return torch.cat(logits), torch.cat(labels)
 
 

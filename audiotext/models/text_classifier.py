@@ -29,6 +29,9 @@ class SequenceClassifier(nn.Module):
         if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
             raise ValueError("pooling 'pooler' needs an encoder with a pooler layer")
         self.encoder, self.pooling = encoder, pooling
+        if pooling != "pooler" and getattr(encoder, "pooler", None) is not None:
+            # Unused, so it gets no gradient; frozen, DistributedDataParallel need not search for it every step.
+            encoder.pooler.requires_grad_(False)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(encoder.config.hidden_size, n_classes)
 

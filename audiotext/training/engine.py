@@ -6,7 +6,7 @@ when it has a dev set, its dev metrics. The engine owns everything else: seeding
 the epoch and step loop, warm-up and the learning-rate schedule, gradient clipping, splitting a
 batch into chunks, progress bars and log lines, the epoch CSV, dev evaluation every epoch, the
 best epoch by a named metric, stopping early when it no longer improves, and resumable checkpoints
-(see `fit`). Multi-process training and mixed precision belong here, once.
+(see `fit`), mixed precision, and training in several processes (see `Engine`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import math
 import random
+import re
 import signal
 import threading
 import time
@@ -25,11 +26,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from audiotext.errors import TrainingInterrupted
+from audiotext.errors import ProcessLost, SettingError, TrainingInterrupted
 from audiotext.io import write_csv_rows
-from audiotext.runtime import seed_everything, select_device
+from audiotext.runtime import (
+    as_on_main,
+    gathered_in_order,
+    join_processes,
+    seed_everything,
+    select_device,
+    summed,
+)
 from audiotext.training.schedule import WarmupThenLinearDecay, WarmupThenPlateau
 from audiotext.training.state import TrainingStateError, load_state, save_state
 
@@ -54,6 +63,7 @@ class EngineSettings:
     no_cuda: bool = False
     progress: bool = True
     checkpoint_steps: int = 0  # steps between resumable checkpoints within an epoch; 0: at the end of each epoch only
+    amp: bool = False  # mixed precision on a GPU: bf16 where it has it, else fp16 with a gradient scaler
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -113,34 +123,59 @@ def _where(checkpoint: Path, epoch: int, step: int, batches: int) -> str:
     return f"stopped at epoch {epoch}, step {step} of {batches}; the training state is saved in {checkpoint}"
 
 
+# SIGTERM is how torchrun stops the other processes of a job, and how batch schedulers preempt one.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def _deferred_interrupt(enabled: bool) -> Iterator[Callable[[], bool]]:
-    """Yields whether Ctrl-C was pressed. The first press only sets that flag, so the loop can
-    finish its step and save a whole state; a second press interrupts at once."""
+def _deferred_interrupt(enabled: bool, second_stops: bool = True) -> Iterator[Callable[[], bool]]:
+    """Yields whether Ctrl-C (or SIGTERM) came. The first only sets that flag, so the loop can
+    finish its step and save a whole state; a second stops at once when `second_stops` (not under
+    torchrun, which passes Ctrl-C on to processes that got it already, and kills them itself after
+    a grace period)."""
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
     pressed: list[bool] = []
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {number: signal.getsignal(number) for number in _STOP_SIGNALS}
 
     def note(signum, frame) -> None:
         pressed.append(True)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if second_stops:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
-    signal.signal(signal.SIGINT, note)
+    for number in _STOP_SIGNALS:
+        signal.signal(number, note)
     try:
         yield lambda: bool(pressed)
     finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
 class Engine:
-    """Seeds every generator and picks the device when made, so a task builds its model after it."""
+    """Seeds every generator and picks the device when made, so a task builds its model after it.
+
+    Under torchrun (`torchrun --nproc_per_node N -m audiotext ...`) the engine joins the job and
+    trains with DistributedDataParallel: every process reads each whole batch and trains on its
+    share of the rows (r, r + N, ...), weighted so that the averaged gradient is the whole batch's
+    mean, as in one process; dev figures are those of the main process (rank 0), which alone
+    writes files and prints. A task's callbacks that write (`on_best`, `on_epoch`, the epoch log,
+    the checkpoint) therefore run in the main process only.
+    """
 
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
+        self.processes = join_processes(settings.no_cuda)
         seed_everything(settings.seed)
         self.device = select_device(settings.no_cuda)
+        self.amp_dtype: torch.dtype | None = None
+        if settings.amp:
+            if self.device.type != "cuda":
+                why = "--no_cuda was given" if settings.no_cuda else "this machine has none"
+                raise SettingError(f"amp = True: mixed precision needs a CUDA GPU ({why}); on a CPU it would "
+                                   "only be slower, so train without --amp")  # fmt: skip
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
     def fit(
         self,
@@ -167,10 +202,22 @@ class Engine:
         With `checkpoint`, the whole training state is written there after every epoch (and every
         `checkpoint_steps` steps), and training continues from it when the file exists: the same
         steps, batches and random draws as without the break. `data_order` is the generator that
-        orders each epoch's batches (the loader's). Ctrl-C then saves the state after the step in
-        progress and raises TrainingInterrupted.
+        orders each epoch's batches (the loader's). Ctrl-C or SIGTERM then saves the state after
+        the step in progress and raises TrainingInterrupted.
         """
-        s = self.settings
+        try:
+            return self._fit(model, optimizer, batches, loss, evaluate, on_best, on_epoch, epoch_log, restore_best,
+                             checkpoint, data_order)  # fmt: skip
+        except RuntimeError as err:
+            if not (self.processes.several and _is_lost_process(err)):
+                raise
+            saved = f"the last checkpoint, {checkpoint}, resumes the job (--resume)" if checkpoint else "nothing was saved"
+            raise ProcessLost(f"process {self.processes.rank} of {self.processes.world_size}: another process of this "
+                              f"job stopped ({_first_sentence(err)}); {saved}") from None  # fmt: skip
+
+    def _fit(self, model, optimizer, batches, loss, evaluate, on_best, on_epoch, epoch_log, restore_best, checkpoint,
+             data_order) -> FitResult:  # fmt: skip
+        s, main = self.settings, self.processes.is_main
         total_steps = s.epochs * len(batches)
         warmup = math.ceil(s.warmup_percent * total_steps)
         schedule = (
@@ -178,12 +225,21 @@ class Engine:
             if s.schedule == "plateau"
             else WarmupThenLinearDecay(optimizer, warmup, total_steps)
         )
+        # Only fp16 needs its gradients scaled: bf16 has float32's range.
+        scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        trained = model
+        if self.processes.several:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            trained = DistributedDataParallel(model, device_ids=device_ids)
         progress = _Progress(epoch=1, step=0, losses=[], result=FitResult(best={}), best_state={})
-        resumed = checkpoint is not None and checkpoint.is_file()
+        resumed = as_on_main(checkpoint is not None and checkpoint.is_file())
         if resumed:
-            progress = self._resume(checkpoint, model, optimizer, schedule, data_order, len(batches))
+            progress = self._resume(checkpoint, model, optimizer, schedule, scaler, data_order, len(batches))
+        elif self.processes.several:
+            # Each process draws its own dropout masks; the model was made alike in all (and DDP copies rank 0's).
+            seed_everything(int(np.random.SeedSequence([s.seed, self.processes.rank]).generate_state(1)[0]))
         result = progress.result
-        with _deferred_interrupt(enabled=checkpoint is not None) as interrupted:
+        with _deferred_interrupt(enabled=checkpoint is not None, second_stops=not self.processes.several) as interrupted:
             for epoch in range(progress.epoch, s.epochs + 1):
                 if self._stops_early(result, epoch - 1):
                     break
@@ -191,83 +247,97 @@ class Engine:
                 model.train()
                 if data_order is not None and not resumed:
                     progress.data_order = data_order.get_state()
-                # A loader draws from the global generator whenever an iterator over it is made (tqdm.auto
-                # makes one when the bar is made, the loop another), so a resumed epoch restores the
-                # saved states where the broken run saved them: before both when it broke between
-                # epochs, after them (and the batches it had done) when it broke within one.
+                # A loader draws from the global generator when an iterator over it is made, so a
+                # resumed epoch restores the saved states where the broken run saved them: before the
+                # iterator when it broke between epochs, after it (and the batches it had done) within one.
                 if resumed and progress.step == 0:
                     _set_rng_states(progress.rng)
-                bar = tqdm(batches, total=len(batches), desc=f"{s.name} epoch {epoch}/{s.epochs}", leave=False,
-                           disable=not s.progress)  # fmt: skip
-                steps = iter(bar)
+                # The bar is not handed the loader: tqdm.auto would make an iterator of its own, which
+                # with worker processes starts drawing the epoch's batches, and the loop's then others.
+                bar = tqdm(total=len(batches), initial=progress.step, desc=f"{s.name} epoch {epoch}/{s.epochs}",
+                           leave=False, disable=not (s.progress and main))  # fmt: skip
+                steps = iter(batches)
                 for _ in range(progress.step):  # the batches a resumed epoch had already trained on
                     next(steps)
                 if resumed and progress.step > 0:
                     _set_rng_states(progress.rng)
                 resumed = False
                 for batch in steps:
-                    progress.losses.append(self._step(model, optimizer, batch, loss))
+                    step_loss, stop = self._agree(self._step(trained, optimizer, batch, loss, scaler), interrupted())
+                    progress.losses.append(step_loss)
                     schedule.step_batch()
                     progress.step += 1
+                    bar.update()
                     if len(progress.losses) % s.logging_steps == 0:
                         bar.set_postfix(loss=f"{np.mean(progress.losses[-s.logging_steps:]):.4f}")
                     due = s.checkpoint_steps and progress.step % s.checkpoint_steps == 0 and progress.step < len(batches)
-                    if checkpoint is not None and (due or interrupted()):
-                        self._save(checkpoint, progress, model, optimizer, schedule, epoch, len(batches))
-                    if interrupted():
-                        raise TrainingInterrupted(_where(checkpoint, epoch, progress.step, len(batches)))
+                    if checkpoint is not None and (due or stop):
+                        self._save(checkpoint, progress, model, optimizer, schedule, scaler, epoch, len(batches))
+                    if stop:
+                        raise self._interrupted(_where(checkpoint, epoch, progress.step, len(batches)))
                 bar.close()
                 row: dict = {"epoch": epoch, "train_loss": float(np.mean(progress.losses))}
                 improved = False
                 if evaluate is not None:
-                    dev = evaluate(model)
+                    with self._autocast():
+                        dev = as_on_main(evaluate(model))
                     schedule.step_epoch(dev["loss"])
                     improved = self._improves(dev, result.best)
                     if improved:
                         result.best = {**dev, "epoch": epoch}
                         if restore_best:
                             progress.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                        if on_best is not None:
+                        if on_best is not None and main:
                             on_best(model)
                     row.update(dev_loss=dev["loss"], dev_accuracy=dev.get("accuracy"), dev_macro_f1=dev.get("macro_f1"))
                 else:
                     schedule.step_epoch(None)
                 row.update(lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - started)
                 result.rows.append(row)
-                if epoch_log is not None:
-                    write_csv_rows(epoch_log, result.rows)
-                if on_epoch is not None:
-                    on_epoch(epoch, row)
-                if s.progress:
-                    tqdm.write(self._log_line(row, improved))
+                if main:
+                    if epoch_log is not None:
+                        write_csv_rows(epoch_log, result.rows)
+                    if on_epoch is not None:
+                        on_epoch(epoch, row)
+                    if s.progress:
+                        tqdm.write(self._log_line(row, improved))
                 progress.step, progress.losses = 0, []
                 if data_order is not None:
                     progress.data_order = data_order.get_state()  # the next epoch's order starts here
                 if checkpoint is not None:
-                    self._save(checkpoint, progress, model, optimizer, schedule, epoch + 1, len(batches))
-                if interrupted():
-                    raise TrainingInterrupted(_where(checkpoint, epoch + 1, 0, len(batches)))
+                    self._save(checkpoint, progress, model, optimizer, schedule, scaler, epoch + 1, len(batches))
+                if self._agree(0.0, interrupted())[1]:
+                    raise self._interrupted(_where(checkpoint, epoch + 1, 0, len(batches)))
         if restore_best and progress.best_state:
             model.load_state_dict(progress.best_state)
         return result
+
+    def _interrupted(self, where: str) -> TrainingInterrupted:
+        stopped = TrainingInterrupted(where)
+        stopped.replicated = not self.processes.is_main  # every process stops; the main one says so
+        return stopped
 
     def _stops_early(self, result: FitResult, epochs_done: int) -> bool:
         s = self.settings
         if not (s.stop_after and result.best and epochs_done - result.best["epoch"] >= s.stop_after):
             return False
-        if s.progress:
+        if s.progress and self.processes.is_main:
             tqdm.write(f"{s.name}: no better dev {s.best_by} for {s.stop_after} epochs, stopping early")
         return True
 
-    def _save(self, path: Path, progress: _Progress, model, optimizer, schedule, epoch: int, batches: int) -> None:
+    def _save(self, path: Path, progress: _Progress, model, optimizer, schedule, scaler, epoch: int, batches: int) -> None:
+        rng = gathered_in_order([_rng_states()])  # one per process, by rank: every process takes part
+        if not self.processes.is_main:
+            return
         save_state(path, {
             "settings": self._resumable_settings(), "batches_per_epoch": batches, "epoch": epoch, "step": progress.step,
             "losses": progress.losses, "best": progress.result.best, "rows": progress.result.rows,
             "model": model.state_dict(), "best_state": progress.best_state, "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "data_order": progress.data_order, "rng": _rng_states(),
+            "schedule": schedule.state_dict(), "scaler": scaler.state_dict() if scaler is not None else {},
+            "data_order": progress.data_order, "rng": rng,
         })  # fmt: skip
 
-    def _resume(self, path: Path, model, optimizer, schedule, data_order, batches: int) -> _Progress:
+    def _resume(self, path: Path, model, optimizer, schedule, scaler, data_order, batches: int) -> _Progress:
         state = load_state(path)
         if state["settings"] != self._resumable_settings():
             changed = sorted(k for k, v in self._resumable_settings().items() if state["settings"].get(k) != v)
@@ -278,13 +348,21 @@ class Engine:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
+        if scaler is not None and state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
         if data_order is not None and state["data_order"] is not None:
             data_order.set_state(state["data_order"])
-        if self.settings.progress:
+        share, saved_by = self.processes, len(state["rng"])
+        report = self.settings.progress and share.is_main
+        if report:
             tqdm.write(f"{self.settings.name}: resuming from {path} at epoch {state['epoch']}, step {state['step']}")
+        if saved_by != share.world_size and report:
+            # The batches and the mean gradient do not depend on the number of processes; dropout's draws do.
+            tqdm.write(f"{self.settings.name}: saved by {saved_by} process(es), resumed by {share.world_size}: "
+                       "the same batches, other dropout draws than an unbroken run")  # fmt: skip
         return _Progress(epoch=state["epoch"], step=state["step"], losses=state["losses"],
                          result=FitResult(best=state["best"], rows=state["rows"]), best_state=state["best_state"],
-                         data_order=state["data_order"], rng=state["rng"])  # fmt: skip
+                         data_order=state["data_order"], rng=state["rng"][share.rank % saved_by])  # fmt: skip
 
     def _resumable_settings(self) -> dict:
         """The settings a resumed fit must share with the one that saved the state (not how it reports)."""
@@ -293,22 +371,54 @@ class Engine:
             settings.pop(key)
         return settings
 
-    def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, loss) -> float:
-        """One optimizer step; with batch_chunk > 1 the batch is processed in chunks to save memory."""
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, loss, scaler) -> float:
+        """One optimizer step on this process's rows of the batch (all of them in one process); with
+        batch_chunk > 1 they go through in chunks to save memory. Returns this process's part of
+        the batch's mean loss (the whole of it in one process)."""
         optimizer.zero_grad(set_to_none=True)
         n = len(next(v for v in batch.values() if v is not None))
-        chunks = max(1, min(self.settings.batch_chunk, n))
+        share = self.processes
+        mine = torch.arange(n)[share.rank :: share.world_size]
+        # DDP averages the processes' gradients; weighting each row by world_size / n makes that the batch mean.
+        weight = share.world_size / n
+        if len(mine) == 0:  # a batch with fewer rows than processes: this one still joins the all-reduce
+            mine, weight = torch.arange(1), 0.0
+        chunks = mine.chunk(min(self.settings.batch_chunk, len(mine)))
         total = 0.0
-        for index in torch.arange(n).chunk(chunks):
-            part = batch if chunks == 1 else {k: None if v is None else v[index] for k, v in batch.items()}
-            part = {k: None if v is None else v.to(self.device) for k, v in part.items()}
-            value = loss(model, part)
-            (value * len(index) / n).backward()
-            total += value.item() * len(index) / n
+        for number, index in enumerate(chunks, 1):
+            part = {k: None if v is None else v[index].to(self.device) for k, v in batch.items()}
+            last = number == len(chunks)
+            # Gradients are all-reduced once, after the last chunk.
+            sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else contextlib.nullcontext()
+            with sync:
+                with self._autocast():
+                    value = loss(model, part)
+                scaled = value.float() * weight * len(index)
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            total += value.item() * weight * len(index) / share.world_size
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         if self.settings.clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), self.settings.clip)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         return total
+
+    def _agree(self, loss_part: float, stop: bool) -> tuple[float, bool]:
+        """The batch's mean loss from each process's part, and whether any process was told to stop,
+        so that all log the same loss and stop at the same step."""
+        if not self.processes.several:
+            return loss_part, stop
+        loss, stops = summed(torch.tensor([loss_part, float(stop)], dtype=torch.float64, device=self.device)).tolist()
+        return loss, stops > 0
 
     def _improves(self, dev: dict, best: dict) -> bool:
         if not best:
@@ -324,3 +434,19 @@ class Engine:
             if row["dev_accuracy"] is not None:
                 line += f"  acc {row['dev_accuracy']:.4f}  macro-F1 {row['dev_macro_f1']:.4f}"
         return line + f"  {row['seconds']:.1f}s" + ("  *best" if improved else "")
+
+
+def _is_lost_process(err: RuntimeError) -> bool:
+    """Whether torch.distributed failed because a peer went away (gloo and NCCL raise RuntimeErrors
+    that say so in words, not types)."""
+    text = str(err)
+    return isinstance(err, torch.distributed.DistError) or any(
+        mark in text for mark in ("Connection closed by peer", "Connection reset", "NCCL", "gloo", "Broken pipe")
+    )
+
+
+def _first_sentence(err: RuntimeError) -> str:
+    """"Read error [127.0.0.1]:55998: Connection reset by peer" of gloo's
+    "[.../pair.cc:537] Read error [127.0.0.1]:55998: Connection reset by peer. This is typically ..."."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", str(err).strip().splitlines()[0])
+    return text.split(". ")[0]

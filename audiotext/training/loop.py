@@ -22,6 +22,7 @@ from audiotext.inference.predict import forward
 from audiotext.io import atomic_path
 from audiotext.models.checkpoint import EPOCH_LOG, RESUME_FILE, save_config, save_weights
 from audiotext.models.classifiers import Dims, OnStreams, build_model
+from audiotext.runtime import join_processes, on_main, wait_for_all
 from audiotext.training.engine import Engine, EngineSettings
 from audiotext.training.run_folder import claim_run_folder, finish_run_folder
 
@@ -46,19 +47,23 @@ def train(
     # Stored absolute, so the run tests from any folder.
     cfg = dataclasses.replace(cfg, data_path=str(Path(cfg.data_path).resolve()))
     optimizer_class = _optimizer_class(cfg.train.optim)  # a bad name is refused before any feature is computed
-    folder = claim_run_folder(run_dir, cfg, resume=resume, overwrite=overwrite)
+    # Under torchrun every process trains; the main one alone claims and writes the run folder.
+    main = join_processes(cfg.train.no_cuda).is_main
+    folder = on_main(lambda: claim_run_folder(run_dir, cfg, resume=resume, overwrite=overwrite))
     engine = Engine(
         EngineSettings(
             name=cfg.name, epochs=cfg.train.num_epochs, seed=cfg.train.seed, clip=cfg.train.clip,
             warmup_percent=cfg.train.warmup_percent, schedule="plateau", patience=cfg.train.when,
             best_by=cfg.train.select_by, stop_after=cfg.train.early_stop,
             logging_steps=cfg.train.logging_steps, batch_chunk=cfg.train.batch_chunk, no_cuda=cfg.train.no_cuda,
-            progress=progress, checkpoint_steps=cfg.train.checkpoint_steps,
+            progress=progress, checkpoint_steps=cfg.train.checkpoint_steps, amp=cfg.train.amp,
         )  # fmt: skip
     )
-    folder.mkdir(parents=True, exist_ok=True)
-    if reads_ngrams(cfg):
-        fit_char_ngrams(cfg, folder)
+    if main:
+        folder.mkdir(parents=True, exist_ok=True)
+        if reads_ngrams(cfg):
+            fit_char_ngrams(cfg, folder)
+    wait_for_all()
     text_encoder = text_encoder_for(cfg, engine.device, folder)
     if isinstance(text_encoder, TextEncoder) and cfg.text.hidden_size not in (None, text_encoder.hidden_size):
         raise ValueError(
@@ -67,18 +72,23 @@ def train(
         )
     dims = Dims.of(cfg, text_encoder.hidden_size if text_encoder is not None else None)
 
-    train_data = load_encoded(cfg, "train", text_encoder, cache, progress, cfg.train.transcript_noise)
-    dev_data = load_encoded(cfg, "dev", text_encoder, cache, progress)
+    # With a feature cache the main process fills it first, and the others read what it wrote.
+    if cache is not None and not main:
+        wait_for_all()
+    train_data = load_encoded(cfg, "train", text_encoder, cache, progress and main, cfg.train.transcript_noise)
+    dev_data = load_encoded(cfg, "dev", text_encoder, cache, progress and main)
+    if cache is not None and main:
+        wait_for_all()
     model = build_model(cfg.model, dims)
     if train_data.audio is not None:
         model.audio_norm.set(*train_data.audio.mean_std())
     model.to(engine.device)
 
-    train_loader = make_loader(
-        train_data, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, length_buckets=cfg.train.length_buckets
-    )
+    train_loader = make_loader(train_data, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed,
+                               length_buckets=cfg.train.length_buckets, num_workers=cfg.train.num_workers)  # fmt: skip
     dev_loader = make_loader(dev_data, cfg.train.batch_size, shuffle=False)
-    save_config(folder, cfg, dims)
+    if main:
+        save_config(folder, cfg, dims)
     class_weights = _class_weights(train_data.labels, len(cfg.labels)).to(engine.device) if cfg.train.class_weights else None
     fit = engine.fit(
         model,
@@ -91,7 +101,6 @@ def train(
         checkpoint=folder / RESUME_FILE,
         data_order=batch_order(train_loader),
     )
-    write_run_report(folder)
     best = fit.best
     summary = {
         "name": cfg.name,
@@ -102,9 +111,11 @@ def train(
         "dev_macro_f1": best["macro_f1"],
         "epochs": len(fit.rows),
     }
-    finish_run_folder(folder, run_dir, summary)
-    if results_csv is not None:
-        _append_result(Path(results_csv), cfg, summary)
+    if main:
+        write_run_report(folder)
+        finish_run_folder(folder, run_dir, summary)
+        if results_csv is not None:
+            _append_result(Path(results_csv), cfg, summary)
     return summary
 
 

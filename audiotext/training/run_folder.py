@@ -24,7 +24,8 @@ from audiotext.models.checkpoint import (
 )
 
 # Settings a resumed run may change: where it runs and how it reports, not what it computes.
-RESUMABLE_CHANGES = {("train", "no_cuda"), ("train", "logging_steps"), ("train", "checkpoint_steps")}
+RESUMABLE_CHANGES = {("train", "no_cuda"), ("train", "logging_steps"), ("train", "checkpoint_steps"),
+                     ("train", "num_workers")}  # fmt: skip
 
 
 def staging_folder(run_dir: Path) -> Path:

@@ -37,6 +37,7 @@ from audiotext.features.encoders import load_text_encoder_with_report
 from audiotext.features.text import default_encoder_path, last_hidden_states, normalize_text, pad_token_ids
 from audiotext.inference.predict import predict_sentences
 from audiotext.models.checkpoint import save_text_classifier
+from audiotext.runtime import processes
 from audiotext.models.text_classifier import POOLINGS, SequenceClassifier
 from audiotext.training.engine import Engine, EngineSettings
 
@@ -136,7 +137,8 @@ def finetune(
         "dev_loss": best["loss"],
         "hyperparameters": dataclasses.asdict(settings),
     }
-    save_text_classifier(out_dir, tokenizer, model, info, rows, out_of_fold)
+    if processes().is_main:
+        save_text_classifier(out_dir, tokenizer, model, info, rows, out_of_fold)
     return {**info, "model_dir": str(out_dir), "seconds": time.perf_counter() - started}
 
 

@@ -1,0 +1,5 @@
+"""`python -m audiotext` (and `torchrun -m audiotext`): the `audiotext` command."""
+
+from audiotext.cli import main
+
+main()
