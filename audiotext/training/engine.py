@@ -159,8 +159,8 @@ class Engine:
     Under torchrun (`torchrun --nproc_per_node N -m audiotext ...`) the engine joins the job and
     trains with DistributedDataParallel: every process reads each whole batch and trains on its
     share of the rows (r, r + N, ...), weighted so that the averaged gradient is the whole batch's
-    mean, as in one process; dev figures are those of the main process (rank 0), which alone
-    writes files and prints. A task's callbacks that write (`on_best`, `on_epoch`, the epoch log,
+    mean, as in one process. All act on the main process's (rank 0) dev figures (which `predict`
+    gathers from all), and it alone writes files and prints. A task's callbacks that write (`on_best`, `on_epoch`, the epoch log,
     the checkpoint) therefore run in the main process only.
     """
 
