@@ -391,7 +391,8 @@ class Engine:
         chunks = mine.chunk(min(self.settings.batch_chunk, len(mine)))
         total = 0.0
         for number, index in enumerate(chunks, 1):
-            part = {k: None if v is None else v[index].to(self.device) for k, v in batch.items()}
+            rows = batch if len(index) == n else {k: None if v is None else v[index] for k, v in batch.items()}
+            part = {k: None if v is None else v.to(self.device) for k, v in rows.items()}  # no copy of a whole batch
             last = number == len(chunks)
             # Gradients are all-reduced once, after the last chunk.
             sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last else contextlib.nullcontext()
