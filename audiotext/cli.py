@@ -127,6 +127,8 @@ def add_fusion_arguments(
         help="weight the loss by inverse class frequency in train")
     add("--wide", action=argparse.BooleanOptionalAction, default=model.wide,
         help="add the linear baseline's logistic regression on utterance statistics to a fusing model (wide and deep)")
+    add("--utterance_stats", action=argparse.BooleanOptionalAction, default=model.utterance_stats,
+        help="a fusing model's head also reads the mean and standard deviation of its standardised audio frames")
 
 
 def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
@@ -198,6 +200,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             merge_how=args.merge_how,
             modality_dropout=args.modality_dropout,
             wide=args.wide,
+            utterance_stats=args.utterance_stats,
         ),
         train=TrainConfig(
             batch_size=args.batch_size,
@@ -499,7 +502,8 @@ def add_features_parsers(commands) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from audiotext.recipes.demo import run_demo
 
-    run_demo(args.out, seed=args.seed, seeds=args.seeds, cache=feature_cache_of(args), progress=not args.quiet)
+    run_demo(args.out, seed=args.seed, seeds=args.seeds, cache=feature_cache_of(args), progress=not args.quiet,
+             resume=args.resume)  # fmt: skip
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -525,13 +529,15 @@ def cmd_compare(args: argparse.Namespace) -> None:
                           features=args.audio_features),
         train=replace(defaults.train, num_epochs=args.num_epochs, early_stop=args.early_stop, select_by=args.select_by,
                       no_cuda=args.no_cuda, class_weights=args.class_weights, transcript_noise=args.transcript_noise),
-        model=replace(defaults.model, merge_how=args.merge_how, modality_dropout=args.modality_dropout, wide=args.wide),
+        model=replace(defaults.model, merge_how=args.merge_how, modality_dropout=args.modality_dropout, wide=args.wide,
+                      utterance_stats=args.utterance_stats),
         text_features=args.text_features,
         text=TextPlan(encoder=str(Path(args.encoder).resolve()) if args.encoder else "", pretrain=pretrain,
                       finetune=finetune, cross_fit=args.cross_fit),
         labels=tuple(labels),
     )  # fmt: skip
-    result = run_comparison(args.data, args.out, settings, feature_cache_of(args), progress=not args.quiet)
+    result = run_comparison(args.data, args.out, settings, feature_cache_of(args), progress=not args.quiet,
+                            resume=args.resume, overwrite=args.overwrite)  # fmt: skip
     print(result["tables"])
     print(f"\nreport: {Path(args.out) / 'report.html'}")
 
@@ -545,6 +551,9 @@ def add_compare_parser(commands) -> None:
     add = compare.add_argument
     add("--data", required=True, help="folder of train/dev/test(/test_stt) .pkl, or a manifest with a split column")
     add("--out", default="compare_runs", help="output folder (default: compare_runs)")
+    add("--resume", action="store_true",
+        help="continue the comparison in --out: finished runs are kept, unfinished ones continue from their checkpoint")
+    add("--overwrite", action="store_true", help="run the comparison in --out again from the start")
     add("--models", nargs="+", default=list(ALL_MODELS), choices=[*MODEL_NAMES, *_MULT_SPELLINGS],
         help="models to compare (default: all of them)")
     add("--seeds", type=int, default=len(d.seeds), help="seeds per model, 0 to N-1 (default: 5)")
@@ -730,6 +739,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seeds", type=int, default=None,
                       help="seeds per model on both splits (default: 5 on the script split, 2 on the clip split)")
     demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--resume", action="store_true",
+                      help="continue a demo that was stopped, keeping its finished runs (default: run it all again)")
     add_cache_arguments(demo)
     demo.set_defaults(func=cmd_demo)
 

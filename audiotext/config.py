@@ -98,6 +98,7 @@ class ModelConfig:
     merge_how: str = "average"  # "average" (masked mean), "last" (last real step) or "stats" (mean and std)
     modality_dropout: float = 0.0  # share of training clips that lose their audio or their text (fusing models)
     wide: bool = False  # add a logistic regression on utterance statistics to a fusing model (wide and deep)
+    utterance_stats: bool = False  # a fusing model's head also reads its audio input's mean and std over frames
 
     def __post_init__(self) -> None:
         _require_choice("model", self.modality, MODALITIES)
@@ -109,7 +110,8 @@ class ModelConfig:
         for setting in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "embed_dropout",
                         "res_dropout", "out_dropout", "modality_dropout"):  # fmt: skip
             _require_share(setting, getattr(self, setting))
-        for setting, value in (("modality_dropout", self.modality_dropout), ("wide", self.wide)):
+        for setting, value in (("modality_dropout", self.modality_dropout), ("wide", self.wide),
+                               ("utterance_stats", self.utterance_stats)):
             _require(not value or self.modality in FUSING, setting, value,
                      f"applies to the models that fuse two streams (early, late, tfn, lmf, mult), not to {self.modality!r}")
 

@@ -38,6 +38,11 @@ def file_digest(*paths: str | os.PathLike) -> bytes:
     return digest.digest()
 
 
+def folder_digest(folder: str | os.PathLike) -> str:
+    """The hex `file_digest` of a folder's own files, in name order (subfolders are not read)."""
+    return file_digest(*sorted(p for p in Path(folder).iterdir() if p.is_file())).hex()
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

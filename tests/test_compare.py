@@ -3,8 +3,10 @@
 import base64
 import io
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -65,3 +67,55 @@ def test_compare_tests_on_test_and_test_stt_and_writes_run_reports(demo_corpora,
     assert re.search(r"\| linear \| 2 \| \d+\.\d\d ± \d+\.\d\d \[\d+\.\d, \d+\.\d\]", printed)
     run_page = check_report(out / "runs" / "corpus" / "linear" / "seed1" / "report.html")
     assert "Learning curves" in run_page and "test_stt" in run_page
+
+
+def test_a_killed_comparison_resumes_keeping_finished_runs_and_ends_as_an_unbroken_one(demo_corpora, tmp_path):
+    args = ["--data", str(demo_corpora["script"]), "--models", "linear", "audio", "--seeds", "1", "--num_epochs", "3",
+            "--early_stop", "0"]  # fmt: skip
+    compare(*args, "--out", str(tmp_path / "unbroken"))
+
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "audiotext.cli", "compare", "--resample_rate", "8000", "--quiet", *args, "--out", str(out)]
+    killed = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = out / "runs" / "corpus" / "audio" / "seed0" / "resume.safetensors"
+    deadline = time.monotonic() + 600
+    while not checkpoint.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed.kill()
+    assert killed.wait() == -signal.SIGKILL, "the comparison ended before its audio run wrote a checkpoint"
+    linear_weights = out / "runs" / "corpus" / "linear" / "seed0" / "model.safetensors"
+    written = linear_weights.stat().st_mtime_ns
+
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 1 and again.stderr.count("\n") == 1
+    assert f"{out} holds a comparison" in again.stderr and "--resume continues it" in again.stderr
+    other = subprocess.run([*command[:-2], "--seeds", "2", "--out", str(out), "--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert other.returncode != 0 and "settings.seeds = [0] (now [0, 1])" in other.stderr
+
+    printed = compare(*args, "--out", str(out), "--resume")
+    assert linear_weights.stat().st_mtime_ns == written  # kept, not trained again
+    assert "linear" in printed and "audio" in printed
+    for name in ("comparison.csv", "results.csv"):
+        resumed, unbroken = pd.read_csv(out / name), pd.read_csv(tmp_path / "unbroken" / name)
+        pd.testing.assert_frame_equal(resumed.drop(columns="run_dir", errors="ignore"),
+                                      unbroken.drop(columns="run_dir", errors="ignore"))  # fmt: skip
+
+
+def test_resume_keeps_a_trained_text_encoder_and_its_runs_until_the_encoder_changes(demo_corpora, tmp_path):
+    out = tmp_path / "cmp"
+    args = ["--data", str(demo_corpora["script"]), "--out", str(out), "--models", "text", "--seeds", "1",
+            "--num_epochs", "1", "--text_features", "encoder", "--pretrain_epochs", "1", "--pretrain_vocab", "200"]  # fmt: skip
+    encoder_weights = out / "text" / "corpus" / "pretrained" / "model.safetensors"
+    run_weights = out / "runs" / "corpus" / "text" / "seed0" / "model.safetensors"
+
+    def written() -> tuple[int, int]:
+        return encoder_weights.stat().st_mtime_ns, run_weights.stat().st_mtime_ns
+
+    first = compare(*args)
+    before = written()
+    assert compare(*args, "--resume") == first and written() == before  # nothing trained again
+
+    config = encoder_weights.parent / "config.json"
+    config.write_text(config.read_text(encoding="utf-8") + "\n", encoding="utf-8")  # the encoder is not what it was
+    compare(*args, "--resume")
+    assert all(now != then for now, then in zip(written(), before))  # both trained again

@@ -188,11 +188,13 @@ def test_a_few_steps_on_tiny_data_lower_the_loss(modality):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.parametrize("utterance_stats", [False, True])
 @pytest.mark.parametrize("modality", ["cross", "early", "late", "tfn", "lmf"])
-def test_modality_dropout_acts_in_training_only_and_drops_one_stream_per_clip(modality):
+def test_modality_dropout_acts_in_training_only_and_drops_one_stream_per_clip(modality, utterance_stats):
     torch.manual_seed(0)
     batch = batch_with_lengths([30, 17, 9, 25] * 8, [12, 5, 8, 10] * 8)
-    quiet = dict(attn_dropout=0.0, embed_dropout=0.0, res_dropout=0.0, relu_dropout=0.0, out_dropout=0.0)
+    quiet = dict(attn_dropout=0.0, embed_dropout=0.0, res_dropout=0.0, relu_dropout=0.0, out_dropout=0.0,
+                 utterance_stats=utterance_stats)  # fmt: skip
     model = tiny_model(modality, modality_dropout=0.999, **quiet)
     plain = tiny_model(modality, **quiet)
     plain.load_state_dict(model.state_dict())
@@ -250,6 +252,27 @@ def test_a_wide_path_adds_the_linear_baselines_logits_and_learns_with_the_rest(m
         tiny_model("audio", wide=True)
 
 
+@pytest.mark.parametrize("modality", ["cross", "early", "late", "tfn", "lmf"])
+def test_utterance_stats_hand_the_head_the_input_frames_mean_and_std_and_padding_never_matters(modality):
+    torch.manual_seed(0)
+    model = tiny_model(modality, utterance_stats=True).eval()
+    batch = batch_with_lengths([30, 17, 9], [12, 5, 8])
+    model.audio_norm.set(torch.randn(F_MFCC), torch.rand(F_MFCC) + 0.5)
+    audio_stream, _ = model.streams(**batch)
+    frames = model.audio_norm(batch["audio"])
+    real = frames[1, :17]  # the second clip's 17 real frames
+    assert audio_stream.shape == (3, model.streams.text_width + 2 * F_MFCC)
+    torch.testing.assert_close(audio_stream[1, -2 * F_MFCC :], torch.cat([real.mean(0), real.std(0, unbiased=False)]),
+                               rtol=1e-4, atol=1e-3)  # fmt: skip
+    padded = {**batch, "audio": batch["audio"] + 1e3 * ~batch["audio_mask"][..., None]}
+    torch.testing.assert_close(model(**padded), model(**batch), rtol=0, atol=1e-5)
+    model.train()
+    model(**batch).logsumexp(-1).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    with pytest.raises(ValueError, match="utterance_stats = True: applies to the models that fuse"):
+        tiny_model("audio", utterance_stats=True)
+
+
 def test_sinusoidal_positions_count_real_steps_from_one_and_zero_the_padding():
     mask = torch.tensor([[True, True, True, False]])
     emb = sinusoidal_positions(mask, 6)  # (1, 4, 6): 3 sines, 3 cosines
@@ -273,7 +296,7 @@ def test_a_block_whose_sublayers_give_nothing_passes_its_input_through():
 
 def test_late_fusion_mixes_the_log_probabilities_of_its_two_heads_by_learned_weights():
     model = tiny_model("late").eval()
-    a, t = torch.randn(3, model.streams.width), torch.randn(3, model.streams.width)
+    a, t = torch.randn(3, model.streams.audio_width), torch.randn(3, model.streams.text_width)
     with torch.no_grad():
         model.mix.copy_(torch.tensor([1.0, -1.0]))
         w = model.mix.softmax(-1)

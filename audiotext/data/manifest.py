@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from audiotext.data.corpus import CorpusError, Split, load_split, resolve_split_path
 from audiotext.data.media import MediaError, load_audio
-from audiotext.io import file_digest
+from audiotext.io import file_digest, folder_digest
 
 REQUIRED_COLUMNS = ("audio", "text", "label")
 OPTIONAL_COLUMNS = ("speaker", "split", "start", "end")
@@ -233,6 +233,17 @@ def load_any_split(
     if is_manifest(data_path) and not str(split).endswith(".pkl"):
         return load_manifest_split(data_path, split, labels, sample_rate, with_audio=with_audio)
     return load_split(resolve_split_path(data_path, split), labels)
+
+
+def corpus_digest(data_path: str | Path) -> str:
+    """A hex digest of what a corpus is made of: a manifest and every audio file it names, or a
+    folder's split files (pickles and manifests), so that work done on it can tell it has changed."""
+    path = Path(data_path)
+    if is_manifest(path):
+        # A missing file is for loading to name, with its row.
+        audio = sorted(a for a in set(read_manifest(path, required=("audio",))["audio_path"]) if Path(a).is_file())
+        return (file_digest(path) + file_digest(*audio)).hex()
+    return folder_digest(path)
 
 
 def has_split(data_path: str | Path, split: str) -> bool:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from audiotext.features.encoders import LEGACY_CONFIG, load_text_encoder
-from audiotext.io import file_digest
+from audiotext.io import folder_digest
 
 # The reference's alphabet. Whitespace is outside the class too, so one substitution also folds
 # tabs and newlines.
@@ -105,7 +105,7 @@ class TextEncoder:
         """A hash of the directory's own files (weights, vocabulary, configs, out-of-fold states):
         what the states depend on, so the feature cache can key them by it. Subfolders (a
         classifier's eval/ outputs) are not part of the encoder."""
-        return file_digest(*sorted(p for p in self.path.iterdir() if p.is_file())).hex()
+        return folder_digest(self.path)
 
     def encode(self, sentences: Sequence[str], progress: bool = True) -> list[torch.Tensor]:
         """Last hidden layer of each sentence without padding: float32 CPU tensors (L_i, E).

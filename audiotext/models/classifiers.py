@@ -160,8 +160,10 @@ class LinearClassifier(nn.Module):
 
 
 class PooledStreams(nn.Module):
-    """Audio and text each to one vector (B, W), with or without MulT's cross-modal attention;
-    W = D, or 2D with statistics pooling.
+    """Audio and text each to one vector, (B, audio_width) and (B, text_width), with or without MulT's
+    cross-modal attention; each is D wide, or 2D with statistics pooling, and the audio 2F more with
+    `utterance_stats`: the mean and standard deviation of its standardised input frames, what the
+    linear model lives on, handed to the head beside what attention made of them.
 
     Both streams are projected to D by a kernel-3 convolution without padding, which shortens each
     sequence by 2; the masks are shortened to match so padding never leaks into real steps (a text of
@@ -169,7 +171,8 @@ class PooledStreams(nn.Module):
     attends to audio; then each stream attends to itself and is merged over time.
 
     Modality dropout: in training, a share of the clips lose one stream (audio or text, even odds)
-    before any attention, so the head learns to decide from either alone and not lean on one.
+    before any attention (its utterance statistics too), so the head learns to decide from either
+    alone and not lean on one.
     """
 
     kernel = 3
@@ -190,36 +193,41 @@ class PooledStreams(nn.Module):
             self.text_with_audio = _encoder(cfg, d, cfg.attn_dropout)
         self.audio_self = _encoder(cfg, d, cfg.attn_dropout)
         self.text_self = _encoder(cfg, d, cfg.attn_dropout)
-        self.width = merged_width(d, cfg.merge_how)  # of each pooled stream
+        self.utterance_stats = cfg.utterance_stats
+        self.text_width = merged_width(d, cfg.merge_how)
+        self.audio_width = self.text_width + (merged_width(dims.audio, "stats") if cfg.utterance_stats else 0)
 
     @staticmethod
     def _project(conv: nn.Conv1d, x: torch.Tensor, mask: torch.Tensor):
         # Output step t sees input steps t..t+k-1, so it is real exactly when step t+k-1 is.
         return conv(x.transpose(1, 2)).transpose(1, 2), mask[:, conv.kernel_size[0] - 1 :]
 
-    def _drop_modalities(self, a: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dropped = torch.rand(a.shape[0], device=a.device) < self.modality_dropout  # (B,)
-        audio_side = torch.rand(a.shape[0], device=a.device) < 0.5
-        keep_audio = ~(dropped & audio_side)[:, None, None]  # (B, 1, 1)
-        keep_text = ~(dropped & ~audio_side)[:, None, None]
-        return a * keep_audio, t * keep_text
+    def _kept_modalities(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1, 1) each, True where a clip keeps its audio, its text: a share loses one of them."""
+        dropped = torch.rand(batch, device=device) < self.modality_dropout  # (B,)
+        audio_side = torch.rand(batch, device=device) < 0.5
+        return ~(dropped & audio_side)[:, None, None], ~(dropped & ~audio_side)[:, None, None]
 
     def forward(self, audio, audio_mask, text, text_mask) -> tuple[torch.Tensor, torch.Tensor]:
         # An exported graph cannot branch on values; its caller (the recognizer) checks the texts.
         if not torch.compiler.is_exporting() and not text_mask[:, self.text_kernel - 1 :].any(dim=1).all():
             # A stream without a real step would attend to padding; loading refuses such sentences.
             raise ValueError(f"every text needs at least {self.text_kernel} tokens ([CLS] and [SEP] included)")
-        a, a_mask = self._project(self.audio_proj, self.audio_norm(audio), audio_mask)  # (B, T-2, D)
+        normalised = self.audio_norm(audio)  # (B, T, F)
+        a, a_mask = self._project(self.audio_proj, normalised, audio_mask)  # (B, T-2, D)
         t, t_mask = self._project(self.text_proj, self.text_dropout(text), text_mask)  # (B, L-2 or 1, D)
         if self.training and self.modality_dropout > 0:
-            a, t = self._drop_modalities(a, t)
+            keep_audio, keep_text = self._kept_modalities(a.shape[0], a.device)
+            a, t, normalised = a * keep_audio, t * keep_text, normalised * keep_audio
         if self.cross:
             a, t = (
                 self.audio_with_text(a, a_mask, context=t, context_mask=t_mask),
                 self.text_with_audio(t, t_mask, context=a, context_mask=a_mask),
             )
-        a_out = merge_over_time(self.audio_self(a, a_mask), a_mask, self.merge_how)  # (B, W)
-        t_out = merge_over_time(self.text_self(t, t_mask), t_mask, self.merge_how)  # (B, W)
+        a_out = merge_over_time(self.audio_self(a, a_mask), a_mask, self.merge_how)  # (B, D or 2D)
+        if self.utterance_stats:
+            a_out = torch.cat([a_out, merge_over_time(normalised, audio_mask, "stats")], dim=-1)  # (B, audio_width)
+        t_out = merge_over_time(self.text_self(t, t_mask), t_mask, self.merge_how)  # (B, text_width)
         return a_out, t_out
 
 
@@ -245,7 +253,7 @@ class OnStreams(nn.Module):
         return logits
 
     def fuse(self, a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Logits (B, C) of the pooled audio and text streams (B, W) each."""
+        """Logits (B, C) of the pooled audio and text streams (B, audio_width), (B, text_width)."""
         raise NotImplementedError
 
 
@@ -257,7 +265,7 @@ class CrossModalClassifier(OnStreams):
 
     def __init__(self, cfg: ModelConfig, dims: Dims):
         super().__init__(cfg, dims)
-        self.head = ClassificationHead(2 * self.streams.width, dims.classes, cfg.out_dropout)
+        self.head = ClassificationHead(self.streams.audio_width + self.streams.text_width, dims.classes, cfg.out_dropout)
 
     def fuse(self, a, t):
         return self.head(torch.cat([a, t], dim=-1))
@@ -274,8 +282,8 @@ class LateFusionClassifier(OnStreams):
 
     def __init__(self, cfg: ModelConfig, dims: Dims):
         super().__init__(cfg, dims)
-        self.audio_head = ClassificationHead(self.streams.width, dims.classes, cfg.out_dropout)
-        self.text_head = ClassificationHead(self.streams.width, dims.classes, cfg.out_dropout)
+        self.audio_head = ClassificationHead(self.streams.audio_width, dims.classes, cfg.out_dropout)
+        self.text_head = ClassificationHead(self.streams.text_width, dims.classes, cfg.out_dropout)
         self.mix = nn.Parameter(torch.zeros(2))  # softmax: equal weights to start
 
     def fuse(self, a, t):
@@ -288,15 +296,16 @@ def _with_one(x: torch.Tensor) -> torch.Tensor:  # (B, D) → (B, D+1)
 
 
 class TensorFusionClassifier(OnStreams):
-    """The outer product [a; 1] ⊗ [t; 1], flattened ((D+1)², unimodal and bimodal terms alike),
-    feeds the head (Zadeh et al., 2017)."""
+    """The outer product [a; 1] ⊗ [t; 1], flattened ((A+1)(T+1) for streams A and T wide, unimodal
+    and bimodal terms alike), feeds the head (Zadeh et al., 2017)."""
 
     def __init__(self, cfg: ModelConfig, dims: Dims):
         super().__init__(cfg, dims)
-        self.head = ClassificationHead((self.streams.width + 1) ** 2, dims.classes, cfg.out_dropout)
+        widths = self.streams.audio_width + 1, self.streams.text_width + 1
+        self.head = ClassificationHead(widths[0] * widths[1], dims.classes, cfg.out_dropout)
 
     def fuse(self, a, t):
-        fused = _with_one(a)[:, :, None] * _with_one(t)[:, None, :]  # (B, W+1, W+1)
+        fused = _with_one(a)[:, :, None] * _with_one(t)[:, None, :]  # (B, A+1, T+1)
         return self.head(fused.flatten(1))
 
 
@@ -309,10 +318,12 @@ class LowRankFusionClassifier(OnStreams):
     def __init__(self, cfg: ModelConfig, dims: Dims):
         super().__init__(cfg, dims)
         d = cfg.d_model
-        w = self.streams.width
-        self.audio_factors = nn.Parameter(torch.randn(self.rank, w + 1, d) / (w + 1) ** 0.5)
-        self.text_factors = nn.Parameter(torch.randn(self.rank, w + 1, d) / (w + 1) ** 0.5)
+        self.audio_factors = self._factors(self.streams.audio_width + 1, d)
+        self.text_factors = self._factors(self.streams.text_width + 1, d)
         self.head = ClassificationHead(d, dims.classes, cfg.out_dropout)
+
+    def _factors(self, width: int, d: int) -> nn.Parameter:  # (rank, width, D)
+        return nn.Parameter(torch.randn(self.rank, width, d) / width**0.5)
 
     def fuse(self, a, t):
         a_factors = torch.einsum("bi,rid->rbd", _with_one(a), self.audio_factors)  # (rank, B, D)

@@ -14,13 +14,21 @@ folds), with the uncertainty a choice between methods needs.
    (by mean macro-F1) against each other one. Written to comparison.md, comparison.csv and
    report.html, and printed.
 
-Layout of `out`: [folds/fold<i>/], text/<corpus>/{pretrained,finetuned}/, runs/<corpus>/<model>/seed<s>/,
-comparison.{md,csv}, report.html.
+Layout of `out`: compare.json, [folds/fold<i>/], text/<corpus>/{pretrained,finetuned}/,
+runs/<corpus>/<model>/seed<s>/, results.csv, comparison.{md,csv}, report.html.
+
+compare.json records what is compared (the settings, a digest of the corpus and of the starting
+encoder) and which corpora's text encoders are trained, so that a killed comparison resumes
+(`resume`): finished runs are kept, unfinished ones continue from their last checkpoint, and
+nothing is reused once the settings, the corpus or an encoder it trained has changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import json
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -31,7 +39,7 @@ import pandas as pd
 from audiotext.config import FUSING, AudioConfig, ModelConfig, RunConfig, TextConfig, TrainConfig
 from audiotext.data.folds import write_fold_corpora
 from audiotext.data.splits import FOLD_BY
-from audiotext.data.manifest import has_split, load_any_split
+from audiotext.data.manifest import corpus_digest, has_split, load_any_split
 from audiotext.errors import SettingError
 from audiotext.evaluation.evaluate import evaluate, evaluate_text_classifier
 from audiotext.evaluation.metrics import classification_metrics
@@ -39,10 +47,11 @@ from audiotext.evaluation.plots import confusion_pair_png, learning_curves_png, 
 from audiotext.evaluation.report import REPORT_FILE, image, read_epoch_log, table, write_report, write_run_report
 from audiotext.evaluation.statistics import METRICS, Estimate, estimate, paired_test, resample_indices
 from audiotext.features.cache import FeatureCache
-from audiotext.io import atomic_path, write_csv_rows
-from audiotext.models.checkpoint import EPOCH_LOG
+from audiotext.io import atomic_path, folder_digest, write_csv_rows, write_json
+from audiotext.models.checkpoint import CONFIG_FILE, EPOCH_LOG, FINISHED_FILE, is_finished
 from audiotext.training.loop import train
 from audiotext.training.masked_lm import pretrain
+from audiotext.training.run_folder import RESUMABLE_CHANGES, require_same_settings
 from audiotext.training.text_classifier import finetune
 
 ALL_MODELS = ("linear", "audio", "text", "early", "late", "tfn", "lmf", "mult")
@@ -50,6 +59,9 @@ FINETUNED = "text (fine-tuned)"  # the fine-tuned classifier itself: one run per
 TEST_SETS = ("test", "test_stt")
 RESAMPLES = 1000
 METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}
+RECORD_FILE = "compare.json"
+OUTPUTS = ("results.csv", "comparison.md", "comparison.csv", REPORT_FILE)  # written when every run is done
+WORK_FOLDERS = ("folds", "text", "runs")
 
 
 @dataclass(frozen=True)
@@ -100,7 +112,7 @@ def model_config(name: str, settings: CompareSettings) -> tuple[ModelConfig, Tra
     """The settings each model trains with. Models on pooled features converge in a few steps per
     epoch: the linear ones train longer, faster and undropped, to convergence (a fair baseline)."""
     modality = "cross" if name == "mult" else name
-    unfused = {} if modality in FUSING else {"modality_dropout": 0.0, "wide": False}
+    unfused = {} if modality in FUSING else {"modality_dropout": 0.0, "wide": False, "utterance_stats": False}
     model, training = replace(settings.model, modality=modality, **unfused), settings.train
     if name == "linear":
         model = replace(model, out_dropout=0.0)
@@ -117,10 +129,16 @@ def run_comparison(
     cache: FeatureCache | None = None,
     progress: bool = True,
     title: str = "",
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict:
-    """Runs the comparison into `out`; returns {"tables": Markdown, "summary": rows of comparison.csv}."""
+    """Runs the comparison into `out`; returns {"tables": Markdown, "summary": rows of comparison.csv}.
+
+    `out` may not hold another comparison: `resume` continues the one there (the same settings and
+    corpus), `overwrite` starts it again (see `_claim`)."""
     out = Path(out)
     labels = list(settings.labels)
+    record = _claim(out, Path(data_path), settings, resume, overwrite)
     corpora = _corpora(Path(data_path), out, settings, labels)
     predictions: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {}  # (model, test set) → corpus → per seed
     truths: dict[str, list[np.ndarray]] = {}
@@ -132,18 +150,29 @@ def run_comparison(
             truths.setdefault(test_set, []).append(
                 load_any_split(corpus, test_set, labels, settings.audio.sample_rate, with_audio=False).labels
             )
-        encoder = _text_encoder(corpus, out / "text" / corpus_name, settings, labels, test_sets, predictions, progress)
+        encoder, trained_before = _text_encoder(corpus, out / "text" / corpus_name, settings, labels, test_sets,
+                                                predictions, progress, record["text"].get(corpus_name))  # fmt: skip
+        if encoder != settings.text.encoder and not trained_before:
+            record["text"][corpus_name] = folder_digest(encoder)
+            write_json(out / RECORD_FILE, record)
+        # Runs trained on another encoder than this one are not kept.
+        keep_runs = resume and trained_before
         for name in settings.models:
             model, training = model_config(name, settings)
             for seed in settings.seeds:
                 run_dir = out / "runs" / corpus_name / name / f"seed{seed}"
-                say(f"== [{corpus_name}] {name}, seed {seed} ==", progress)
                 cfg = RunConfig(
-                    name=name, data_path=str(corpus), labels=labels, audio=replace(settings.audio),
+                    name=name, data_path=str(corpus.resolve()), labels=labels, audio=replace(settings.audio),
                     text=TextConfig(encoder=encoder, features=settings.text_features), model=model,
                     train=replace(training, seed=seed),
                 )  # fmt: skip
-                summary = train(cfg, run_dir, cache=cache, progress=progress, overwrite=True)
+                if keep_runs and is_finished(run_dir):
+                    say(f"== [{corpus_name}] {name}, seed {seed}: finished before, kept ==", progress)
+                    require_same_settings(run_dir / CONFIG_FILE, cfg)
+                    summary = json.loads((run_dir / FINISHED_FILE).read_text(encoding="utf-8"))
+                else:
+                    say(f"== [{corpus_name}] {name}, seed {seed} ==", progress)
+                    summary = train(cfg, run_dir, cache=cache, progress=progress, resume=keep_runs, overwrite=not keep_runs)
                 runs.append({"corpus": corpus_name, "model": name, "seed": seed, **summary})
                 for test_set in test_sets:
                     evaluate(run_dir, test_set, corpus, cache=cache, progress=progress)
@@ -165,6 +194,53 @@ def run_comparison(
     return {"tables": "\n\n".join(tables), "summary": summary}
 
 
+def _claim(out: Path, data_path: Path, settings: CompareSettings, resume: bool, overwrite: bool) -> dict:
+    """The comparison's record (compare.json), written before any work: `resume` continues the one
+    in `out` when its settings and data are these (else an error naming what changed); `overwrite`
+    first removes what an earlier comparison left there; otherwise `out` must hold none."""
+    if resume and overwrite:
+        raise SettingError("--resume continues a comparison and --overwrite starts it again: give one of them")
+    record_file = out / RECORD_FILE
+    compared = json.loads(json.dumps(dataclasses.asdict(settings)))
+    for section, key in RESUMABLE_CHANGES:  # where it runs and how it reports may change
+        compared.get(section, {}).pop(key, None)
+    record = {
+        "settings": compared,
+        "data": corpus_digest(data_path),
+        "encoder": folder_digest(settings.text.encoder) if settings.text.encoder else "packaged MiniLM",
+        "text": {},  # corpus → digest of the encoder trained on it
+    }
+    earlier = [name for name in (RECORD_FILE, *OUTPUTS, *WORK_FOLDERS) if (out / name).exists()]
+    if resume and record_file.is_file():
+        stored = json.loads(record_file.read_text(encoding="utf-8"))
+        changed = _first_difference({k: stored.get(k) for k in record if k != "text"},
+                                    {k: v for k, v in record.items() if k != "text"})  # fmt: skip
+        if changed:
+            raise SettingError(f"--resume: {record_file} was made with {changed}; resume with the same settings "
+                               f"and data, or --overwrite to start again")  # fmt: skip
+        return {**record, "text": stored.get("text", {})}
+    if earlier and not overwrite:
+        why = "it was made before comparisons could resume" if resume else "--resume continues it"
+        raise FileExistsError(f"{out} holds a comparison ({', '.join(earlier)}): {why}; --overwrite runs it "
+                              f"again, or choose another --out")  # fmt: skip
+    for name in earlier:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    write_json(record_file, record)
+    return record
+
+
+def _first_difference(was: object, now: object, where: str = "") -> str:
+    """'<key path> = <was> (now <now>)' for the first place two JSON values differ, '' when equal."""
+    if isinstance(was, dict) and isinstance(now, dict):
+        for key in sorted(set(was) | set(now)):
+            found = _first_difference(was.get(key), now.get(key), f"{where}.{key}" if where else key)
+            if found:
+                return found
+        return ""
+    return "" if was == now else f"{where} = {json.dumps(was, ensure_ascii=False)} (now {json.dumps(now, ensure_ascii=False)})"
+
+
 def _corpora(data_path: Path, out: Path, settings: CompareSettings, labels: list[str]) -> dict[str, Path]:
     if not settings.folds:
         return {"corpus": data_path}
@@ -173,9 +249,19 @@ def _corpora(data_path: Path, out: Path, settings: CompareSettings, labels: list
     return {f"fold{i}": path for i, path in enumerate(paths)}
 
 
-def _text_encoder(corpus: Path, folder: Path, settings: CompareSettings, labels, test_sets, predictions, progress) -> str:
-    """The encoder folder the text-reading models use, pre-trained and fine-tuned as the plan says."""
+def _text_encoder(corpus: Path, folder: Path, settings: CompareSettings, labels, test_sets, predictions, progress,
+                  trained: str | None) -> tuple[str, bool]:  # fmt: skip
+    """The encoder folder the text-reading models use, pre-trained and fine-tuned as the plan says,
+    and whether it was there before: the folder whose digest is `trained` (None: none was)."""
     plan = settings.text
+    if plan.pretrain is None and plan.finetune is None:
+        return plan.encoder, True
+    final = folder / ("finetuned" if plan.finetune is not None else "pretrained")
+    if trained is not None and final.is_dir() and folder_digest(final) == trained:
+        say(f"== [{corpus}] the text encoder trained before, kept: {final} ==", progress)
+        if plan.finetune is not None:
+            _test_text_classifier(final, corpus, folder, labels, test_sets, predictions, settings.seeds[0])
+        return str(final.resolve()), True
     encoder = plan.encoder
     train = load_any_split(corpus, "train", labels, settings.audio.sample_rate, with_audio=False)
     seed = settings.seeds[0]
@@ -196,11 +282,16 @@ def _text_encoder(corpus: Path, folder: Path, settings: CompareSettings, labels,
         finetuned = folder / "finetuned"
         finetune(corpus, encoder or None, finetuned, labels=labels, seed=seed, cross_fit_folds=cross_fit,
                  progress=progress, **plan.finetune)  # fmt: skip
-        for test_set in test_sets:
-            evaluate_text_classifier(finetuned, corpus, test_set, finetuned / "eval" / test_set)
-            _collect(predictions, FINETUNED, test_set, folder.name, seed, _predicted(finetuned / "eval" / test_set, labels))
+        _test_text_classifier(finetuned, corpus, folder, labels, test_sets, predictions, seed)
         encoder = str(finetuned.resolve())
-    return encoder
+    return encoder, False
+
+
+def _test_text_classifier(finetuned: Path, corpus: Path, folder: Path, labels, test_sets, predictions, seed: int) -> None:
+    """The fine-tuned classifier's own predictions on each test set, beside the models'."""
+    for test_set in test_sets:
+        evaluate_text_classifier(finetuned, corpus, test_set, finetuned / "eval" / test_set)
+        _collect(predictions, FINETUNED, test_set, folder.name, seed, _predicted(finetuned / "eval" / test_set, labels))
 
 
 def _predicted(eval_dir: Path, labels: Sequence[str]) -> np.ndarray:

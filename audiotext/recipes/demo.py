@@ -59,9 +59,10 @@ def demo_settings(seeds: int) -> CompareSettings:
 
 
 def run_demo(out: str | Path, seed: int = 0, seeds: int | None = None, cache: FeatureCache | None = None,
-             progress: bool = True) -> str:  # fmt: skip
+             progress: bool = True, resume: bool = False) -> str:  # fmt: skip
     """Runs the demo into `out` with `seeds` seeds per model (None: DEMO_SEEDS); returns the tables
-    it printed. Features come from `cache` where it has them (None: in memory)."""
+    it printed. Features come from `cache` where it has them (None: in memory). Each comparison
+    starts again, or with `resume` continues where a stopped demo left it."""
     out = Path(out)
     started = time.perf_counter()
     corpora = _corpora(out / "corpus", seed, progress)
@@ -69,7 +70,8 @@ def run_demo(out: str | Path, seed: int = 0, seeds: int | None = None, cache: Fe
     for partition, corpus in corpora.items():
         settings = demo_settings(seeds or DEMO_SEEDS[partition])
         result = run_comparison(corpus, out / partition, settings, cache, progress,
-                                title=f"audiotext demo: {PARTITIONS[partition]} split")  # fmt: skip
+                                title=f"audiotext demo: {PARTITIONS[partition]} split", resume=resume,
+                                overwrite=not resume)  # fmt: skip
         tables.append(f"## {PARTITIONS[partition]} split\n\n{result['tables']}")
     partition, model, run_seed = EXPORTED_RUN
     exported = export_model(out / partition / "runs" / "corpus" / model / f"seed{run_seed}", out / "model", onnx=True)

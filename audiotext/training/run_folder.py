@@ -44,7 +44,7 @@ def claim_run_folder(run_dir: Path, cfg: RunConfig, resume: bool = False, overwr
     if resume:
         for folder in (staging, run_dir):
             if (folder / CONFIG_FILE).is_file() and not is_finished(folder):
-                _require_same_settings(folder / CONFIG_FILE, cfg)
+                require_same_settings(folder / CONFIG_FILE, cfg)
                 return folder
         if is_finished(run_dir):
             raise FileExistsError(f"{run_dir}: this run already finished; nothing to resume (--overwrite trains it again)")
@@ -78,7 +78,9 @@ def _has_files(folder: Path) -> bool:
     return folder.exists() and (folder.is_file() or any(folder.iterdir()))
 
 
-def _require_same_settings(config_file: Path, cfg: RunConfig) -> None:
+def require_same_settings(config_file: Path, cfg: RunConfig) -> None:
+    """Raises ValueError naming the first setting of `cfg` that the run of `config_file` did not
+    start with (those of RESUMABLE_CHANGES may differ)."""
     stored = json.loads(config_file.read_text(encoding="utf-8"))
     wanted = cfg.to_dict()
     for section, values in wanted.items():
