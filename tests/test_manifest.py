@@ -104,6 +104,18 @@ def test_errors_name_manifest_row_and_column(tmp_path):
         load_manifest_split(_csv(tmp_path / "m6.csv", ["ok.wav,t,a"], header="audio,text,label"), "train", None, RATE)
 
 
+@pytest.mark.parametrize("name, codec, frame_sync", [("a.flac", "flac", b"\xff\xf8"), ("a.mp3", "libmp3lame", b"\xff\xfb")])
+def test_a_file_cut_where_a_frame_starts_is_held_to_the_length_its_header_states(tmp_path, name, codec, frame_sync):
+    write_media(tmp_path / name, _samples(1.0, 0, 44100), 44100, codec)
+    whole = (tmp_path / name).read_bytes()
+    cut = tmp_path / f"cut{name[1:]}"
+    # Cut where a frame begins: what is left decodes cleanly, as a shorter clip without the check.
+    cut.write_bytes(whole[: whole.index(frame_sync, len(whole) // 2)])
+    with pytest.raises(MediaError, match=r"cut\.\w+: truncated: its header promises 1\.0\d+ s, the file holds 0\.[4-9]\d+ s"):
+        load_audio(cut)
+    assert len(load_audio(tmp_path / name)[0]) == 44100  # the whole file keeps its promise
+
+
 def test_media_errors(tmp_path):
     (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
     with pytest.raises(MediaError, match="noise.mp4: not a readable media file"):

@@ -7,9 +7,11 @@ mp4/mkv/m2ts videos.
 [-1, 1] otherwise (lossy codecs decode to float). `write_media` is the inverse, used to build test
 fixtures and benchmark corpora.
 
-A truncated compressed file (FLAC, MP4, MPEG-TS cut mid-packet) fails to decode and raises
-`MediaError`; a WAV or an MPEG-TS cut at a packet boundary reads as a shorter clip, as FFmpeg and
-libsndfile both take its length from the file's size.
+A truncated file raises `MediaError`: compressed ones cut mid-packet fail to decode, and a WAV,
+FLAC or MP3 whose header states its length (RIFF size, STREAMINFO sample count, Xing/Info/VBRI
+frame count) is held to it, as FFmpeg and libsndfile would read the part that is there as a shorter
+clip. Formats without such a header (an MPEG-TS cut at a packet boundary, an MP3 without a Xing
+header) still read as shorter clips: their length is only known from the file's size.
 """
 
 from __future__ import annotations
@@ -65,8 +67,11 @@ def load_audio(
         if not container.streams.audio:
             raise MediaError(f"{path}: no audio track")
         stream = container.streams.audio[0]
+        promised = None
+        if stream.duration is not None and _header_states_length(path, container.format.name):
+            promised = float(stream.duration * stream.time_base)
         try:
-            chunks, rate = _decode(container, stream, start, end, whole_segment)
+            chunks, rate = _decode(container, stream, start, end, whole_segment, promised)
         except av.FFmpegError as err:
             raise MediaError(f"{path}: corrupt audio ({err.strerror or err})") from None
         except MediaError as err:
@@ -110,12 +115,37 @@ def _require_whole_riff(path: Path) -> None:
         raise MediaError(f"{path}: truncated: its header promises {promised} bytes, the file holds {size}")
 
 
+def _header_states_length(path: Path, format_name: str) -> bool:
+    """Whether the header of a FLAC or MP3 file counts its samples or frames. Only then is FFmpeg's
+    stream duration a promise: otherwise it is estimated from the size, which a cut file matches."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if format_name == "flac":
+            # "fLaC", a block header, then STREAMINFO; its bytes 13-17 end in the 36-bit sample
+            # count, 0 when the encoder did not know it.
+            info = head[8:42]
+            return head[:4] == b"fLaC" and len(info) == 34 and ((info[13] & 0x0F) << 32 | int.from_bytes(info[14:18], "big")) > 0
+        if format_name != "mp3":
+            return False
+        if head[:3] == b"ID3":  # an ID3v2 tag first: its size is four 7-bit bytes after 10 header bytes
+            f.seek(10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10])))
+        else:
+            f.seek(0)
+        first_frame = f.read(192)  # the tags sit after the side information of the first frame
+    for tag in (b"Xing", b"Info"):
+        at = first_frame.find(tag)
+        if at >= 0:
+            return bool(int.from_bytes(first_frame[at + 4 : at + 8], "big") & 1)  # flag 1: frame count present
+    return b"VBRI" in first_frame  # Fraunhofer's header always counts frames
+
+
 def _decode(
     container: av.container.InputContainer, stream: av.AudioStream, start: float | None, end: float | None,
-    whole_segment: bool,
+    whole_segment: bool, promised: float | None = None,
 ) -> tuple[list[np.ndarray], int]:
     """Planar (channels, n) chunks covering [start, end), cut at sample precision; with
-    `whole_segment`, a stream that ends before `end` is an error."""
+    `whole_segment`, a stream that ends before `end` is an error, as is one read to its end that
+    ends before the `promised` seconds its header states."""
     integer = stream.codec_context.format is not None and stream.codec_context.format.name in _INTEGER_FORMATS
     resampler = None  # built on the first frame, whose layout and rate it keeps: only the format changes
     # Timestamps count from the stream's start time, not zero (an MPEG-TS starts at about 1.4 s).
@@ -145,6 +175,8 @@ def _decode(
     # Containers round their timestamps: a segment may end up to 10 ms after the last sample.
     if whole_segment and end is not None and chunks and position < round(end * rate) - rate // 100:
         raise MediaError(f"segment end {end} s is past the end of the file ({position / rate:.3f} s)")
+    if last is None and promised is not None and position is not None and position < round(promised * rate) - rate // 100:
+        raise MediaError(f"truncated: its header promises {promised:.3f} s, the file holds {position / rate:.3f} s")
     return chunks, rate
 
 
