@@ -370,8 +370,7 @@ def cmd_text_pretrain(args: argparse.Namespace) -> None:
         args.corpus, args.encoder, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         mlm_probability=args.mlm_probability, warmup_percent=args.warmup_percent, seed=args.seed,
         new_tokenizer_vocab_size=args.new_tokenizer, extend_vocab=not args.keep_vocab, max_len=args.max_len,
-        no_cuda=args.no_cuda,
-        progress=not args.quiet,
+        no_cuda=args.no_cuda, progress=not args.quiet, resume=args.resume,
     )  # fmt: skip
     print(f"masked-LM pre-training → {args.out}: " + ", ".join(f"{k} {v}" for k, v in stats.items() if not isinstance(v, (list, dict))))
 
@@ -384,7 +383,7 @@ def cmd_text_finetune(args: argparse.Namespace) -> None:
         args.data, args.encoder, args.out, labels=labels, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, warmup_percent=args.warmup_percent, max_len=args.max_len, seed=args.seed,
         pooling=args.pooling, clip=args.clip, cross_fit_folds=args.cross_fit, no_cuda=args.no_cuda,
-        progress=not args.quiet,
+        progress=not args.quiet, resume=args.resume,
     )  # fmt: skip
     print(f"fine-tuned text classifier → {args.out}: best dev epoch {best['best_epoch']}: accuracy {best['dev_accuracy']:.4f}  macro-F1 {best['dev_macro_f1']:.4f}")
 
@@ -434,6 +433,8 @@ def add_text_parsers(commands) -> None:
                            "(K folds), for the cross-modal model to train on (default: off)")
     fine.add_argument("--labels", default=None, help="comma-separated label order (default: the data's)")
     for parser in (pre, fine):
+        parser.add_argument("--resume", action="store_true",
+                            help="continue the job that a stopped run of this command left beside --out (same settings)")
         parser.add_argument("--warmup_percent", type=float, default=0.1)
         parser.add_argument("--max_len", type=int, default=64, help="tokens per sentence, [CLS] and [SEP] included")
         parser.add_argument("--seed", type=int, default=1111)

@@ -1,4 +1,5 @@
-"""Writes that never leave a half-written file behind: write beside the target, then rename."""
+"""Files: writes that never leave a half-written file behind (write beside the target, then
+rename), digests of what a job read, and what differs between the records of two jobs."""
 
 from __future__ import annotations
 
@@ -38,9 +39,25 @@ def file_digest(*paths: str | os.PathLike) -> bytes:
     return digest.digest()
 
 
+def json_digest(value: Any) -> str:
+    """A hex blake2b digest of a JSON value, keys sorted, so equal values digest alike."""
+    return hashlib.blake2b(json.dumps(value, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
 def folder_digest(folder: str | os.PathLike) -> str:
     """The hex `file_digest` of a folder's own files, in name order (subfolders are not read)."""
     return file_digest(*sorted(p for p in Path(folder).iterdir() if p.is_file())).hex()
+
+
+def first_difference(was: object, now: object, where: str = "") -> str:
+    """'<key path> = <was> (now <now>)' for the first place two JSON values differ, '' when equal."""
+    if isinstance(was, dict) and isinstance(now, dict):
+        for key in sorted(set(was) | set(now)):
+            found = first_difference(was.get(key), now.get(key), f"{where}.{key}" if where else key)
+            if found:
+                return found
+        return ""
+    return "" if was == now else f"{where} = {json.dumps(was, ensure_ascii=False)} (now {json.dumps(now, ensure_ascii=False)})"
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

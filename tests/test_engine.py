@@ -57,7 +57,7 @@ def test_the_best_epoch_by_the_named_metric_is_kept_and_restored(tmp_path, best_
         model, torch.optim.SGD(model.parameters(), lr=0.1), data(), loss,
         evaluate=lambda m: next(dev),
         on_best=lambda m: saved.append(len(weights) + 1),
-        on_epoch=lambda epoch, row: weights.update({epoch: model.weight.detach().clone()}),
+        on_epoch=lambda rows: weights.update({len(rows): model.weight.detach().clone()}),
         epoch_log=tmp_path / "epochs.csv",
         restore_best=True,
     )  # fmt: skip
@@ -73,7 +73,7 @@ def test_training_lowers_the_loss_and_warm_up_then_decay_shape_the_rate():
     engine = Engine(EngineSettings(name="t", epochs=5, seed=0, schedule="linear", warmup_percent=0.2, progress=False))
     model = nn.Linear(6, 2)
     result = engine.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), data(), loss,
-                        on_epoch=lambda epoch, row: rates.append(row["lr"]))  # fmt: skip
+                        on_epoch=lambda rows: rates.append(rows[-1]["lr"]))  # fmt: skip
     assert result.rows[-1]["train_loss"] < result.rows[0]["train_loss"]
     assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(0.0)
 

@@ -1,17 +1,28 @@
 """Domain pre-training: masked-LM loss falls on the demo scripts, both continuing the packaged
 MiniLM and from scratch on a WordPiece vocabulary learned from the corpus; the output directory
-serves as an encoder for fine-tuning and for the cross-modal model."""
+serves as an encoder for fine-tuning and for the cross-modal model. Both pre-training and
+fine-tuning (with its cross-fitting folds), killed mid-job, resume to exactly what an unbroken job
+gives."""
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from sklearn.model_selection import StratifiedKFold
+
+from audiotext.cli import main
 
 from audiotext.config import REFERENCE_LABELS
 from audiotext.data.manifest import load_any_split
@@ -33,6 +44,7 @@ from audiotext.training.masked_lm import (
     read_corpus,
     train_wordpiece,
 )
+from audiotext.training.state import STATE_KEY
 from audiotext.training.text_classifier import distinct_pairs, finetune
 
 
@@ -50,6 +62,89 @@ def scratch(scripts_txt, tmp_path_factory) -> tuple[Path, dict]:
         [scripts_txt], None, out, epochs=6, lr=1e-3, batch_size=16, seed=0, new_tokenizer_vocab_size=400, progress=False
     )
     return out, stats
+
+
+SCRATCH_FLAGS = ["--new-tokenizer", "400", "--epochs", "6", "--lr", "1e-3", "--batch_size", "16", "--seed", "0"]
+# What `cross_fitted` was fine-tuned with, as flags.
+FINETUNE_FLAGS = ["--epochs", "3", "--lr", "1e-3", "--batch_size", "32", "--max_len", "32", "--seed", "0",
+                  "--cross-fit", "2", "--labels", ",".join(REFERENCE_LABELS)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cross_fitted(scratch, demo_corpora, tmp_path_factory) -> Path:
+    """The scratch encoder fine-tuned on the script split with two cross-fitting folds."""
+    model_dir = tmp_path_factory.mktemp("finetune") / "cross_fitted"
+    info = finetune(demo_corpora["script"], scratch[0], model_dir, epochs=3, lr=1e-3, batch_size=32, max_len=32,
+                    seed=0, cross_fit_folds=2, progress=False)  # fmt: skip
+    assert info["cross_fit_folds"] == 2
+    return model_dir
+
+
+def kill_when(args: list[str], ready: Callable[[], bool]) -> None:
+    """Runs `audiotext ARGS...` and kills it (SIGKILL) as soon as `ready()`."""
+    process = subprocess.Popen([sys.executable, "-m", "audiotext.cli", *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not ready():
+        assert process.poll() is None, f"it ended before it could be killed: {process.stderr.read()}"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def saved_epoch(state: Path) -> int:
+    """The epoch a training state resumes at (0: none saved yet), read from its header alone."""
+    if not state.is_file():
+        return 0
+    with safe_open(str(state), framework="pt") as stored:
+        return json.loads(stored.metadata()[STATE_KEY])["epoch"]
+
+
+def same_tensors(a: Path, b: Path) -> None:
+    stored = load_file(b)
+    for name, tensor in load_file(a).items():
+        assert tensor.equal(stored[name]), f"{a.name}: {name}"
+
+
+def test_a_killed_pretraining_resumes_to_the_model_of_an_unbroken_one(scratch, scripts_txt, tmp_path):
+    out, stats = scratch
+    resumed = tmp_path / "tiny_bert"
+    args = ["text", "pretrain", "--corpus", str(scripts_txt), "--out", str(resumed), *SCRATCH_FLAGS, "--quiet"]
+
+    def epochs_done() -> int:
+        written = resumed / "pretrain.json"
+        return json.loads(written.read_text(encoding="utf-8"))["epochs_done"] if written.is_file() else 0
+
+    kill_when(args, lambda: epochs_done() >= 3)
+    assert epochs_done() < 6 and (tmp_path / ".tiny_bert.training" / "pretrain.safetensors").is_file()
+    main([*args, "--resume"])
+    same_tensors(resumed / "model.safetensors", out / "model.safetensors")
+    assert json.loads((resumed / "pretrain.json").read_text(encoding="utf-8"))["epoch_losses"] == stats["epoch_losses"]
+    assert not (tmp_path / ".tiny_bert.training").exists()
+
+
+def test_a_killed_cross_fitted_finetuning_resumes_to_the_classifier_of_an_unbroken_one(
+    scratch, cross_fitted, demo_corpora, tmp_path, cli_error
+):
+    resumed, job = tmp_path / "classifier", tmp_path / ".classifier.training"
+    args = ["text", "finetune", "--data", str(demo_corpora["script"]), "--encoder", str(scratch[0]),
+            "--out", str(resumed), *FINETUNE_FLAGS, "--quiet"]  # fmt: skip
+    # Killed in the second fold after its first epoch: the main fit done, the first fold's states
+    # kept, the second fold part-trained; all three are taken up again.
+    kill_when(args, lambda: saved_epoch(job / "cross-fit-2.safetensors") == 2)
+    assert saved_epoch(job / "cross-fit-2.safetensors") == 2
+    assert (job / "finetune.safetensors").is_file() and (job / "cross-fit-1" / OUT_OF_FOLD_STATES).is_file()
+    assert not resumed.exists()
+
+    code, printed = cli_error(*args[:-1], "--lr", "2e-3", "--resume")
+    assert code == 2 and "hyperparameters.lr = 0.001 (now 0.002)" in printed
+
+    main([*args, "--resume"])
+    for name in ("model.safetensors", "classifier_head.safetensors", OUT_OF_FOLD_STATES):
+        same_tensors(resumed / name, cross_fitted / name)
+    figures = ["epoch", "train_loss", "dev_loss", "dev_accuracy", "dev_macro_f1", "lr"]
+    pd.testing.assert_frame_equal(pd.read_csv(resumed / "epochs.csv")[figures], pd.read_csv(cross_fitted / "epochs.csv")[figures])
+    assert not job.exists()
 
 
 def test_scratch_masked_lm_loss_falls(scratch):
@@ -149,13 +244,12 @@ def test_mean_pooling_ignores_padding(scratch):
     assert not torch.allclose(together[0], together[1], atol=1e-3)
 
 
-def test_cross_fitting_stores_each_training_sentence_from_an_encoder_that_did_not_see_it(scratch, demo_corpora, tmp_path):
+def test_cross_fitting_stores_each_training_sentence_from_an_encoder_that_did_not_see_it(
+    scratch, cross_fitted, demo_corpora, tmp_path
+):
     out, _ = scratch
-    corpus = demo_corpora["script"]
-    model_dir = tmp_path / "cross_fitted"
-    info = finetune(corpus, out, model_dir, epochs=2, lr=1e-3, batch_size=32, max_len=32, seed=0,
-                       cross_fit_folds=2, progress=False)  # fmt: skip
-    assert info["cross_fit_folds"] == 2 and (model_dir / OUT_OF_FOLD_STATES).is_file()
+    corpus, model_dir = demo_corpora["script"], cross_fitted
+    assert (model_dir / OUT_OF_FOLD_STATES).is_file()
 
     train_sentences, _ = distinct_pairs(load_any_split(corpus, "train", REFERENCE_LABELS, 48000, with_audio=False))
     stored = load_out_of_fold_states(model_dir)
@@ -181,7 +275,7 @@ def test_cross_fitting_stores_each_training_sentence_from_an_encoder_that_did_no
             for i in kept] + [{"audio": "unread.wav", "text": s, "label": REFERENCE_LABELS[y], "split": "dev"}
                               for s, y in zip(dev.sentences, dev.labels)]  # fmt: skip
     pd.DataFrame(rows).to_csv(tmp_path / "fold.csv", index=False)
-    finetune(tmp_path / "fold.csv", out, tmp_path / "fold", epochs=2, lr=1e-3, batch_size=32, max_len=32, seed=0,
+    finetune(tmp_path / "fold.csv", out, tmp_path / "fold", epochs=3, lr=1e-3, batch_size=32, max_len=32, seed=0,
              progress=False)  # fmt: skip
     fold = TextEncoder(tmp_path / "fold", max_len=32)
     for i in held_out[:5]:

@@ -10,7 +10,6 @@ encoder states: one step (1, V) per sentence, V the vocabulary size.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
@@ -19,7 +18,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from audiotext.features.text import normalize_text
-from audiotext.io import write_json
+from audiotext.io import json_digest, write_json
 
 NGRAMS_FILE = "char_ngrams.json"
 NGRAM_RANGE = (1, 3)
@@ -59,8 +58,7 @@ class CharNgramEncoder:
 
     @property
     def fingerprint(self) -> str:
-        state = json.dumps([self.vectorizer.vocabulary, self.vectorizer.idf_.tolist()], sort_keys=True)
-        return hashlib.blake2b(state.encode(), digest_size=16).hexdigest()
+        return json_digest([self.vectorizer.vocabulary, self.vectorizer.idf_.tolist()])
 
     def encode(self, sentences: Sequence[str], progress: bool = True) -> list[np.ndarray]:
         """(1, V) float32 TF-IDF vector of each sentence."""

@@ -47,7 +47,7 @@ from audiotext.evaluation.plots import confusion_pair_png, learning_curves_png, 
 from audiotext.evaluation.report import REPORT_FILE, image, read_epoch_log, table, write_report, write_run_report
 from audiotext.evaluation.statistics import METRICS, Estimate, estimate, paired_test, resample_indices
 from audiotext.features.cache import FeatureCache
-from audiotext.io import atomic_path, folder_digest, write_csv_rows, write_json
+from audiotext.io import atomic_path, first_difference, folder_digest, write_csv_rows, write_json
 from audiotext.models.checkpoint import CONFIG_FILE, EPOCH_LOG, FINISHED_FILE, is_finished
 from audiotext.training.loop import train
 from audiotext.training.masked_lm import pretrain
@@ -151,7 +151,7 @@ def run_comparison(
                 load_any_split(corpus, test_set, labels, settings.audio.sample_rate, with_audio=False).labels
             )
         encoder, trained_before = _text_encoder(corpus, out / "text" / corpus_name, settings, labels, test_sets,
-                                                predictions, progress, record["text"].get(corpus_name))  # fmt: skip
+                                                predictions, progress, record["text"].get(corpus_name), resume)  # fmt: skip
         if encoder != settings.text.encoder and not trained_before:
             record["text"][corpus_name] = folder_digest(encoder)
             write_json(out / RECORD_FILE, record)
@@ -213,7 +213,7 @@ def _claim(out: Path, data_path: Path, settings: CompareSettings, resume: bool, 
     earlier = [name for name in (RECORD_FILE, *OUTPUTS, *WORK_FOLDERS) if (out / name).exists()]
     if resume and record_file.is_file():
         stored = json.loads(record_file.read_text(encoding="utf-8"))
-        changed = _first_difference({k: stored.get(k) for k in record if k != "text"},
+        changed = first_difference({k: stored.get(k) for k in record if k != "text"},
                                     {k: v for k, v in record.items() if k != "text"})  # fmt: skip
         if changed:
             raise SettingError(f"--resume: {record_file} was made with {changed}; resume with the same settings "
@@ -230,17 +230,6 @@ def _claim(out: Path, data_path: Path, settings: CompareSettings, resume: bool, 
     return record
 
 
-def _first_difference(was: object, now: object, where: str = "") -> str:
-    """'<key path> = <was> (now <now>)' for the first place two JSON values differ, '' when equal."""
-    if isinstance(was, dict) and isinstance(now, dict):
-        for key in sorted(set(was) | set(now)):
-            found = _first_difference(was.get(key), now.get(key), f"{where}.{key}" if where else key)
-            if found:
-                return found
-        return ""
-    return "" if was == now else f"{where} = {json.dumps(was, ensure_ascii=False)} (now {json.dumps(now, ensure_ascii=False)})"
-
-
 def _corpora(data_path: Path, out: Path, settings: CompareSettings, labels: list[str]) -> dict[str, Path]:
     if not settings.folds:
         return {"corpus": data_path}
@@ -250,9 +239,10 @@ def _corpora(data_path: Path, out: Path, settings: CompareSettings, labels: list
 
 
 def _text_encoder(corpus: Path, folder: Path, settings: CompareSettings, labels, test_sets, predictions, progress,
-                  trained: str | None) -> tuple[str, bool]:  # fmt: skip
+                  trained: str | None, resume: bool) -> tuple[str, bool]:  # fmt: skip
     """The encoder folder the text-reading models use, pre-trained and fine-tuned as the plan says,
-    and whether it was there before: the folder whose digest is `trained` (None: none was)."""
+    and whether it was there before: the folder whose digest is `trained` (None: none was). With
+    `resume`, a pre-training or fine-tuning job that was stopped continues."""
     plan = settings.text
     if plan.pretrain is None and plan.finetune is None:
         return plan.encoder, True
@@ -271,7 +261,8 @@ def _text_encoder(corpus: Path, folder: Path, settings: CompareSettings, labels,
         with atomic_path(sentences) as tmp:
             tmp.write_text("\n".join(train.sentences) + "\n", encoding="utf-8")
         say(f"== [{corpus}] masked-LM pre-training on the training sentences ==", progress)
-        pretrain([sentences], encoder or None, folder / "pretrained", seed=seed, progress=progress, **plan.pretrain)
+        pretrain([sentences], encoder or None, folder / "pretrained", seed=seed, progress=progress, resume=resume,
+                 **plan.pretrain)  # fmt: skip
         encoder = str((folder / "pretrained").resolve())
     if plan.finetune is not None:
         cross_fit = plan.cross_fit
@@ -281,7 +272,7 @@ def _text_encoder(corpus: Path, folder: Path, settings: CompareSettings, labels,
         say(f"== [{corpus}] fine-tuning the text classifier (cross-fitting: {cross_fit or 'off'}) ==", progress)
         finetuned = folder / "finetuned"
         finetune(corpus, encoder or None, finetuned, labels=labels, seed=seed, cross_fit_folds=cross_fit,
-                 progress=progress, **plan.finetune)  # fmt: skip
+                 progress=progress, resume=resume, **plan.finetune)  # fmt: skip
         _test_text_classifier(finetuned, corpus, folder, labels, test_sets, predictions, seed)
         encoder = str(finetuned.resolve())
     return encoder, False

@@ -185,7 +185,7 @@ class Engine:
         loss: Callable[[nn.Module, Batch], torch.Tensor],
         evaluate: Callable[[nn.Module], dict] | None = None,
         on_best: Callable[[nn.Module], None] | None = None,
-        on_epoch: Callable[[int, dict], None] | None = None,
+        on_epoch: Callable[[list[dict]], None] | None = None,
         epoch_log: Path | None = None,
         restore_best: bool = False,
         checkpoint: Path | None = None,
@@ -196,7 +196,7 @@ class Engine:
         `batches` is iterated once per epoch; `loss(model, batch)` gets the batch on the device.
         `evaluate(model)` returns dev metrics with at least "loss" (and "macro_f1" when
         best_by says so); `on_best` runs whenever the dev metric improves, `on_epoch` after each
-        epoch with its row; `epoch_log` is rewritten every epoch; `restore_best` loads the best
+        epoch with the rows of every epoch so far (a resumed fit's earlier ones included); `epoch_log` is rewritten every epoch; `restore_best` loads the best
         epoch's weights back at the end (kept as a CPU copy meanwhile).
 
         With `checkpoint`, the whole training state is written there after every epoch (and every
@@ -298,7 +298,7 @@ class Engine:
                     if epoch_log is not None:
                         write_csv_rows(epoch_log, result.rows)
                     if on_epoch is not None:
-                        on_epoch(epoch, row)
+                        on_epoch(result.rows)
                     if s.progress:
                         tqdm.write(self._log_line(row, improved))
                 progress.step, progress.losses = 0, []

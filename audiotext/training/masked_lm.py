@@ -9,7 +9,8 @@ Korean words become a single [UNK]; with the missing jamo added (as word starts 
 continuations) no word is lost, and masked-LM training learns the new embedding rows.
 
 The output is a Hugging Face directory (BertForMaskedLM, safetensors, tokenizer), written after
-every epoch, that `finetune` and `TextEncoder` accept as an encoder.
+every epoch, that `finetune` and `TextEncoder` accept as an encoder. The training state is kept
+beside it (`.NAME.training`) until the last epoch, so that a stopped job resumes (`resume`).
 
 Shape legend: B sentences in a batch, L tokens, V vocabulary.
 """
@@ -17,6 +18,7 @@ Shape legend: B sentences in a batch, L tokens, V vocabulary.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -37,7 +39,10 @@ from transformers import (
 
 from audiotext.features.encoders import load_text_encoder, save_directory
 from audiotext.features.text import default_encoder_path, normalize_text
+from audiotext.io import folder_digest, json_digest
+from audiotext.runtime import on_main, processes
 from audiotext.training.engine import Engine, EngineSettings
+from audiotext.training.run_folder import claim_state_folder
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # A from-scratch model small enough to train on a few hundred sentences on two CPU cores.
@@ -176,6 +181,7 @@ def pretrain(
     max_len: int = 64,
     no_cuda: bool = False,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict:
     """Masked-LM training on the distinct sentences of `corpus_files`; the model is saved to
     `out_dir` after every epoch. Returns per-epoch mean losses and run facts.
@@ -184,7 +190,8 @@ def pretrain(
     ignored when `new_tokenizer_vocab_size` asks for a new vocabulary and a tiny BERT from scratch.
     Masking is BERT's: 15% of tokens, of which 80% become [MASK], 10% a random token, 10% stay.
     With `extend_vocab` the encoder's vocabulary first gains the characters the corpus needs
-    (see `extend_vocabulary`).
+    (see `extend_vocabulary`). `resume` continues the job a stopped call with the same arguments
+    left beside `out_dir`.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be at least 1, got {epochs}, {batch_size}")
@@ -195,6 +202,7 @@ def pretrain(
     )
     sentences = read_corpus(corpus_files)
     added: list[str] = []
+    encoder_path = None
     if new_tokenizer_vocab_size is not None:
         tokenizer = train_wordpiece(sentences, new_tokenizer_vocab_size)
         config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **TINY_BERT)
@@ -212,22 +220,24 @@ def pretrain(
     model.to(engine.device)
     max_len = min(max_len, model.config.max_position_embeddings)
     ids = tokenizer(sentences, truncation=True, max_length=max_len)["input_ids"]
-    # input_ids and labels (B, L); labels are -100 except where a token was picked for masking.
-    masking = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, seed=seed)
+    # input_ids and labels (B, L); labels are -100 except where a token was picked for masking. The
+    # masks are drawn from the global generator, which the engine seeds and a resumed job restores.
+    masking = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)
     batches = DataLoader([{"input_ids": i} for i in ids], batch_size=batch_size, shuffle=True, collate_fn=masking,
                          generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    hyperparameters = dict(
+        epochs=epochs, lr=lr, batch_size=batch_size, mlm_probability=mlm_probability, max_len=max_len,
+        warmup_percent=warmup_percent, seed=seed, new_tokenizer_vocab_size=new_tokenizer_vocab_size,
+        extend_vocab=extend_vocab,
+    )  # fmt: skip
+    job = {"hyperparameters": hyperparameters, "encoder": folder_digest(encoder_path) if encoder_path else "scratch",
+           "corpus": json_digest(sentences)}  # fmt: skip
+    job_folder = on_main(lambda: claim_state_folder(Path(out_dir), job, resume))
     stats: dict = {}
 
-    def save_epoch(epoch: int, row: dict) -> None:
-        stats.update(
-            source=source, sentences=len(sentences), added_tokens=added, epochs_done=epoch,
-            epoch_losses=[*stats.get("epoch_losses", []), row["train_loss"]],
-            hyperparameters=dict(
-                epochs=epochs, lr=lr, batch_size=batch_size, mlm_probability=mlm_probability, max_len=max_len,
-                warmup_percent=warmup_percent, seed=seed, new_tokenizer_vocab_size=new_tokenizer_vocab_size,
-                extend_vocab=extend_vocab,
-            ),
-        )  # fmt: skip
+    def save_epoch(rows: list[dict]) -> None:
+        stats.update(source=source, sentences=len(sentences), added_tokens=added, epochs_done=len(rows),
+                     epoch_losses=[row["train_loss"] for row in rows], hyperparameters=hyperparameters)  # fmt: skip
         _save(out_dir, tokenizer, model, stats)
 
     engine.fit(
@@ -236,7 +246,11 @@ def pretrain(
         batches,
         loss=lambda m, batch: m(**batch).loss,
         on_epoch=save_epoch,
+        checkpoint=job_folder / "pretrain.safetensors",
+        data_order=batches.generator,
     )
+    if processes().is_main:
+        shutil.rmtree(job_folder)
     return {**stats, "model_dir": str(out_dir), "seconds": time.perf_counter() - started}
 
 

@@ -4,6 +4,10 @@ continued only with the settings it started with.
 
 Replacing trains in a staging folder beside the old run (`.NAME.overwrite`) and swaps it in when
 training finishes, so until then the old run stays as it was, eval/ outputs included.
+
+Text-encoder training (pre-training, fine-tuning), whose output is a Hugging Face folder written
+whole at the end, keeps its resumable states in a folder beside it (`.NAME.training`, see
+`claim_state_folder`) and removes it when done.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 
 from audiotext.config import RunConfig
 from audiotext.errors import SettingError
-from audiotext.io import write_json
+from audiotext.io import first_difference, write_json
 from audiotext.models.checkpoint import (
     CONFIG_FILE,
     FINISHED_FILE,
@@ -26,6 +30,9 @@ from audiotext.models.checkpoint import (
 # Settings a resumed run may change: where it runs and how it reports, not what it computes.
 RESUMABLE_CHANGES = {("train", "no_cuda"), ("train", "logging_steps"), ("train", "checkpoint_steps"),
                      ("train", "num_workers")}  # fmt: skip
+
+
+JOB_FILE = "job.json"
 
 
 def staging_folder(run_dir: Path) -> Path:
@@ -59,6 +66,25 @@ def claim_run_folder(run_dir: Path, cfg: RunConfig, resume: bool = False, overwr
             raise FileExistsError(f"{run_dir} holds a finished run: --overwrite replaces it, or choose another --name")
         raise FileExistsError(f"{run_dir} holds an unfinished run: --resume continues it, --overwrite starts it again")
     return run_dir
+
+
+def claim_state_folder(out_dir: Path, job: dict, resume: bool) -> Path:
+    """The folder beside `out_dir` where a text-encoder training job keeps its resumable states,
+    with `job` (what it trains, from what) in job.json. `resume` continues the job found there when
+    it is this one, else names the first difference; otherwise (or when none is there) the folder
+    starts empty."""
+    folder = out_dir.parent / f".{out_dir.name}.training"
+    record = folder / JOB_FILE
+    if resume and record.is_file():
+        changed = first_difference(json.loads(record.read_text(encoding="utf-8")), job)
+        if changed:
+            raise SettingError(f"--resume: {record} was started with {changed}; resume with the same settings and "
+                               f"data, or leave out --resume to start again")  # fmt: skip
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    write_json(record, job)
+    return folder
 
 
 def finish_run_folder(folder: Path, run_dir: Path, summary: dict) -> None:

@@ -30,7 +30,7 @@ class TrainingStateError(DataError):
 def save_state(path: str | Path, state: dict) -> None:
     """Writes `state` to `path` atomically: a kill leaves the previous state or this one, whole."""
     tensors: dict[str, torch.Tensor] = {}
-    encoded = _encode(state, tensors)
+    encoded = _encode(state, _Tensors(tensors))
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={STATE_KEY: json.dumps(encoded)})
 
@@ -45,11 +45,33 @@ def load_state(path: str | Path) -> dict:
     return _decode(encoded, tensors)
 
 
-def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+class _Tensors:
+    """The tensors of a state by key. safetensors refuses tensors that share memory, as tied weights
+    do (a masked-LM's output layer is its input embedding): one that is the same view of memory
+    already stored is stored once under both names, and loads as one tensor again; another view of
+    the same memory is stored as a copy."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+        self.views: dict[tuple, str] = {}
+        self.memory: set[int] = set()
+
+    def key(self, value: torch.Tensor) -> str:
+        tensor = value.detach().cpu().contiguous()
+        view = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.dtype)
+        if view in self.views:
+            return self.views[view]
+        if view[0] in self.memory:
+            tensor = tensor.clone()
+        self.memory.add(view[0])
+        key = self.views[view] = str(len(self.tensors))
+        self.tensors[key] = tensor
+        return key
+
+
+def _encode(value: Any, tensors: _Tensors) -> Any:
     if isinstance(value, torch.Tensor):
-        key = str(len(tensors))
-        tensors[key] = value.detach().cpu().contiguous()
-        return {"__tensor__": key}
+        return {"__tensor__": tensors.key(value)}
     if isinstance(value, np.ndarray):
         return {"__ndarray__": _encode(torch.from_numpy(value.copy()), tensors)}
     if isinstance(value, tuple):

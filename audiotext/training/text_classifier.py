@@ -10,6 +10,10 @@ A saved classifier is a Hugging Face directory (the encoder's config.json, model
 tokenizer) plus `classifier_head.safetensors` and `classifier.json` (labels, pooling, ...), so
 `TextEncoder(directory)` takes it as the frozen encoder of the cross-modal model.
 
+While it trains, the job keeps its state beside the output folder (`.NAME.training`): each fit's
+training state every epoch and each finished cross-fitting fold's states, so that a stopped job
+resumes (`resume`) to the classifier it would have given.
+
 Shape legend: B sentences in a batch, L tokens, E encoder width, C classes.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +38,22 @@ from audiotext.config import REFERENCE_LABELS, AudioConfig
 from audiotext.data.corpus import Split
 from audiotext.data.manifest import load_any_split
 from audiotext.evaluation.metrics import score_logits
-from audiotext.features.encoders import load_text_encoder_with_report
-from audiotext.features.text import default_encoder_path, last_hidden_states, normalize_text, pad_token_ids
+from audiotext.features.encoders import load_text_encoder_with_report, save_directory
+from audiotext.features.text import (
+    default_encoder_path,
+    last_hidden_states,
+    load_out_of_fold_states,
+    normalize_text,
+    pad_token_ids,
+    save_out_of_fold_states,
+)
 from audiotext.inference.predict import predict_sentences
+from audiotext.io import folder_digest, json_digest
 from audiotext.models.checkpoint import save_text_classifier
-from audiotext.runtime import processes
 from audiotext.models.text_classifier import POOLINGS, SequenceClassifier
+from audiotext.runtime import on_main, processes
 from audiotext.training.engine import Engine, EngineSettings
+from audiotext.training.run_folder import claim_state_folder
 
 
 def distinct_pairs(split: Split) -> tuple[list[str], list[int]]:
@@ -79,6 +93,7 @@ def finetune(
     cross_fit_folds: int = 0,
     no_cuda: bool = False,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict:
     """Fine-tunes `encoder` (a Hugging Face or legacy directory; None = packaged MiniLM) on the
     distinct sentences of data_path/train.pkl; keeps the epoch with the best dev macro-F1 (ties:
@@ -91,6 +106,8 @@ def finetune(
     but one fold, and stores every training sentence's last hidden layer from the encoder that did
     not see it (out-of-fold states, see `TextEncoder`). A model fed by this encoder then trains on
     text features as good as those of unseen sentences, not on features that already know the answer.
+
+    `resume` continues the job a stopped call with the same arguments left beside `out_dir`.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be at least 1, got {epochs}, {batch_size}")
@@ -114,11 +131,18 @@ def finetune(
             f"has only {min(np.bincount(targets))} training sentences of its rarest label"
         )
 
+    job = {
+        "hyperparameters": dataclasses.asdict(settings), "labels": labels, "pooling": pooling,
+        "cross_fit_folds": cross_fit_folds, "encoder": folder_digest(encoder_path),
+        "data": json_digest([sentences, targets, dev_split.sentences, dev_split.labels.tolist()]),
+    }  # fmt: skip
+    job_folder = on_main(lambda: claim_state_folder(Path(out_dir), job, resume))
     fit = functools.partial(_fit, encoder_path, labels, dev_split=dev_split, settings=settings, no_cuda=no_cuda,
                             progress=progress)  # fmt: skip
-    tokenizer, model, best, rows = fit(pooling, sentences, targets, desc="finetune")
+    tokenizer, model, best, rows = fit(pooling, sentences, targets, desc="finetune",
+                                       checkpoint=job_folder / "finetune.safetensors")  # fmt: skip
     out_of_fold = (
-        _out_of_fold_states(fit, model.pooling, sentences, targets, cross_fit_folds, settings)
+        _out_of_fold_states(fit, model.pooling, sentences, targets, cross_fit_folds, settings, job_folder)
         if cross_fit_folds
         else {}
     )
@@ -139,6 +163,7 @@ def finetune(
     }
     if processes().is_main:
         save_text_classifier(out_dir, tokenizer, model, info, rows, out_of_fold)
+        shutil.rmtree(job_folder)
     return {**info, "model_dir": str(out_dir), "seconds": time.perf_counter() - started}
 
 
@@ -154,9 +179,11 @@ def _fit(
     no_cuda: bool,
     progress: bool,
     desc: str,
+    checkpoint: Path,
 ) -> tuple[PreTrainedTokenizerBase, SequenceClassifier, dict, list[dict]]:
     """A classifier fine-tuned from `encoder_path` on (sentences, targets), at its best dev epoch;
-    with that epoch's dev metrics and one log row per epoch."""
+    with that epoch's dev metrics and one log row per epoch. Its training state is saved in
+    `checkpoint` every epoch, and continued from there when the file exists."""
     engine = Engine(
         EngineSettings(
             name=desc, epochs=settings.epochs, seed=settings.seed, clip=settings.clip,
@@ -188,8 +215,10 @@ def _fit(
         batches,
         loss=lambda m, batch: F.cross_entropy(m(batch["input_ids"], batch["attention_mask"]), batch["labels"]),
         evaluate=dev_metrics,
-        # A CPU copy in memory: the directory is written once, at the end, not every epoch.
+        # A CPU copy in memory (and in the checkpoint): the directory is written once, at the end.
         restore_best=True,
+        checkpoint=checkpoint,
+        data_order=batches.generator,
     )
     return tokenizer, model, fit.best, fit.rows
 
@@ -201,16 +230,27 @@ def _out_of_fold_states(
     targets: list[int],
     folds: int,
     settings: FinetuneSettings,
+    job_folder: Path,
 ) -> dict[str, torch.Tensor]:
     """Each training sentence's last hidden layer (L_i, E) from a classifier that `fit` trained on
-    the other folds: stratified by label, seeded, so every fold holds every label."""
+    the other folds: stratified by label, seeded, so every fold holds every label. A finished fold
+    leaves its states in `job_folder`; a resumed job takes them from there."""
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=settings.seed)
     states: dict[str, torch.Tensor] = {}
     for fold, (kept, held_out) in enumerate(splitter.split(sentences, targets), 1):
-        tokenizer, model, _, _ = fit(
-            pooling, [sentences[i] for i in kept], [targets[i] for i in kept], desc=f"cross-fit {fold}/{folds}"
-        )
+        finished = job_folder / f"cross-fit-{fold}"
+        if finished.is_dir():
+            states.update(load_out_of_fold_states(finished))
+            continue
+        checkpoint = job_folder / f"cross-fit-{fold}.safetensors"
+        tokenizer, model, _, _ = fit(pooling, [sentences[i] for i in kept], [targets[i] for i in kept],
+                                     desc=f"cross-fit {fold}/{folds}", checkpoint=checkpoint)  # fmt: skip
         held_out_sentences = [sentences[i] for i in held_out]
         device = next(model.parameters()).device
-        states.update(last_hidden_states(tokenizer, model.encoder.eval(), held_out_sentences, settings.max_len, device))
+        fold_states = last_hidden_states(tokenizer, model.encoder.eval(), held_out_sentences, settings.max_len, device)
+        if processes().is_main:
+            save_directory(finished, lambda tmp: save_out_of_fold_states(tmp, fold_states))
+            checkpoint.unlink()  # four encoders' worth of training state, no longer needed
+        states.update(fold_states)
     return states
+
