@@ -19,6 +19,7 @@ from audiotext.data.loading import batch_order, make_loader
 from audiotext.errors import TrainingInterrupted
 from audiotext.features.cache import PackedSequences
 from audiotext.training.engine import Engine, EngineSettings
+from audiotext.training.state import load_state, save_state
 
 
 def data(n=40, seed=0) -> list[dict]:
@@ -171,3 +172,21 @@ def test_ctrl_c_saves_the_step_in_progress_and_resumes_from_it(tmp_path):
     assert signal.getsignal(signal.SIGINT) is before  # handed back
     _, result = resumable_fit(checkpoint, SETTINGS)
     assert [row["train_loss"] for row in result.rows] == [row["train_loss"] for row in expected.rows]
+
+
+def test_a_training_state_round_trips_nesting_and_tied_weights(tmp_path):
+    embedding = torch.randn(5, 3)
+    state = {
+        "model": {"embeddings.weight": embedding, "decoder.weight": embedding, "first_row": embedding[0]},
+        "optimizer": {"state": {0: {"step": torch.tensor(3.0)}}, "groups": [{"lr": 0.1, "params": [0, 1]}]},
+        "rng": (np.arange(4, dtype=np.uint32), 7), "best": {},
+    }  # fmt: skip
+    save_state(tmp_path / "state.safetensors", state)
+    loaded = load_state(tmp_path / "state.safetensors")
+    model = loaded["model"]
+    # Tied weights (the same tensor twice) come back as one tensor; another view of that memory as a copy.
+    assert model["embeddings.weight"] is model["decoder.weight"] and torch.equal(model["decoder.weight"], embedding)
+    assert torch.equal(model["first_row"], embedding[0])
+    assert model["first_row"].untyped_storage().data_ptr() != model["embeddings.weight"].untyped_storage().data_ptr()
+    assert loaded["optimizer"]["state"][0]["step"].item() == 3.0 and loaded["optimizer"]["groups"] == state["optimizer"]["groups"]
+    assert isinstance(loaded["rng"], tuple) and np.array_equal(loaded["rng"][0], state["rng"][0]) and loaded["rng"][1] == 7
