@@ -1,11 +1,14 @@
 """Text features with the packaged MiniLM: no padding leaks into the states, truncation keeps the
-special tokens, and each distinct sentence is encoded once."""
+special tokens, and each distinct sentence is encoded once; character n-grams are the TF-IDF
+vectors they promise."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from audiotext.features.ngrams import CharNgramEncoder
 from audiotext.features.text import TextEncoder, default_encoder_path, normalize_text
 
 SENTENCES = [
@@ -99,3 +102,27 @@ def test_missing_directory_is_named(tmp_path):
         TextEncoder(tmp_path / "no-such-model")
     with pytest.raises(FileNotFoundError, match="config.json"):
         TextEncoder(tmp_path)
+
+
+def test_char_ngrams_are_sublinear_tf_idf_of_in_word_ngrams_of_the_normalised_sentence(tmp_path):
+    encoder = CharNgramEncoder.fit(["기뻐요 정말", "무서워요!", "정말 화나", "기뻐"])
+    vocabulary = encoder.vectorizer.vocabulary
+    assert encoder.hidden_size == len(vocabulary) and {"정말", " 정", "말 ", "!"} <= set(vocabulary)
+    assert all(1 <= len(ngram) <= 3 and " " not in ngram.strip() for ngram in vocabulary)  # never across words
+    [row] = encoder.encode(["정말 정말 기뻐요"])
+    assert row.shape == (1, len(vocabulary)) and row.dtype == np.float32
+    assert np.linalg.norm(row) == pytest.approx(1.0)
+    idf = encoder.vectorizer.idf_
+    # "정말" twice weighs 1 + ln 2 times its IDF; "기뻐" once, its IDF.
+    expected = (1 + np.log(2)) * idf[vocabulary["정말"]] / idf[vocabulary["기뻐"]]
+    assert row[0, vocabulary["정말"]] / row[0, vocabulary["기뻐"]] == pytest.approx(expected, rel=1e-5)
+    assert np.array_equal(encoder.encode(["  정말\t기뻐요&nbsp;"])[0], encoder.encode(["정말 기뻐요"])[0])
+    # Of a word the training sentences never had, only the space that pads every word is known.
+    assert np.flatnonzero(encoder.encode(["xyz"])[0]).tolist() == [vocabulary[" "]]
+
+    encoder.save(tmp_path / "ngrams.json")
+    assert encoder.path == tmp_path / "ngrams.json"  # where messages say the vocabulary lives
+    loaded = CharNgramEncoder.load(tmp_path / "ngrams.json")
+    assert loaded.path == tmp_path / "ngrams.json" and loaded.fingerprint == encoder.fingerprint
+    assert np.array_equal(loaded.encode(["정말 정말 기뻐요"])[0], row)
+    assert CharNgramEncoder.fit(["기뻐요 정말", "무서워요!"]).fingerprint != encoder.fingerprint

@@ -1,5 +1,6 @@
 """Loading text encoders: a legacy KorBERT-layout checkpoint built from the packaged MiniLM gives
-the same hidden states as the Hugging Face directory; unusable checkpoints fail naming the problem."""
+the same hidden states as the Hugging Face directory; a Korean vocabulary keeps its syllables;
+unusable checkpoints fail naming the problem."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Callable
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import BertForMaskedLM
+from transformers import BertConfig, BertForMaskedLM, BertModel
 
 from audiotext.features.encoders import (
     CheckpointShapeError,
@@ -177,3 +178,26 @@ def test_huggingface_shape_mismatch_names_key_and_shapes(tmp_path):
     (broken / "config.json").write_text(json.dumps({**config, "intermediate_size": 1000}))
     with pytest.raises(CheckpointShapeError, match=r"intermediate\.dense\.bias has shape \(1536,\).*\(1000,\)"):
         load_text_encoder(broken)
+
+
+def write_tiny_legacy(out: Path, tokens: list[str]) -> Path:
+    """A one-layer, 8-wide BERT in the reference's layout with `tokens` as its ETRI vocabulary."""
+    config = dict(vocab_size=len(tokens), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=16, max_position_embeddings=32, type_vocab_size=2)  # fmt: skip
+    out.mkdir()
+    (out / "bert_config.json").write_text(json.dumps(config))
+    model = BertModel(BertConfig(**config))
+    torch.save({"bert." + k: v for k, v in model.state_dict().items()}, out / "pytorch_model.bin")
+    (out / "vocab.korean.rawtext.list").write_text("\n".join(f"{t}\t1" for t in tokens) + "\n", encoding="utf-8")
+    return out
+
+
+def test_a_korean_syllable_vocabulary_keeps_its_syllables_and_capitals_make_it_cased(tmp_path):
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    korean = write_tiny_legacy(tmp_path / "korean", [*special, "행", "##복", "##해", "##요", "무", "##서", "##워", "hello"])
+    tokenizer, _ = load_text_encoder(korean)
+    # Accent stripping (NFD) would break each syllable into jamo the vocabulary does not have.
+    assert tokenizer.tokenize("행복해요 무서워 HELLO") == ["행", "##복", "##해", "##요", "무", "##서", "##워", "hello"]
+    cased = write_tiny_legacy(tmp_path / "cased", [*special, "Hello", "hello"])
+    tokenizer, _ = load_text_encoder(cased)
+    assert tokenizer.tokenize("Hello hello HELLO") == ["Hello", "hello", "[UNK]"]
