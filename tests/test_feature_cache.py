@@ -1,9 +1,11 @@
 """The on-disk feature cache: equal to features computed in memory, reused when nothing changed,
-rebuilt when anything it depends on changed, never half-written, and its command."""
+rebuilt when anything it depends on changed, never half-written, and its command; the packed
+sequences it stores, and the statistics training takes from them."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 import textwrap
@@ -17,7 +19,7 @@ from audiotext.cli import main
 from audiotext.config import REFERENCE_LABELS, AudioConfig, ModelConfig, RunConfig, TrainConfig
 from audiotext.data.corpus import load_split
 from audiotext.data.dataset import encode_split
-from audiotext.features.cache import FeatureCache, audio_features, text_states
+from audiotext.features.cache import FeatureCache, PackedSequences, audio_features, text_states
 from audiotext.features.text import TextEncoder
 from audiotext.training.loop import train
 
@@ -211,3 +213,48 @@ def test_a_manifest_is_keyed_by_its_files_and_decoded_only_to_build(dev, tmp_pat
     sf.write(tmp_path / "2.flac", changed, 48000, subtype="PCM_16")
     features()
     assert len(entries(cache, "audio")) == 2, "a file whose samples changed must not reuse the old entry"
+
+
+def test_packed_sequences_keep_each_sequence_and_give_the_mean_and_std_of_every_step():
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(3.0, 2.0, size=(n, 4)) for n in (5, 1, 0, 9)]
+    packed = PackedSequences.from_arrays(arrays)
+    assert len(packed) == 4 and packed.lengths().tolist() == [5, 1, 0, 9] and packed.width == 4
+    assert packed.values.dtype == np.float32
+    for i, array in enumerate(arrays):
+        assert torch.equal(packed[i], torch.from_numpy(array.astype(np.float32)))
+    steps = np.concatenate(arrays).astype(np.float32).astype(np.float64)
+    for chunk in (1 << 18, 4):  # all at once, and in chunks that cut through sequences
+        mean, std = packed.mean_std(chunk=chunk)
+        np.testing.assert_allclose(mean, steps.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(std, steps.std(0, ddof=1), rtol=1e-9)
+    mean, std = PackedSequences.from_arrays([[[1.0], [3.0]]]).mean_std()
+    assert mean.tolist() == [2.0] and std.tolist() == [pytest.approx(2.0**0.5)]  # unbiased: n - 1 = 1
+    empty = PackedSequences.from_arrays([])
+    assert len(empty) == 0 and empty.values.shape == (0, 0) and empty.values.dtype == np.float32
+    with pytest.raises(ValueError, match="offsets do not cut 3 steps"):
+        PackedSequences(np.zeros((3, 2)), np.array([0, 2]))
+
+
+class _WritesAMarker:
+    """Unpickling it would create `path`: the proof that a file was unpickled."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_an_entry_is_mapped_read_only_and_its_offsets_are_never_unpickled(tmp_path):
+    cache = FeatureCache(tmp_path / "cache", progress=False)
+    arrays = [np.full((n, 3), float(n), np.float32) for n in (2, 4)]
+    packed = cache.packed("audio", "k", 2, lambda: iter(arrays), facts={}, what="test")
+    assert not packed.values.flags.writeable  # a training run cannot change the cache through it
+    entry = tmp_path / "cache" / "audio" / "k"
+    assert json.loads((entry / "entry.json").read_text())["key"] == "k"
+    marker = tmp_path / "unpickled"
+    np.save(entry / "offsets.npy", np.array([_WritesAMarker(str(marker))], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        FeatureCache.load(entry)
+    assert not marker.exists()
