@@ -175,7 +175,8 @@ def _decode(
     # Containers round their timestamps: a segment may end up to 10 ms after the last sample.
     if whole_segment and end is not None and chunks and position < round(end * rate) - rate // 100:
         raise MediaError(f"segment end {end} s is past the end of the file ({position / rate:.3f} s)")
-    if last is None and promised is not None and position is not None and position < round(promised * rate) - rate // 100:
+    read_to_the_end = end is None and position is not None
+    if read_to_the_end and promised is not None and position < round(promised * rate) - rate // 100:
         raise MediaError(f"truncated: its header promises {promised:.3f} s, the file holds {position / rate:.3f} s")
     return chunks, rate
 
