@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from audiotext.config import REFERENCE_LABELS
@@ -193,7 +195,11 @@ def trained_copy(trained_runs, tmp_path: Path) -> Path:
     [("nan", "holds non-finite values (NaN or inf)"),
      ("corrupt", "model.safetensors: not a readable safetensors file"),
      ("labels", "trained with labels = "),
-     ("sample_rate", "trained with audio = ")],
+     ("sample_rate", "trained with audio = "),
+     ("layers", "missing), which the 'audio' model of config.json needs"),  # config.json asks for a second layer
+     ("merge_how", "the model of config.json needs ("),  # statistics pooling: a head twice as wide
+     ("extra_tensor", "tensor 'extra' (1 in all) is not part of the 'audio' model"),
+     ("no_dims", "no 'dims' (model widths)")],
 )  # fmt: skip
 def test_a_spoilt_run_is_refused_by_test_naming_the_file(trained_runs, demo_corpus, tmp_path, cli_error, spoil, message):
     run = trained_copy(trained_runs, tmp_path)
@@ -204,12 +210,20 @@ def test_a_spoilt_run_is_refused_by_test_naming_the_file(trained_runs, demo_corp
         save_file(state, weights)
     elif spoil == "corrupt":
         weights.write_bytes(b"\xff" * 64)
+    elif spoil == "extra_tensor":
+        with safe_open(str(weights), framework="pt") as stored:
+            metadata, state = stored.metadata(), {name: stored.get_tensor(name) for name in stored.keys()}
+        save_file({**state, "extra": torch.zeros(1)}, weights, metadata=metadata)  # the facts still agree
     else:
         stored = json.loads(config.read_text(encoding="utf-8"))
         if spoil == "labels":
             stored["labels"] = stored["labels"][::-1]  # the same size, another order
-        else:
+        elif spoil == "sample_rate":
             stored["audio"]["sample_rate"] = 16000
+        elif spoil == "no_dims":
+            del stored["dims"]
+        else:
+            stored["model"][spoil] = {"layers": 2, "merge_how": "stats"}[spoil]
         config.write_text(json.dumps(stored, ensure_ascii=False), encoding="utf-8")
     code, printed = cli_error("test", "--run_dir", run, "--data_path", demo_corpus, "--quiet")
     assert code == 1 and message in printed and printed.count("\n") == 1, printed

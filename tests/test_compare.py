@@ -14,6 +14,7 @@ import pytest
 from fontTools.ttLib import TTFont
 
 from audiotext.config import REFERENCE_LABELS
+from audiotext.evaluation.metrics import classification_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,10 +53,12 @@ def test_compare_over_sentence_folds_tests_every_clip_once_per_seed(demo_corpora
         assert not set(test["Sentence"]) & set(train["Sentence"])
 
     summary = pd.read_csv(out / "comparison.csv")
-    assert set(summary["model"]) == {"linear", "audio"} and (summary["runs"] == 2).all()
+    ensembles = summary["model"].str.endswith("(ensemble of 2)")
+    assert set(summary["model"]) == {"linear", "audio", "linear (ensemble of 2)", "audio (ensemble of 2)"}
+    assert (summary["runs"] == ensembles.map({True: 1, False: 2})).all()
     assert ((summary["ci_low"] <= summary["mean"]) & (summary["mean"] <= summary["ci_high"])).all()
     paired = summary.dropna(subset=["paired_p"])
-    assert len(paired) == 1 and paired["paired_p"].between(0, 1).all()  # the other model's macro-F1
+    assert len(paired) == 3 and paired["paired_p"].between(0, 1).all()  # the other models' macro-F1
     page = check_report(out / "report.html")
     assert "Paired tests of the best model" in page and "Learning curves" in page
 
@@ -67,6 +70,15 @@ def test_compare_tests_on_test_and_test_stt_and_writes_run_reports(demo_corpora,
     assert re.search(r"\| linear \| 2 \| \d+\.\d\d ± \d+\.\d\d \[\d+\.\d, \d+\.\d\]", printed)
     run_page = check_report(out / "runs" / "corpus" / "linear" / "seed1" / "report.html")
     assert "Learning curves" in run_page and "test_stt" in run_page
+
+    # The ensemble row scores the class of highest mean probability over the seeds' own predictions.
+    runs = [pd.read_csv(out / "runs" / "corpus" / "linear" / f"seed{s}" / "eval" / "test" / "predictions.csv") for s in (0, 1)]
+    probabilities = sum(run[[f"p_{label}" for label in REFERENCE_LABELS]].to_numpy() for run in runs) / 2
+    truth = runs[0]["true_value"].map(REFERENCE_LABELS.index)
+    expected = classification_metrics(truth, probabilities.argmax(1), REFERENCE_LABELS)["macro_f1"]
+    summary = pd.read_csv(out / "comparison.csv").query("test_set == 'test' and metric == 'macro_f1'").set_index("model")
+    assert summary.loc["linear (ensemble of 2)", "mean"] == pytest.approx(expected, abs=1e-9)
+    assert summary.loc["linear (ensemble of 2)", "runs"] == 1
 
 
 def test_a_killed_comparison_resumes_keeping_finished_runs_and_ends_as_an_unbroken_one(demo_corpora, tmp_path):

@@ -103,7 +103,7 @@ def test_ctrl_c_prints_one_line_and_leaves_a_run_that_tests_only_when_asked_and_
     code, printed = cli_error(*train_args(demo_corpus, tmp_path, "run"))
     assert code == 1 and "holds an unfinished run: --resume continues it" in printed
     code, printed = cli_error(*train_args(demo_corpus, tmp_path, "run", "--resume", "--lr", "0.01"))
-    assert code == 1 and "started this run with lr = 0.001, this command says 0.01" in printed
+    assert code == 2 and "started this run with train.lr = 0.001 (now 0.01)" in printed
     main(train_args(demo_corpus, tmp_path, "run", "--resume"))
     main([str(a) for a in test_args])
     same_run(uninterrupted, tmp_path / "run")

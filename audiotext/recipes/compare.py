@@ -11,7 +11,8 @@ folds), with the uncertainty a choice between methods needs.
    tested on `test` (and `test_stt`).
 4. Per test set and model: mean ± std over seeds and a 95% bootstrap interval over test clips of
    accuracy, macro-F1 and weighted-F1; per-class F1; a paired randomisation test of the best model
-   (by mean macro-F1) against each other one. Written to comparison.md, comparison.csv and
+   (by mean macro-F1) against each other one. A model trained with several seeds is also scored as
+   their ensemble (mean class probabilities), one more model in every table. Written to comparison.md, comparison.csv and
    report.html, and printed.
 
 Layout of `out`: compare.json, [folds/fold<i>/], text/<corpus>/{pretrained,finetuned}/,
@@ -51,7 +52,7 @@ from audiotext.io import atomic_path, first_difference, folder_digest, write_csv
 from audiotext.models.checkpoint import CONFIG_FILE, EPOCH_LOG, FINISHED_FILE, is_finished
 from audiotext.training.loop import train
 from audiotext.training.masked_lm import pretrain
-from audiotext.training.run_folder import RESUMABLE_CHANGES, require_same_settings
+from audiotext.training.run_folder import require_same_settings, without_resumable_changes
 from audiotext.training.text_classifier import finetune
 
 ALL_MODELS = ("linear", "audio", "text", "early", "late", "tfn", "lmf", "mult")
@@ -140,7 +141,8 @@ def run_comparison(
     labels = list(settings.labels)
     record = _claim(out, Path(data_path), settings, resume, overwrite)
     corpora = _corpora(Path(data_path), out, settings, labels)
-    predictions: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {}  # (model, test set) → corpus → per seed
+    # (model, test set) → corpus → per seed: class probabilities (N, C)
+    predictions: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {}
     truths: dict[str, list[np.ndarray]] = {}
     examples: dict[str, Path] = {}  # model → one run folder, for its learning curves
     runs: list[dict] = []  # each run's best dev figures, for results.csv
@@ -176,14 +178,14 @@ def run_comparison(
                 runs.append({"corpus": corpus_name, "model": name, "seed": seed, **summary})
                 for test_set in test_sets:
                     evaluate(run_dir, test_set, corpus, cache=cache, progress=progress)
-                    _collect(predictions, name, test_set, corpus_name, seed, _predicted(run_dir / "eval" / test_set, labels))
+                    _collect(predictions, name, test_set, corpus_name, _probabilities(run_dir / "eval" / test_set, labels))
                 write_run_report(run_dir)  # once, with every test set
                 examples.setdefault(name, run_dir)
 
     summary, sections, tables = [], [], []
     for test_set, per_corpus in truths.items():
         y_true = np.concatenate(per_corpus)
-        models = {m: _stack(p) for (m, t), p in predictions.items() if t == test_set}
+        models = _with_ensembles({m: _stack(p) for (m, t), p in predictions.items() if t == test_set})
         rows, text, section = _summarise(test_set, y_true, models, labels)
         summary += rows
         tables.append(text)
@@ -201,11 +203,8 @@ def _claim(out: Path, data_path: Path, settings: CompareSettings, resume: bool, 
     if resume and overwrite:
         raise SettingError("--resume continues a comparison and --overwrite starts it again: give one of them")
     record_file = out / RECORD_FILE
-    compared = json.loads(json.dumps(dataclasses.asdict(settings)))
-    for section, key in RESUMABLE_CHANGES:  # where it runs and how it reports may change
-        compared.get(section, {}).pop(key, None)
     record = {
-        "settings": compared,
+        "settings": without_resumable_changes(dataclasses.asdict(settings)),
         "data": corpus_digest(data_path),
         "encoder": folder_digest(settings.text.encoder) if settings.text.encoder else "packaged MiniLM",
         "text": {},  # corpus → digest of the encoder trained on it
@@ -250,7 +249,7 @@ def _text_encoder(corpus: Path, folder: Path, settings: CompareSettings, labels,
     if trained is not None and final.is_dir() and folder_digest(final) == trained:
         say(f"== [{corpus}] the text encoder trained before, kept: {final} ==", progress)
         if plan.finetune is not None:
-            _test_text_classifier(final, corpus, folder, labels, test_sets, predictions, settings.seeds[0])
+            _test_text_classifier(final, corpus, folder, labels, test_sets, predictions)
         return str(final.resolve()), True
     encoder = plan.encoder
     train = load_any_split(corpus, "train", labels, settings.audio.sample_rate, with_audio=False)
@@ -273,31 +272,44 @@ def _text_encoder(corpus: Path, folder: Path, settings: CompareSettings, labels,
         finetuned = folder / "finetuned"
         finetune(corpus, encoder or None, finetuned, labels=labels, seed=seed, cross_fit_folds=cross_fit,
                  progress=progress, resume=resume, **plan.finetune)  # fmt: skip
-        _test_text_classifier(finetuned, corpus, folder, labels, test_sets, predictions, seed)
+        _test_text_classifier(finetuned, corpus, folder, labels, test_sets, predictions)
         encoder = str(finetuned.resolve())
     return encoder, False
 
 
-def _test_text_classifier(finetuned: Path, corpus: Path, folder: Path, labels, test_sets, predictions, seed: int) -> None:
+def _test_text_classifier(finetuned: Path, corpus: Path, folder: Path, labels, test_sets, predictions) -> None:
     """The fine-tuned classifier's own predictions on each test set, beside the models'."""
     for test_set in test_sets:
         evaluate_text_classifier(finetuned, corpus, test_set, finetuned / "eval" / test_set)
-        _collect(predictions, FINETUNED, test_set, folder.name, seed, _predicted(finetuned / "eval" / test_set, labels))
+        _collect(predictions, FINETUNED, test_set, folder.name, _probabilities(finetuned / "eval" / test_set, labels))
 
 
-def _predicted(eval_dir: Path, labels: Sequence[str]) -> np.ndarray:
-    index = {label: i for i, label in enumerate(labels)}
-    return pd.read_csv(eval_dir / "predictions.csv")["prediction"].map(index).to_numpy()
+def _probabilities(eval_dir: Path, labels: Sequence[str]) -> np.ndarray:
+    """(N, C): the class probabilities of predictions.csv, columns in the order of `labels`."""
+    return pd.read_csv(eval_dir / "predictions.csv")[[f"p_{label}" for label in labels]].to_numpy()
 
 
-def _collect(predictions: dict, model: str, test_set: str, corpus: str, seed: int, predicted: np.ndarray) -> None:
+def _collect(predictions: dict, model: str, test_set: str, corpus: str, probabilities: np.ndarray) -> None:
     per_corpus = predictions.setdefault((model, test_set), {})
-    per_corpus.setdefault(corpus, []).append(predicted)
+    per_corpus.setdefault(corpus, []).append(probabilities)
 
 
 def _stack(per_corpus: dict[str, list[np.ndarray]]) -> np.ndarray:
-    """(S, N): seed s's predictions of every corpus's test clips, corpora in order."""
+    """(S, N, C): seed s's probabilities for every corpus's test clips, corpora in order."""
     return np.stack([np.concatenate(seeds) for seeds in zip(*per_corpus.values())])
+
+
+def _with_ensembles(probabilities: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each model's predictions (S, N), and for a model with several seeds also its seed ensemble
+    (1, N): the class of highest mean probability over the seeds. The deep models' scores move by
+    several points from one seed to the next (the linear model's far less); averaging their seeds is
+    the usual cure, and the ensemble is a model a user can deploy, so it is compared as one."""
+    predictions = {}
+    for model, p in probabilities.items():
+        predictions[model] = p.argmax(-1)
+        if len(p) > 1:
+            predictions[f"{model} (ensemble of {len(p)})"] = p.mean(0).argmax(-1)[None]
+    return predictions
 
 
 def _summarise(test_set: str, y_true: np.ndarray, models: dict[str, np.ndarray], labels: list[str]):
@@ -319,12 +331,13 @@ def _summarise(test_set: str, y_true: np.ndarray, models: dict[str, np.ndarray],
         for m, p in models.items() if m != best
     }  # fmt: skip
 
-    def cell(e: Estimate) -> str:
-        return f"{100 * e.mean:.2f} ± {100 * e.std:.2f} [{100 * e.low:.1f}, {100 * e.high:.1f}]"
+    def cell(e: Estimate, runs: int) -> str:
+        spread = f" ± {100 * e.std:.2f}" if runs > 1 else ""  # one run has no spread over seeds
+        return f"{100 * e.mean:.2f}{spread} [{100 * e.low:.1f}, {100 * e.high:.1f}]"
 
     header = ["model", "runs", *(f"{METRIC_NAMES[k]} mean ± std [95% CI]" for k in METRICS)]
     ranked = sorted(estimates, key=lambda m: -estimates[m]["macro_f1"].mean)
-    body = [[m, len(models[m]), *(cell(estimates[m][k]) for k in METRICS)] for m in ranked]
+    body = [[m, len(models[m]), *(cell(estimates[m][k], len(models[m])) for k in METRICS)] for m in ranked]
     class_header = ["model", *(f"F1 {label}" for label in labels)]
     class_body = [[m, *(f"{100 * per_class[m][label]:.1f}" for label in labels)] for m in ranked]
     test_header = ["model", f"macro-F1 of {best} minus it", "p (paired randomisation)"]
@@ -337,7 +350,8 @@ def _summarise(test_set: str, y_true: np.ndarray, models: dict[str, np.ndarray],
     ])  # fmt: skip
     confusions = "".join(
         image(confusion_pair_png(np.sum([seed["confusion_matrix"] for seed in per_seed[m]], axis=0), labels,
-                                 f"{m} · {test_set} (all seeds)"), f"confusion matrices of {m}")
+                                 f"{m} · {test_set}" + (" (all seeds)" if len(per_seed[m]) > 1 else "")),
+              f"confusion matrices of {m}")
         for m in ranked
     )  # fmt: skip
     section = "\n".join([

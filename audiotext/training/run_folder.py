@@ -104,16 +104,21 @@ def _has_files(folder: Path) -> bool:
     return folder.exists() and (folder.is_file() or any(folder.iterdir()))
 
 
+def without_resumable_changes(settings: dict) -> dict:
+    """A copy of run settings (as JSON) without those of RESUMABLE_CHANGES, for comparing runs."""
+    kept = json.loads(json.dumps(settings))
+    for section, key in RESUMABLE_CHANGES:
+        kept.get(section, {}).pop(key, None)
+    return kept
+
+
 def require_same_settings(config_file: Path, cfg: RunConfig) -> None:
-    """Raises ValueError naming the first setting of `cfg` that the run of `config_file` did not
+    """Raises SettingError naming the first setting of `cfg` that the run of `config_file` did not
     start with (those of RESUMABLE_CHANGES may differ)."""
-    stored = json.loads(config_file.read_text(encoding="utf-8"))
     wanted = cfg.to_dict()
-    for section, values in wanted.items():
-        pairs = values.items() if isinstance(values, dict) else [(None, values)]
-        for key, value in pairs:
-            was = stored.get(section) if key is None else stored.get(section, {}).get(key)
-            if was != value and (section, key) not in RESUMABLE_CHANGES:
-                name = section if key is None else key
-                raise ValueError(f"--resume: {config_file} started this run with {name} = {was!r}, this command "
-                                 f"says {value!r}; resume with the same settings, or --overwrite to start again")  # fmt: skip
+    stored = json.loads(config_file.read_text(encoding="utf-8"))  # also holds the data's dims, not a setting
+    changed = first_difference(without_resumable_changes({key: stored.get(key) for key in wanted}),
+                               without_resumable_changes(wanted))  # fmt: skip
+    if changed:
+        raise SettingError(f"--resume: {config_file} started this run with {changed}; resume with the same "
+                           f"settings, or --overwrite to start again")  # fmt: skip
