@@ -34,11 +34,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("demo_runs/corpus/script"))
     parser.add_argument("--out", type=Path, required=True, help="comparison folder; --resume continues one")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first_seed", type=int, default=0, help="seeds first_seed .. first_seed + seeds - 1")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     cache = FeatureCache(progress=False)
-    settings = replace(demo_settings(args.seeds), models=tuple(args.models.split(",")))
+    seeds = tuple(range(args.first_seed, args.first_seed + args.seeds))
+    settings = replace(demo_settings(args.seeds), models=tuple(args.models.split(",")), seeds=seeds)
     run_comparison(args.data, args.out, settings, cache, progress=False, resume=args.resume, overwrite=not args.resume)
     print(f"| {args.seeds} seeds, macro-F1 | dev, per seed | dev, ensemble | test, per seed | test, ensemble "
           "| test_stt, per seed | test_stt, ensemble |\n|---|---:|---:|---:|---:|---:|---:|")  # fmt: skip

@@ -12,8 +12,8 @@ folds), with the uncertainty a choice between methods needs.
 4. Per test set and model: mean ± std over seeds and a 95% bootstrap interval over test clips of
    accuracy, macro-F1 and weighted-F1; per-class F1; a paired randomisation test of the best model
    (by mean macro-F1) against each other one. A model trained with several seeds is also scored as
-   their ensemble (mean class probabilities), one more model in every table. Written to comparison.md, comparison.csv and
-   report.html, and printed.
+   their ensemble (mean class probabilities), one more model in every table. Written to
+   comparison.md, comparison.csv and report.html, and printed.
 
 Layout of `out`: compare.json, [folds/fold<i>/], text/<corpus>/{pretrained,finetuned}/,
 runs/<corpus>/<model>/seed<s>/, results.csv, comparison.{md,csv}, report.html.
