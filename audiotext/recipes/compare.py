@@ -389,7 +389,8 @@ def _write_outputs(out: Path, title: str, settings: CompareSettings, summary, ta
     folds = f"{settings.folds} folds by {settings.split_by}" if settings.folds else "the corpus's own split"
     facts = (f"Models {', '.join(settings.models)}; seeds {', '.join(map(str, settings.seeds))}; {folds}. "
              "Intervals: 95% percentile bootstrap of the seed mean over test clips "
-             f"({RESAMPLES} resamples). Paired tests: approximate randomisation, two-sided.")  # fmt: skip
+             f"({RESAMPLES} resamples). Paired tests: approximate randomisation, two-sided. "
+             "'(ensemble of N)': a model's N seeds as one model, the class of highest mean probability.")  # fmt: skip
     with atomic_path(out / "comparison.md") as tmp:
         tmp.write_text(f"# {title}\n\n{facts}\n\n" + "\n\n".join(tables) + "\n", encoding="utf-8")
     with atomic_path(out / "comparison.csv") as tmp:
