@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score
 
 from audiotext.evaluation.evaluate import evaluate
+from audiotext.evaluation.metrics import classification_metrics
 from audiotext.features.cache import FeatureCache
 from audiotext.recipes.compare import run_comparison
 from audiotext.recipes.demo import demo_settings
@@ -61,11 +61,11 @@ def main() -> None:
 
 
 def macro_f1(predictions: pd.DataFrame, probabilities: np.ndarray) -> float:
-    """Macro-F1 in % of the classes with the highest probability (N, C) against the true labels;
-    the columns p_<label> are in the run's label order."""
+    """Macro-F1 in %, as `compare` scores it, of the classes with the highest probability (N, C)
+    against the true labels; the columns p_<label> are in the run's label order."""
     labels = [column.removeprefix("p_") for column in predictions.filter(like="p_").columns]
-    predicted = np.asarray(labels)[probabilities.argmax(1)]
-    return 100 * f1_score(predictions["true_value"], predicted, average="macro", labels=labels)
+    truth = predictions["true_value"].map(labels.index).to_numpy()
+    return 100 * classification_metrics(truth, probabilities.argmax(1), labels)["macro_f1"]
 
 
 if __name__ == "__main__":
