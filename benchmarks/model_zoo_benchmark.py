@@ -4,10 +4,12 @@ seed ensemble: `make demo`'s settings for the script split (5 seeds), each model
 A seed ensemble averages the class probabilities of a model's runs, one per seed: the deep models'
 dev figure moves by about 3 points between seeds, the linear model's by 0.4, and averaging is the
 standard cure for that spread. Prints per model: dev macro-F1 (mean ± std over seeds, and of the
-ensemble: what would choose), test and test_stt (mean over seeds, and of the ensemble: reported,
-never chosen on). Needs the demo corpus (`make demo`).
+ensemble: what would choose), dev_stt the same way (dev's clips with simulated recogniser
+transcripts: what recogniser errors cost, weighed on dev), test and test_stt (mean over seeds, and
+of the ensemble: reported, never chosen on). Needs the demo corpus (`make demo`).
 
     python benchmarks/model_zoo_benchmark.py --out /tmp/zoo
+    python benchmarks/model_zoo_benchmark.py --out /tmp/noise06 --models mult --transcript_noise 0.6
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from audiotext.recipes.compare import run_comparison
 from audiotext.recipes.demo import demo_settings
 
 MODELS = ("linear", "early", "late", "tfn", "lmf", "mult")
-SPLITS = ("dev", "test", "test_stt")
+SPLITS = ("dev", "dev_stt", "test", "test_stt")  # those the corpus has
 
 
 def main() -> None:
@@ -36,18 +38,23 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--first_seed", type=int, default=0, help="seeds first_seed .. first_seed + seeds - 1")
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--transcript_noise", type=float, default=None, metavar="SHARE",
+                        help="share of training transcripts given recogniser errors (default: make demo's)")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     cache = FeatureCache(progress=False)
     seeds = tuple(range(args.first_seed, args.first_seed + args.seeds))
     settings = replace(demo_settings(args.seeds), models=tuple(args.models.split(",")), seeds=seeds)
+    if args.transcript_noise is not None:
+        settings = replace(settings, train=replace(settings.train, transcript_noise=args.transcript_noise))
     run_comparison(args.data, args.out, settings, cache, progress=False, resume=args.resume, overwrite=not args.resume)
-    print(f"| {args.seeds} seeds, macro-F1 | dev, per seed | dev, ensemble | test, per seed | test, ensemble "
-          "| test_stt, per seed | test_stt, ensemble |\n|---|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+    splits = [split for split in SPLITS if (args.data / f"{split}.pkl").exists()]
+    header = "".join(f" | {split}, per seed | {split}, ensemble" for split in splits)
+    print(f"| {args.seeds} seeds, macro-F1{header} |\n|---|{'---:|' * 2 * len(splits)}")
     for model in settings.models:
         runs = [args.out / "runs" / "corpus" / model / f"seed{seed}" for seed in settings.seeds]
         cells = []
-        for split in SPLITS:
+        for split in splits:
             per_seed = []
             for run in runs:
                 if not (run / "eval" / split / "predictions.csv").exists():
@@ -55,7 +62,7 @@ def main() -> None:
                 per_seed.append(pd.read_csv(run / "eval" / split / "predictions.csv"))
             scores = [macro_f1(p, p.filter(like="p_").to_numpy()) for p in per_seed]
             ensemble = macro_f1(per_seed[0], np.mean([p.filter(like="p_").to_numpy() for p in per_seed], axis=0))
-            spread = f" ± {np.std(scores, ddof=1):.2f}" if split == "dev" and len(scores) > 1 else ""
+            spread = f" ± {np.std(scores, ddof=1):.2f}" if split.startswith("dev") and len(scores) > 1 else ""
             cells += [f"{np.mean(scores):.2f}{spread}", f"{ensemble:.2f}"]
         print(f"| {model} | {' | '.join(cells)} |", flush=True)
 

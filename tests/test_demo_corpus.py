@@ -11,7 +11,7 @@ import pytest
 from audiotext.config import REFERENCE_LABELS
 from audiotext.data.synthesis import SAMPLE_RATE, build_demo_corpus, load_demo_scripts
 
-SPLIT_FILES = ("train", "dev", "test", "test_stt")
+SPLIT_FILES = ("train", "dev", "test", "test_stt", "dev_stt")
 
 
 def read_splits(out_dir: Path) -> dict[str, pd.DataFrame]:
@@ -106,9 +106,10 @@ def test_clip_split_is_stratified_and_shares_sentences(clip_corpus):
     assert set(splits["train"]["Sentence"]) & set(splits["test"]["Sentence"])
 
 
-def test_stt_transcripts_are_aligned_and_mostly_slightly_wrong(script_corpus):
+@pytest.mark.parametrize("split", ["test", "dev"])
+def test_stt_transcripts_are_aligned_and_mostly_slightly_wrong(script_corpus, split):
     out, _ = script_corpus
-    test, stt = pd.read_pickle(out / "test.pkl"), pd.read_pickle(out / "test_stt.pkl")
+    test, stt = pd.read_pickle(out / f"{split}.pkl"), pd.read_pickle(out / f"{split}_stt.pkl")
     assert test["person_ix"].tolist() == stt["person_ix"].tolist()
     assert test["Emotion"].tolist() == stt["Emotion"].tolist()
     assert all(np.array_equal(a, b) for a, b in zip(test["audio"], stt["audio"]))

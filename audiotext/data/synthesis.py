@@ -1,6 +1,6 @@
 """The built-in demo corpus: Korean scripts read by espeak-ng voices with emotional prosody.
 
-`build_demo_corpus` writes `train.pkl`, `dev.pkl`, `test.pkl` and `test_stt.pkl` in the
+`build_demo_corpus` writes `train.pkl`, `dev.pkl`, `test.pkl`, `test_stt.pkl` and `dev_stt.pkl` in the
 reference's pickle format (see `audiotext.data.corpus`), plus `corpus.json` describing them;
 `build_demo_corpora` synthesises the clips once and writes them split several ways (by clip, by script).
 
@@ -15,7 +15,9 @@ reference's pickle format (see `audiotext.data.corpus`), plus `corpus.json` desc
   jittered per clip so that emotions overlap and the audio alone cannot always tell either.
 - Recording: background noise at a random SNR inside the speech, runs of exact zeros at both
   ends (as the reference's clips have), 48 kHz mono int16.
-- `test_stt.pkl` replaces each test sentence with a simulated speech-recognizer transcript.
+- `test_stt.pkl` replaces each test sentence with a simulated speech-recognizer transcript;
+  `dev_stt.pkl` does the same for dev, so that what recogniser errors cost can be weighed on dev
+  (choosing on `test_stt` would be choosing on test).
 
 Every random draw comes from a generator seeded by (seed, speaker, script_id), or by the seed
 alone for the split, so a seed gives byte-identical pickles whatever the number of worker processes.
@@ -191,6 +193,7 @@ def _synthesise_clip(job: ClipJob) -> np.ndarray:
     return np.concatenate([np.zeros(lead, np.int16), samples, np.zeros(trail, np.int16)])
 
 
+STT_SPLITS = ("test", "dev")  # the splits also written with simulated recogniser transcripts
 STT_STREAM = 1  # appended to (seed, speaker, script_id) to seed the transcript draws
 
 
@@ -216,7 +219,7 @@ def build_demo_corpus(
     workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Writes train.pkl, dev.pkl, test.pkl, test_stt.pkl (+ corpus.json describing it) into out_dir;
+    """Writes train.pkl, dev.pkl, test.pkl, test_stt.pkl, dev_stt.pkl (+ corpus.json describing them) into out_dir;
     returns clip counts per split.
 
     `split_by="clip"` splits clips at random (a sentence can be in train and test, as the
@@ -286,9 +289,9 @@ def build_demo_corpora(
         split_of = assign_splits(clips, _SPLIT_UNIT[split_by], SPLIT_RATIOS, seed)
         check_leakage(clips, split_of, _SPLIT_UNIT[split_by])
         members = {name: np.flatnonzero(split_of == name) for name in SPLITS}
-        members["test_stt"] = members["test"]
+        members |= {f"{name}_stt": members[name] for name in STT_SPLITS}
         for name, rows in members.items():
-            sentences = [transcripts[i] for i in rows] if name == "test_stt" else sentences_of[rows]
+            sentences = [transcripts[i] for i in rows] if name.endswith("_stt") else sentences_of[rows]
             write_reference_pickle(out_dir / f"{name}.pkl", speakers_of[rows], [audio[i] for i in rows], sentences,
                                    labels_of[rows])  # fmt: skip
         write_json(

@@ -118,7 +118,8 @@ def _corpora(folder: Path, seed: int, progress: bool) -> dict[str, Path]:
             return False
         built = json.loads(description.read_text(encoding="utf-8"))
         found = {"seed": built.get("seed"), "n_scripts": built.get("n_scripts"), "speakers": len(built.get("speakers", []))}
-        return found == wanted and built.get("split_by") == partition
+        # A build from before dev_stt.pkl existed is built again rather than compared without it.
+        return found == wanted and built.get("split_by") == partition and "dev_stt" in built.get("counts", {})
 
     if all(matches(path, partition) for partition, path in folders.items()):
         say(f"reusing the demo corpus in {folder}", progress)
