@@ -1,13 +1,18 @@
 """Shared fixtures: one small real demo corpus (espeak-ng speech) per test session, split both ways."""
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-# Features the CLI commands cache go to a folder of this session, not the user's cache.
-os.environ.setdefault("AUDIOTEXT_CACHE", tempfile.mkdtemp(prefix="audiotext-test-cache-"))
+# Features the CLI commands cache go to a folder of this session, not the user's cache, removed
+# when the session ends (tens of MB a session otherwise left in /tmp).
+if "AUDIOTEXT_CACHE" not in os.environ:
+    os.environ["AUDIOTEXT_CACHE"] = tempfile.mkdtemp(prefix="audiotext-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["AUDIOTEXT_CACHE"], ignore_errors=True)
 
 from audiotext.data.synthesis import build_demo_corpora
 
