@@ -5,11 +5,13 @@ sequences it stores, and the statistics training takes from them."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -132,6 +134,23 @@ def test_a_build_that_fails_halfway_leaves_no_entry(dev, tmp_path):
     assert cache.entries() == [] and list((tmp_path / "audio").iterdir()) == []
 
 
+def test_a_build_that_yields_fewer_sequences_than_promised_leaves_no_entry(tmp_path):
+    cache = FeatureCache(tmp_path, progress=False)
+    with pytest.raises(RuntimeError, match="expected 3 sequences, got 2"):
+        cache.packed("audio", "k" * 32, 3, lambda: [np.zeros((5, 4), np.float32)] * 2, facts={}, what="test")
+    assert cache.entries() == []
+
+
+def test_an_entry_records_what_it_holds(tmp_path):
+    before = time.time()
+    FeatureCache(tmp_path, progress=False).packed("audio", "k" * 32, 2, lambda: [np.ones((5, 4)), np.ones((3, 4))],
+                                                  facts={"what": "MFCC"}, what="test")  # fmt: skip
+    facts = json.loads((tmp_path / "audio" / ("k" * 32) / "entry.json").read_text(encoding="utf-8"))
+    assert {k: facts[k] for k in ("what", "kind", "n", "steps", "width", "dtype")} == {
+        "what": "MFCC", "kind": "audio", "n": 2, "steps": 8, "width": 4, "dtype": "float16"}
+    assert before <= facts["created"] <= time.time()
+
+
 def test_a_build_killed_halfway_leaves_nothing_that_passes_for_an_entry(tmp_path):
     """SIGKILL while the entry is being written; the next build starts afresh and completes."""
     halfway = tmp_path / "halfway"
@@ -213,6 +232,34 @@ def test_a_manifest_is_keyed_by_its_files_and_decoded_only_to_build(dev, tmp_pat
     sf.write(tmp_path / "2.flac", changed, 48000, subtype="PCM_16")
     features()
     assert len(entries(cache, "audio")) == 2, "a file whose samples changed must not reuse the old entry"
+
+
+class ClipsThatSayWhatTheyAreMadeOf(Sequence):
+    """Clips with `identity(i)`, as a manifest's files have it, counting how often they are decoded."""
+
+    def __init__(self, clips: list[np.ndarray]) -> None:
+        self.clips, self.decoded = clips, 0
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        clip = self.clips[i]  # IndexError past the end, which ends an iteration: not a decode
+        self.decoded += 1
+        return clip
+
+    def identity(self, i: int) -> bytes:
+        return hashlib.sha256(self.clips[i].tobytes()).digest()
+
+
+def test_clips_that_say_what_they_are_made_of_are_decoded_only_to_build_their_entry(tmp_path):
+    rng = np.random.default_rng(0)
+    clips = ClipsThatSayWhatTheyAreMadeOf([(rng.normal(size=9600) * 3000).astype(np.int16) for _ in range(3)])
+    cache = FeatureCache(tmp_path, progress=False)
+    first = audio_features(clips, AUDIO, cache)
+    assert clips.decoded == 3
+    again = audio_features(clips, AUDIO, cache)
+    assert clips.decoded == 3 and np.array_equal(again.values, first.values) and len(entries(cache, "audio")) == 1
 
 
 def test_packed_sequences_keep_each_sequence_and_give_the_mean_and_std_of_every_step():
