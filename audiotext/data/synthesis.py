@@ -219,8 +219,8 @@ def build_demo_corpus(
     workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Writes train.pkl, dev.pkl, test.pkl, test_stt.pkl, dev_stt.pkl (+ corpus.json describing them) into out_dir;
-    returns clip counts per split.
+    """Writes train.pkl, dev.pkl, test.pkl, test_stt.pkl, dev_stt.pkl (+ corpus.json describing
+    them) into out_dir; returns clip counts per split.
 
     `split_by="clip"` splits clips at random (a sentence can be in train and test, as the
     reference's main partition); `split_by="script"` assigns whole scripts, so no test sentence

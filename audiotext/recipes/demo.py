@@ -28,7 +28,7 @@ import soundfile as sf
 
 from audiotext.config import REFERENCE_LABELS, AudioConfig
 from audiotext.data.corpus import load_split
-from audiotext.data.synthesis import DEFAULT_SPEAKERS, build_demo_corpora, load_demo_scripts
+from audiotext.data.synthesis import DEFAULT_SPEAKERS, STT_SPLITS, build_demo_corpora, load_demo_scripts
 from audiotext.features.cache import FeatureCache
 from audiotext.inference.export import export_model
 from audiotext.io import atomic_path
@@ -119,7 +119,8 @@ def _corpora(folder: Path, seed: int, progress: bool) -> dict[str, Path]:
         built = json.loads(description.read_text(encoding="utf-8"))
         found = {"seed": built.get("seed"), "n_scripts": built.get("n_scripts"), "speakers": len(built.get("speakers", []))}
         # A build from before dev_stt.pkl existed is built again rather than compared without it.
-        return found == wanted and built.get("split_by") == partition and "dev_stt" in built.get("counts", {})
+        has_stt = all(f"{split}_stt" in built.get("counts", {}) for split in STT_SPLITS)
+        return found == wanted and built.get("split_by") == partition and has_stt
 
     if all(matches(path, partition) for partition, path in folders.items()):
         say(f"reusing the demo corpus in {folder}", progress)
