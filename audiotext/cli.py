@@ -638,7 +638,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if (args.audio is None) == (args.manifest is None):
         raise SettingError("give either --audio FILE or --manifest FILE")
     recognizer = EmotionRecognizer.from_pretrained(args.model, device="cpu" if args.no_cuda else None,
-                                                   backend="onnx" if args.onnx else "torch")  # fmt: skip
+                                                   backend="onnx" if args.onnx else "torch",
+                                                   feature_workers=args.feature_workers if args.manifest else 0)  # fmt: skip
     if args.manifest is not None:
         from audiotext.inference.batch import predict_manifest
 
@@ -675,6 +676,9 @@ def add_predict_parser(commands) -> None:
     predict.add_argument("--split", default=None, help="with --manifest: the split to predict (a manifest's split column, or NAME.pkl)")
     predict.add_argument("--out", default="predictions.csv", help="with --manifest: the CSV to write (default: predictions.csv)")
     predict.add_argument("--batch_size", type=int, default=32)
+    predict.add_argument("--feature_workers", type=int, default=0, metavar="N",
+                         help="with --manifest: processes computing the next batches' audio features while a batch "
+                              "runs through the model (default: 0, in the predicting process)")  # fmt: skip
     predict.add_argument("--onnx", action="store_true", help="run the model folder's model.onnx on onnxruntime")
     predict.add_argument("--no_cuda", action="store_true", help="stay on the CPU even when CUDA is available")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -5,7 +5,8 @@ Uses the run folders `make demo` leaves (seed 0 of each model on the script spli
 others; each is exported (with ONNX) into a temporary model folder first. Latencies are the
 median (p50) and 95th percentile over --repeats calls after warm-up calls, with the transcript
 given (no transcription). Throughput: clips per second of `predict_proba` over --batch clips in
-batches of 32, against the single-clip rate 1 / p50 of the API.
+batches of 32, against the single-clip rate 1 / p50 of the API, with the features computed in the
+predicting process and with one feature worker process per CPU (`feature_workers`).
 
     python benchmarks/latency_benchmark.py
     python benchmarks/latency_benchmark.py --runs demo_runs/script/runs/corpus/mult/seed0 --repeats 100
@@ -103,14 +104,16 @@ def measure(run: Path, out: Path, wav: Path, clip: np.ndarray, text: str, repeat
             response.raise_for_status()
 
         row["http_p50"], row["http_p95"] = percentiles(post, repeats)
+    row["single_clips_per_s"] = 1000 / row["api_p50"]
     clips = [{"raw": clip, "sampling_rate": RATE}] * batch
     texts = [given] * batch
-    recognizer.predict_proba(clips[:32], texts[:32])  # warm-up
-    start = time.perf_counter()
-    recognizer.predict_proba(clips, texts, batch_size=32)
-    row["batched_clips_per_s"] = batch / (time.perf_counter() - start)
-    row["single_clips_per_s"] = 1000 / row["api_p50"]
-    row["batched_speedup"] = row["batched_clips_per_s"] / row["single_clips_per_s"]
+    for workers, key in ((0, "batched"), (os.cpu_count(), "workers")):
+        with EmotionRecognizer.from_pretrained(model_dir, device="cpu", feature_workers=workers) as batched:
+            batched.predict_proba(clips[:64], texts[:64])  # warm-up, and the workers started
+            start = time.perf_counter()
+            batched.predict_proba(clips, texts, batch_size=32)
+            row[f"{key}_clips_per_s"] = batch / (time.perf_counter() - start)
+            row[f"{key}_speedup"] = row[f"{key}_clips_per_s"] / row["single_clips_per_s"]
     return row
 
 
@@ -120,13 +123,14 @@ def main() -> None:
                         default=[DEMO_RUNS / m / "seed0" for m in ("linear", "audio", "text", "mult")])  # fmt: skip
     parser.add_argument("--corpus", type=Path, default=Path("demo_runs/corpus/script"))
     parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--batch", type=int, default=128, help="clips in the throughput measurement")
+    parser.add_argument("--batch", type=int, default=256, help="clips in the throughput measurement")
     args = parser.parse_args()
     clip, text = three_second_clip(args.corpus)
     print(f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; a {CLIP_SECONDS:.0f}-second clip, "
           f"transcript given; times in ms")  # fmt: skip
     print("| model | reads text as | load (s) | API p50 / p95 | ONNX p50 / p95 | HTTP p50 / p95 | single clips/s "
-          "| batched clips/s | batched / single |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+          f"| batched clips/s | batched / single | batched, {os.cpu_count()} feature workers, clips/s | that / single |"
+          "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "clip.wav"
         sf.write(wav, clip, RATE, subtype="PCM_16")
@@ -134,7 +138,8 @@ def main() -> None:
             r = measure(run, Path(tmp), wav, clip, text, args.repeats, args.batch)
             print(f"| {r['model']} ({r['kind']}) | {r['text']} | {r['load_s']:.2f} | {r['api_p50']:.1f} / {r['api_p95']:.1f} "
                   f"| {r['onnx_p50']:.1f} / {r['onnx_p95']:.1f} | {r['http_p50']:.1f} / {r['http_p95']:.1f} "
-                  f"| {r['single_clips_per_s']:.0f} | {r['batched_clips_per_s']:.0f} | {r['batched_speedup']:.1f}× |",
+                  f"| {r['single_clips_per_s']:.0f} | {r['batched_clips_per_s']:.0f} | {r['batched_speedup']:.1f}× "
+                  f"| {r['workers_clips_per_s']:.0f} | {r['workers_speedup']:.1f}× |",
                   flush=True)  # fmt: skip
 
 

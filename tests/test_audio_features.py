@@ -127,7 +127,8 @@ def test_trim_strips_only_the_ends():
     audio = np.array([0, 0, 3, 0, 0, -2, 0, 5, 0, 0, 0], dtype=np.int16)
     np.testing.assert_array_equal(trim_zeros(audio), [3, 0, 0, -2, 0, 5])
     np.testing.assert_array_equal(trim_zeros(np.array([1, 0, 2])), [1, 0, 2])
-    assert trim_zeros(np.zeros(5, dtype=np.int16)).size == 0
+    assert trim_zeros(np.zeros(5, dtype=np.int16)).size == 0 and trim_zeros(np.zeros(0)).size == 0
+    np.testing.assert_array_equal(trim_zeros(np.array([0.0, -0.0, 7.0, 0.0])), [7.0])  # -0.0 is a zero too
 
 
 def test_resample_length_rate_and_scaling():

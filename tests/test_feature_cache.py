@@ -21,7 +21,7 @@ from audiotext.cli import main
 from audiotext.config import REFERENCE_LABELS, AudioConfig, ModelConfig, RunConfig, TrainConfig
 from audiotext.data.corpus import load_split
 from audiotext.data.dataset import encode_split
-from audiotext.features.cache import FeatureCache, PackedSequences, audio_features, text_states
+from audiotext.features.cache import FeatureCache, PackedSequences, audio_features, default_cache_dir, digest, text_states
 from audiotext.features.text import TextEncoder
 from audiotext.training.loop import train
 
@@ -151,6 +151,19 @@ def test_an_entry_records_what_it_holds(tmp_path):
     assert before <= facts["created"] <= time.time()
 
 
+def test_an_entry_of_empty_sequences_loads_though_there_is_nothing_to_map(tmp_path):
+    packed = FeatureCache(tmp_path, progress=False).packed("text", "k" * 32, 2, lambda: [np.zeros((0, 4))] * 2,
+                                                           facts={}, what="test")  # fmt: skip
+    assert len(packed) == 2 and packed.lengths().tolist() == [0, 0] and packed.width == 4
+    assert packed.values.dtype == np.float16 and packed[1].shape == (0, 4)
+
+
+def test_a_key_does_not_depend_on_the_order_of_a_dicts_entries():
+    assert digest({"n_mfcc": 40, "rate": 8000}, [1, 2]) == digest({"rate": 8000, "n_mfcc": 40}, [1, 2])
+    assert digest({"n_mfcc": 40}) != digest({"n_mfcc": 39})
+    assert digest("ab", "c") != digest("a", "bc")  # parts are kept apart
+
+
 def test_a_build_killed_halfway_leaves_nothing_that_passes_for_an_entry(tmp_path):
     """SIGKILL while the entry is being written; the next build starts afresh and completes."""
     halfway = tmp_path / "halfway"
@@ -277,10 +290,13 @@ def test_packed_sequences_keep_each_sequence_and_give_the_mean_and_std_of_every_
         np.testing.assert_allclose(std, steps.std(0, ddof=1), rtol=1e-9)
     mean, std = PackedSequences.from_arrays([[[1.0], [3.0]]]).mean_std()
     assert mean.tolist() == [2.0] and std.tolist() == [pytest.approx(2.0**0.5)]  # unbiased: n - 1 = 1
+    mean, std = PackedSequences.from_arrays([[[5.0, 1.0]], [[5.0, 2.0]], [[5.0, 3.0]]]).mean_std()
+    assert std.tolist() == [0.0, 1.0]  # a constant column has no spread, whatever rounding says
     empty = PackedSequences.from_arrays([])
     assert len(empty) == 0 and empty.values.shape == (0, 0) and empty.values.dtype == np.float32
-    with pytest.raises(ValueError, match="offsets do not cut 3 steps"):
-        PackedSequences(np.zeros((3, 2)), np.array([0, 2]))
+    for offsets in ([0, 2], [1, 3], [0, 2, 1, 3]):  # short of the end, past the start, going back
+        with pytest.raises(ValueError, match="offsets do not cut 3 steps"):
+            PackedSequences(np.zeros((3, 2)), np.array(offsets))
 
 
 class _WritesAMarker:
@@ -305,3 +321,14 @@ def test_an_entry_is_mapped_read_only_and_its_offsets_are_never_unpickled(tmp_pa
     with pytest.raises(ValueError, match="allow_pickle"):
         FeatureCache.load(entry)
     assert not marker.exists()
+
+
+def test_the_cache_lives_where_the_environment_says_else_in_the_home_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIOTEXT_CACHE", str(tmp_path / "elsewhere"))
+    assert default_cache_dir() == tmp_path / "elsewhere" and FeatureCache().root == tmp_path / "elsewhere"
+    assert FeatureCache(tmp_path / "given").root == tmp_path / "given"
+    monkeypatch.setenv("AUDIOTEXT_CACHE", "")  # set but empty counts as not set
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / ".cache" / "audiotext" / "features"
+    monkeypatch.delenv("AUDIOTEXT_CACHE")
+    assert default_cache_dir() == tmp_path / ".cache" / "audiotext" / "features"

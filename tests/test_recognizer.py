@@ -2,6 +2,7 @@
 clips of the demo corpus and the runs of the `trained_runs` fixture."""
 
 import json
+import multiprocessing
 import re
 import shutil
 
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import torch
 from safetensors.torch import load_file, save_file
 
 from audiotext.cli import main
@@ -77,6 +79,26 @@ def test_bad_clips_are_refused_with_a_reason(model_folders, demo_corpus):
         recognizer.predict(clip[:10], sampling_rate=RATE)
     with pytest.raises(ValueError, match="no_such.wav: unreadable path"):
         recognizer.predict("no_such.wav")
+
+
+def test_feature_workers_change_nothing_but_where_features_are_computed(model_folders, demo_corpus):
+    test = pd.read_pickle(demo_corpus / "test.pkl")
+    clips = [{"raw": clip, "sampling_rate": RATE} for clip in test["audio"].iloc[:15]]
+    texts = list(test["Sentence"].iloc[:15])
+    alone = EmotionRecognizer.from_pretrained(model_folders["mult"], device="cpu").predict_proba(clips, texts, batch_size=4)
+    with EmotionRecognizer.from_pretrained(model_folders["mult"], device="cpu", feature_workers=2) as recognizer:
+        # 4 batches: more than the look-ahead, so results come back while later batches are in the workers
+        np.testing.assert_allclose(recognizer.predict_proba(clips, texts, batch_size=4), alone, atol=2e-6)
+        threads = torch.get_num_threads()
+        batches = recognizer.iter_proba(zip(clips, texts, map(str, range(15))), batch_size=4)
+        next(batches)
+        assert torch.get_num_threads() == max(1, threads - 2)  # the workers' cores are left to them
+        assert len(list(batches)) == 3 and torch.get_num_threads() == threads
+        clips[9] = {"raw": clips[9]["raw"][:100], "sampling_rate": RATE}
+        with pytest.raises(ValueError, match=r"^clip 9: clip has \d+ samples at 8000 Hz"):
+            recognizer.predict_proba(clips, texts, batch_size=4)
+        assert recognizer.predict_proba(clips[:9], texts[:9], batch_size=4) == pytest.approx(alone[:9], abs=2e-6)
+    assert not multiprocessing.active_children()
 
 
 def test_model_folder_stands_alone_and_describes_itself(model_folders, trained_runs, tmp_path):
@@ -149,7 +171,14 @@ def test_predict_cli_table_json_and_manifest(model_folders, demo_corpus, tmp_pat
 
     main(["predict", model, "--manifest", str(demo_corpus), "--split", "test", "--out", str(tmp_path / "t.csv"),
           "--quiet"])  # fmt: skip
-    assert len(pd.read_csv(tmp_path / "t.csv")) == len(test)
+    in_one_process = pd.read_csv(tmp_path / "t.csv")
+    assert len(in_one_process) == len(test)
+    main(["predict", model, "--manifest", str(demo_corpus), "--split", "test", "--out", str(tmp_path / "w.csv"),
+          "--quiet", "--feature_workers", "2", "--batch_size", "8"])  # fmt: skip
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "w.csv"), in_one_process, atol=2e-6)
+
+    code, printed = cli_error("predict", model, "--manifest", tmp_path / "clips.csv", "--feature_workers", "-1")
+    assert code == 2 and printed.strip() == "error: feature_workers must be 0 or more, got -1"
 
     (tmp_path / "1.wav").unlink()
     code, printed = cli_error("predict", model, "--manifest", tmp_path / "clips.csv", "--out", tmp_path / "q.csv")

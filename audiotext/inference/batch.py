@@ -36,26 +36,19 @@ def predict_manifest(
         if row["label"] and row["label"] not in known:
             raise ManifestError(f"{row['where']}: label {row['label']!r} is not one of the model's: {', '.join(recognizer.labels)}")
 
-    texts, probabilities = [], []
+    probabilities = []
     # Closed on an error too, so that the error's line starts on a line of its own.
     with tqdm(total=len(rows), desc="predict", unit="clip", disable=not progress) as bar:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            clips = [{"raw": samples, "sampling_rate": rate} for samples, rate in map(_decode, chunk)]
-            names = [row["where"] for row in chunk]
-            chunk_texts = [row["text"] or None for row in chunk]
-            if recognizer.reads_text:
-                chunk_texts = [text or recognizer.transcribe(clip) for text, clip in zip(chunk_texts, clips)]
-            probabilities.append(recognizer.predict_proba(clips, chunk_texts, batch_size=batch_size, names=names))
-            texts += chunk_texts
-            bar.update(len(chunk))
+        for batch in recognizer.iter_proba(_clips(rows, recognizer), batch_size=batch_size):
+            probabilities.append(batch)
+            bar.update(len(batch))
 
     labels = recognizer.labels
     probs = np.concatenate(probabilities) if probabilities else np.zeros((0, len(labels)))
     table = pd.DataFrame({
         "id": [row["id"] for row in rows],
         "audio": [row["audio"] for row in rows],
-        "text": [t or "" for t in texts],
+        "text": [row["text"] or "" for row in rows],
         "prediction": [labels[i] for i in probs.argmax(1)],
         **probability_columns(probs, labels),
     })  # fmt: skip
@@ -93,6 +86,18 @@ def _pickle_rows(folder: Path, split: str | None, recognizer: EmotionRecognizer)
          "text": sentence, "label": recognizer.labels[label]}
         for i, (clip, sentence, label) in enumerate(zip(loaded.audio, loaded.sentences, loaded.labels))
     ]  # fmt: skip
+
+
+def _clips(rows: list[dict], recognizer: EmotionRecognizer):
+    """(clip, transcript or None, name) of each row, decoded only when its batch is read. A row
+    without a transcript is transcribed offline when the model reads text; its row keeps what
+    was heard, for the CSV."""
+    for row in rows:
+        samples, rate = _decode(row)
+        clip = {"raw": samples, "sampling_rate": rate}
+        if recognizer.reads_text and not row["text"]:
+            row["text"] = recognizer.transcribe(clip)
+        yield clip, row["text"] or None, row["where"]
 
 
 def _decode(row: dict):
