@@ -6,7 +6,8 @@ others; each is exported (with ONNX) into a temporary model folder first. Latenc
 median (p50) and 95th percentile over --repeats calls after warm-up calls, with the transcript
 given (no transcription). Throughput: clips per second of `predict_proba` over --batch clips in
 batches of 32, against the single-clip rate 1 / p50 of the API, with the features computed in the
-predicting process and with one feature worker process per CPU (`feature_workers`).
+predicting process and with one feature worker process per CPU (`feature_workers`); and
+`predict --manifest` over as many MP3 copies of the clip, both ways, for the last model.
 
     python benchmarks/latency_benchmark.py
     python benchmarks/latency_benchmark.py --runs demo_runs/script/runs/corpus/mult/seed0 --repeats 100
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,6 +32,7 @@ import pandas as pd
 import soundfile as sf
 import torch
 
+from audiotext.inference.batch import predict_manifest
 from audiotext.inference.export import export_model
 from audiotext.inference.recognizer import EmotionRecognizer
 
@@ -141,6 +144,27 @@ def main() -> None:
                   f"| {r['single_clips_per_s']:.0f} | {r['batched_clips_per_s']:.0f} | {r['batched_speedup']:.1f}× "
                   f"| {r['workers_clips_per_s']:.0f} | {r['workers_speedup']:.1f}× |",
                   flush=True)  # fmt: skip
+        manifest_throughput(args.runs[-1], Path(tmp), clip, text, args.batch)
+
+
+def manifest_throughput(run: Path, tmp: Path, clip: np.ndarray, text: str, n: int) -> None:
+    """`predict --manifest` over n copies of the clip as MP3 files (decoding them costs about as much
+    as their features), with the features computed in the predicting process and in workers."""
+    mp3 = tmp / "mp3"
+    mp3.mkdir()
+    sf.write(mp3 / "0.mp3", clip, RATE)
+    for i in range(1, n):
+        shutil.copyfile(mp3 / "0.mp3", mp3 / f"{i}.mp3")
+    pd.DataFrame({"audio": [f"{i}.mp3" for i in range(n)], "text": text}).to_csv(mp3 / "clips.csv", index=False)
+    rates = []
+    for workers in (0, os.cpu_count()):
+        with EmotionRecognizer.from_pretrained(run, device="cpu", feature_workers=workers) as recognizer:
+            predict_manifest(recognizer, mp3 / "clips.csv", mp3 / "warm-up.csv", progress=False)
+            start = time.perf_counter()
+            predict_manifest(recognizer, mp3 / "clips.csv", mp3 / "predictions.csv", progress=False)
+            rates.append(n / (time.perf_counter() - start))
+    print(f"\n`predict --manifest` of {n} MP3 files ({run}): {rates[0]:.0f} clips/s, "
+          f"{rates[1]:.0f} with {os.cpu_count()} feature workers ({rates[1] / rates[0]:.1f}×)")
 
 
 if __name__ == "__main__":

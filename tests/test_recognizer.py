@@ -180,8 +180,14 @@ def test_predict_cli_table_json_and_manifest(model_folders, demo_corpus, tmp_pat
     code, printed = cli_error("predict", model, "--manifest", tmp_path / "clips.csv", "--feature_workers", "-1")
     assert code == 2 and printed.strip() == "error: feature_workers must be 0 or more, got -1"
 
+    main(["predict", model, "--manifest", str(tmp_path / "clips.csv"), "--out", str(tmp_path / "pw.csv"), "--quiet",
+          "--feature_workers", "2"])  # fmt: skip
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "pw.csv"), table, atol=2e-6)  # files decoded in the workers
+
     (tmp_path / "1.wav").unlink()
-    code, printed = cli_error("predict", model, "--manifest", tmp_path / "clips.csv", "--out", tmp_path / "q.csv")
-    last_line = printed.rstrip("\n").split("\n")[-1]  # the progress bar ends its own line first
-    assert code == 1 and re.match(r"error: .*clips.csv: row 2, column 'audio'.*unreadable path", last_line)
-    assert not (tmp_path / "q.csv").exists()
+    for workers in ("0", "2"):
+        code, printed = cli_error("predict", model, "--manifest", tmp_path / "clips.csv", "--out", tmp_path / "q.csv",
+                                  "--feature_workers", workers)  # fmt: skip
+        last_line = printed.rstrip("\n").split("\n")[-1]  # the progress bar ends its own line first
+        assert code == 1 and re.match(r"error: .*clips.csv: row 2, column 'audio'.*unreadable path", last_line)
+        assert not (tmp_path / "q.csv").exists()

@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -24,12 +24,18 @@ from audiotext.config import AudioConfig
 from audiotext.errors import DataError, SettingError
 from audiotext.features.audio import MFCC, clip_features
 
-Clip = tuple[np.ndarray, int, str]  # samples, their rate, and what an error message calls the clip
+# (clip, sampling_rate, name) -> (samples, rate): a module-level function, since workers are handed
+# it by name.
+Reader = Callable[[Any, Optional[int], str], tuple[np.ndarray, int]]
+# What a worker is handed: something to read samples from (a file path, an array, a manifest's row:
+# whatever its reader takes), the rate given with it, what an error message calls it, its reader.
+Job = tuple[Any, Optional[int], str, Reader]
 
 
-def features_at_rate(clip: Clip, cfg: AudioConfig, mfcc: MFCC) -> np.ndarray:  # (T, F)
-    """`clip_features` of a clip at its own rate; an error names the clip."""
-    samples, rate, name = clip
+def job_features(job: Job, cfg: AudioConfig, mfcc: MFCC) -> np.ndarray:  # (T, F)
+    """`clip_features` of a job's clip, read and computed at the clip's own rate; an error names it."""
+    source, sampling_rate, name, read = job
+    samples, rate = read(source, sampling_rate, name)
     try:
         return clip_features(samples, dataclasses.replace(cfg, sample_rate=rate), mfcc)
     except ValueError as err:
@@ -37,14 +43,14 @@ def features_at_rate(clip: Clip, cfg: AudioConfig, mfcc: MFCC) -> np.ndarray:  #
 
 
 class FeatureWorkers:
-    """`features_at_rate` of batches of clips. With `workers` > 0 a batch is shared among that many
-    processes as soon as it is submitted, and its result waits until asked for; with 0 it is
-    computed in this process when asked for.
+    """`job_features` of batches of jobs. With `workers` > 0 a batch is shared among that many
+    processes as soon as it is submitted, each clip decoded there too, and its result waits until
+    asked for; with 0 it is computed in this process when asked for.
 
         workers = FeatureWorkers(cfg, 2)
-        pending = workers.submit(clips)   # returns at once
+        pending = workers.submit(jobs)    # returns at once
         ...                               # e.g. the previous batch's forward pass
-        features = pending()              # [(T_i, F)], in the order of `clips`
+        features = pending()              # [(T_i, F)], in the order of `jobs`
     """
 
     def __init__(self, cfg: AudioConfig, workers: int = 0) -> None:
@@ -57,12 +63,12 @@ class FeatureWorkers:
             self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                              initializer=torch.set_num_threads, initargs=(1,))  # fmt: skip
 
-    def submit(self, clips: Sequence[Clip]) -> Callable[[], list[np.ndarray]]:
+    def submit(self, jobs: Sequence[Job]) -> Callable[[], list[np.ndarray]]:
         if self._pool is None:
-            return lambda: [features_at_rate(clip, self.cfg, self._mfcc) for clip in clips]
-        share = -(-len(clips) // self.workers)
-        futures: list[Future] = [self._pool.submit(_features_in_worker, list(clips[i : i + share]), self.cfg)
-                                 for i in range(0, len(clips), share)]  # fmt: skip
+            return lambda: [job_features(job, self.cfg, self._mfcc) for job in jobs]
+        share = -(-len(jobs) // self.workers)
+        futures: list[Future] = [self._pool.submit(_features_in_worker, list(jobs[i : i + share]), self.cfg)
+                                 for i in range(0, len(jobs), share)]  # fmt: skip
         return lambda: [features for future in futures for features in future.result()]
 
     @contextlib.contextmanager
@@ -86,8 +92,8 @@ class FeatureWorkers:
 _worker_mfcc: dict[tuple, MFCC] = {}  # in a worker process: one MFCC module per setting
 
 
-def _features_in_worker(clips: list[Clip], cfg: AudioConfig) -> list[np.ndarray]:
+def _features_in_worker(jobs: list[Job], cfg: AudioConfig) -> list[np.ndarray]:
     key = (cfg.resample_rate, cfg.n_mfcc, cfg.n_fft_size, cfg.n_mels)
     if key not in _worker_mfcc:
         _worker_mfcc[key] = MFCC(cfg.resample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft_size, n_mels=cfg.n_mels)
-    return [features_at_rate(clip, cfg, _worker_mfcc[key]) for clip in clips]
+    return [job_features(job, cfg, _worker_mfcc[key]) for job in jobs]

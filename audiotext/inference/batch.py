@@ -39,7 +39,7 @@ def predict_manifest(
     probabilities = []
     # Closed on an error too, so that the error's line starts on a line of its own.
     with tqdm(total=len(rows), desc="predict", unit="clip", disable=not progress) as bar:
-        for batch in recognizer.iter_proba(_clips(rows, recognizer), batch_size=batch_size):
+        for batch in recognizer.iter_proba(_clips(rows, recognizer), batch_size=batch_size, read=_read_row):
             probabilities.append(batch)
             bar.update(len(batch))
 
@@ -89,18 +89,19 @@ def _pickle_rows(folder: Path, split: str | None, recognizer: EmotionRecognizer)
 
 
 def _clips(rows: list[dict], recognizer: EmotionRecognizer):
-    """(clip, transcript or None, name) of each row, decoded only when its batch is read. A row
-    without a transcript is transcribed offline when the model reads text; its row keeps what
-    was heard, for the CSV."""
+    """(row, transcript or None, name) of each row, for `_read_row` to decode where the features are
+    computed. A row without a transcript is decoded here and transcribed offline when the model
+    reads text; the row keeps what was heard, for the CSV."""
     for row in rows:
-        samples, rate = _decode(row)
-        clip = {"raw": samples, "sampling_rate": rate}
+        clip = row
         if recognizer.reads_text and not row["text"]:
-            row["text"] = recognizer.transcribe(clip)
+            clip = {**row, "samples": _read_row(row)}
+            row["text"] = recognizer.transcribe(*clip["samples"])
         yield clip, row["text"] or None, row["where"]
 
 
-def _decode(row: dict):
+def _read_row(row: dict, sampling_rate: int | None = None, where: str | None = None) -> tuple[np.ndarray, int]:
+    """(samples, rate) of a row: the reader `iter_proba` is given (a row carries its own rate and name)."""
     if "samples" in row:
         return row["samples"]
     try:

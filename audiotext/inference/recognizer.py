@@ -21,7 +21,7 @@ import itertools
 import os
 from collections import deque
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, Union
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from audiotext.data.media import load_audio
 from audiotext.errors import DataError, SettingError
 from audiotext.features.audio import check_float_samples
 from audiotext.features.text import ALPHABET_RULES, normalize_text
-from audiotext.features.workers import FeatureWorkers
+from audiotext.features.workers import FeatureWorkers, Reader
 from audiotext.inference.export import export_model, is_model_folder, verify_model_folder
 from audiotext.inference.onnx_graph import ONNX_FILE, OnnxClassifier
 from audiotext.inference.predict import forward
@@ -163,30 +163,42 @@ class EmotionRecognizer:
         return np.concatenate(batches) if batches else np.zeros((0, len(self.labels)), np.float32)
 
     def iter_proba(
-        self, clips: Iterable[tuple[AudioInput, str | None, str]], sampling_rate: int | None = None, batch_size: int = 32
+        self,
+        clips: Iterable[tuple[Any, str | None, str]],
+        sampling_rate: int | None = None,
+        batch_size: int = 32,
+        read: Reader | None = None,
     ) -> Iterator[np.ndarray]:
         """(B, C) probabilities batch after batch of (clip, transcript or None, name) triples, each
-        clip read when its batch is. With feature workers the next batches' features are computed
-        while this one's forward pass runs, so a long iterable costs only a few batches of memory."""
-        clips, pending = iter(clips), deque()
+        clip read when its batch is, by `read` (`read_clip` unless given). With feature workers, clips are read and their features computed there, the next
+        batches' while this one runs through the model, so a long iterable costs a few batches of
+        memory."""
+        clips, pending, read = iter(clips), deque(), read or read_clip
         lookahead = LOOKAHEAD_BATCHES if self._features.workers else 0
         with self._features.sharing_cores():
             for batch in iter(lambda: list(itertools.islice(clips, batch_size)), []):
-                pending.append(self._prepare(batch, sampling_rate))
+                pending.append(self._prepare(batch, sampling_rate, read))
                 if len(pending) > lookahead:
                     yield self._batch_proba(*pending.popleft())
             while pending:
                 yield self._batch_proba(*pending.popleft())
 
-    def _prepare(self, batch: list[tuple], sampling_rate: int | None) -> tuple:
-        """Decodes a batch, starts its audio features and reads (or transcribes) its sentences."""
-        decoded = [(*read_clip(clip, sampling_rate, where=name), name) for clip, _, name in batch]
-        features = self._features.submit(decoded) if self.reads_audio else None
-        sentences = None
-        if self.reads_text:
-            sentences = [self._sentence(text, samples, rate, name)
-                         for (_, text, _), (samples, rate, name) in zip(batch, decoded)]  # fmt: skip
-        return len(batch), features, sentences
+    def _prepare(self, batch: list[tuple], sampling_rate: int | None, read: Reader) -> tuple:
+        """Starts a batch's audio features and reads (or transcribes) its sentences. A clip is read
+        here only when its samples are wanted here: to transcribe it, or for a model without audio,
+        to check it."""
+        jobs, sentences = [], []
+        for clip, text, name in batch:
+            job = (clip, sampling_rate, name, read)
+            samples = rate = None
+            if not self.reads_audio or (self.reads_text and (text is None or not text.strip())):
+                samples, rate = read(clip, sampling_rate, name)
+                job = ({"raw": samples, "sampling_rate": rate}, None, name, read_clip)
+            jobs.append(job)
+            if self.reads_text:
+                sentences.append(self._sentence(text, samples, rate, name))
+        features = self._features.submit(jobs) if self.reads_audio else None
+        return len(batch), features, sentences if self.reads_text else None
 
     @torch.inference_mode()
     def _batch_proba(self, size: int, features, sentences: list[str] | None) -> np.ndarray:
@@ -200,7 +212,7 @@ class EmotionRecognizer:
         logits = forward(self.model, pad_streams(audio, text), self.device)  # (B, C)
         return logits.float().softmax(-1).cpu().numpy()
 
-    def _sentence(self, text: str | None, samples: np.ndarray, rate: int, name: str) -> str:
+    def _sentence(self, text: str | None, samples: np.ndarray | None, rate: int | None, name: str) -> str:
         alphabet = self.cfg.text.alphabet
         if text is None or not text.strip():
             text = self.transcriber.transcribe(samples, rate)
