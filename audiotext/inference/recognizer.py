@@ -73,8 +73,9 @@ class EmotionRecognizer:
         and feature settings must agree, else `CheckpointError` names what differs.
 
         `backend="onnx"` runs the model folder's ONNX graph (`export --onnx`) on onnxruntime.
-        `feature_workers` > 0 computes the audio features of a batch in that many processes while
-        the previous batch's forward pass runs: worth it for many clips (`close` stops them)."""
+        `feature_workers` > 0 decodes the clips of a batch and computes their audio features in
+        that many processes while the previous batch's forward pass runs: worth it for many clips
+        (`close`, or leaving a `with` block, stops them)."""
         path = Path(path)
         if is_model_folder(path):
             verify_model_folder(path)
@@ -170,9 +171,9 @@ class EmotionRecognizer:
         read: Reader | None = None,
     ) -> Iterator[np.ndarray]:
         """(B, C) probabilities batch after batch of (clip, transcript or None, name) triples, each
-        clip read when its batch is, by `read` (`read_clip` unless given). With feature workers, clips are read and their features computed there, the next
-        batches' while this one runs through the model, so a long iterable costs a few batches of
-        memory."""
+        clip read when its batch is, by `read` (`read_clip` unless given). With feature workers the
+        clips are read and their features computed there, the next batches' while this one runs
+        through the model; a long iterable costs a few batches of memory either way."""
         clips, pending, read = iter(clips), deque(), read or read_clip
         lookahead = LOOKAHEAD_BATCHES if self._features.workers else 0
         with self._features.sharing_cores():
