@@ -10,6 +10,7 @@ of the ensemble: reported, never chosen on). Needs the demo corpus (`make demo`)
 
     python benchmarks/model_zoo_benchmark.py --out /tmp/zoo
     python benchmarks/model_zoo_benchmark.py --out /tmp/noise06 --models mult --transcript_noise 0.6
+    python benchmarks/model_zoo_benchmark.py --out /tmp/drop06 --models mult --modality_dropout 0.6
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--transcript_noise", type=float, default=None, metavar="SHARE",
                         help="share of training transcripts given recogniser errors (default: make demo's)")
+    parser.add_argument("--modality_dropout", type=float, default=None, metavar="SHARE",
+                        help="share of training clips that lose their text or their audio (default: the demo's)")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     cache = FeatureCache(progress=False)
@@ -47,6 +50,8 @@ def main() -> None:
     settings = replace(demo_settings(args.seeds), models=tuple(args.models.split(",")), seeds=seeds)
     if args.transcript_noise is not None:
         settings = replace(settings, train=replace(settings.train, transcript_noise=args.transcript_noise))
+    if args.modality_dropout is not None:
+        settings = replace(settings, model=replace(settings.model, modality_dropout=args.modality_dropout))
     run_comparison(args.data, args.out, settings, cache, progress=False, resume=args.resume, overwrite=not args.resume)
     splits = [split for split in SPLITS if (args.data / f"{split}.pkl").exists()]
     header = "".join(f" | {split}, per seed | {split}, ensemble" for split in splits)
