@@ -70,7 +70,7 @@ def data_seconds(batches) -> float:
 
 def reference_loader(cfg: RunConfig, split, encoder) -> DataLoader:
     """The reference's way: features computed in collate, for every batch of every epoch."""
-    mfcc = MFCC(cfg.audio.resample_rate, n_mfcc=cfg.audio.n_mfcc, n_fft=cfg.audio.n_fft_size, n_mels=cfg.audio.n_mels)
+    mfcc = MFCC.of(cfg.audio)
 
     def collate(rows: list[int]) -> dict:
         frames = [torch.from_numpy(clip_features(split.audio[i], cfg.audio, mfcc)) for i in rows]
@@ -99,7 +99,7 @@ def in_memory(loader: DataLoader) -> list[dict]:
 def mfcc_against_librosa(clips: list[np.ndarray], audio: AudioConfig) -> tuple[float, float, float]:
     """(our seconds, librosa's seconds, largest absolute difference) over the same waveforms."""
     waves = [resample(trim_zeros(c), audio.sample_rate, audio.resample_rate) for c in clips]
-    ours = MFCC(audio.resample_rate, n_mfcc=audio.n_mfcc, n_fft=audio.n_fft_size, n_mels=audio.n_mels)
+    ours = MFCC.of(audio)
     started = time.perf_counter()
     with torch.inference_mode():
         mine = [ours(torch.from_numpy(w)).numpy() for w in waves]

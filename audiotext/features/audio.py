@@ -113,6 +113,11 @@ class MFCC(nn.Module):
         self.register_buffer("fbank", torch.from_numpy(fbank.T).float())  # (K, M)
         self.register_buffer("dct", torch.from_numpy(dct.T).float())  # (M, C)
 
+    @classmethod
+    def of(cls, cfg: AudioConfig) -> "MFCC":
+        """The MFCC module of an audio configuration's settings."""
+        return cls(cfg.resample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft_size, n_mels=cfg.n_mels)
+
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         if waveform.dim() not in (1, 2):
             raise ValueError(f"expected a waveform of shape (N,) or (B, N), got {tuple(waveform.shape)}")
@@ -189,7 +194,7 @@ def clip_features(audio: np.ndarray, cfg: AudioConfig, mfcc: MFCC | None = None)
     resampler's filter would smear the clip's first and last samples into them.
     """
     if mfcc is None:
-        mfcc = MFCC(cfg.resample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft_size, n_mels=cfg.n_mels)
+        mfcc = MFCC.of(cfg)
     settings = (mfcc.sample_rate, mfcc.n_fft, mfcc.n_mels, mfcc.n_mfcc)
     if settings != (cfg.resample_rate, cfg.n_fft_size, cfg.n_mels, cfg.n_mfcc):
         raise ValueError(f"MFCC (sample_rate, n_fft, n_mels, n_mfcc) = {settings} disagrees with {cfg}")
@@ -216,7 +221,7 @@ def iter_audio_features(
     """MFCCs (T_i, n_mfcc) of every clip in turn, with one MFCC module shared by all of them.
 
     A clip that has no features (too short, or not audio) raises DataError naming it as `where(i)`."""
-    mfcc = MFCC(cfg.resample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft_size, n_mels=cfg.n_mels)
+    mfcc = MFCC.of(cfg)
     for i, clip in enumerate(tqdm(clips, desc=desc, disable=not progress, leave=False)):
         try:
             yield clip_features(clip, cfg, mfcc)

@@ -57,17 +57,17 @@ class FeatureWorkers:
         if workers < 0:
             raise SettingError(f"feature_workers must be 0 or more, got {workers}")
         self.cfg, self.workers = cfg, workers
-        self._mfcc = MFCC(cfg.resample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft_size, n_mels=cfg.n_mels)
+        self._mfcc = MFCC.of(cfg)
         self._pool = None
         if workers:
             self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                             initializer=torch.set_num_threads, initargs=(1,))  # fmt: skip
+                                             initializer=_start_worker, initargs=(cfg,))  # fmt: skip
 
     def submit(self, jobs: Sequence[Job]) -> Callable[[], list[np.ndarray]]:
         if self._pool is None:
             return lambda: [job_features(job, self.cfg, self._mfcc) for job in jobs]
         share = -(-len(jobs) // self.workers)
-        futures: list[Future] = [self._pool.submit(_features_in_worker, list(jobs[i : i + share]), self.cfg)
+        futures: list[Future] = [self._pool.submit(_features_in_worker, list(jobs[i : i + share]))
                                  for i in range(0, len(jobs), share)]  # fmt: skip
         return lambda: [features for future in futures for features in future.result()]
 
@@ -89,11 +89,15 @@ class FeatureWorkers:
             self._pool = None
 
 
-_worker_mfcc: dict[tuple, MFCC] = {}  # in a worker process: one MFCC module per setting
+_settings: tuple[AudioConfig, MFCC] | None = None  # in a worker process: its pool's settings and MFCC module
 
 
-def _features_in_worker(jobs: list[Job], cfg: AudioConfig) -> list[np.ndarray]:
-    key = (cfg.resample_rate, cfg.n_mfcc, cfg.n_fft_size, cfg.n_mels)
-    if key not in _worker_mfcc:
-        _worker_mfcc[key] = MFCC(cfg.resample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft_size, n_mels=cfg.n_mels)
-    return [job_features(job, cfg, _worker_mfcc[key]) for job in jobs]
+def _start_worker(cfg: AudioConfig) -> None:
+    global _settings
+    torch.set_num_threads(1)
+    _settings = cfg, MFCC.of(cfg)
+
+
+def _features_in_worker(jobs: list[Job]) -> list[np.ndarray]:
+    cfg, mfcc = _settings
+    return [job_features(job, cfg, mfcc) for job in jobs]
