@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from audiotext.config import MERGES, MODALITIES, ModelConfig
-from audiotext.models.blocks import TransformerBlock, causal_mask, sinusoidal_positions
+from audiotext.models.blocks import TransformerBlock, attention_bias, causal_mask, sinusoidal_positions
 from audiotext.models.classifiers import Dims, build_model, merge_over_time
 
 F_MFCC, E_TEXT = 40, 32
@@ -292,7 +292,8 @@ def test_a_block_whose_sublayers_give_nothing_passes_its_input_through():
         block.attn.to_out.weight.zero_(), block.attn.to_out.bias.zero_()
         block.ff[-1].weight.zero_(), block.ff[-1].bias.zero_()
     x = torch.randn(2, 5, 8)
-    assert torch.equal(block(x, torch.ones(2, 5, dtype=torch.bool)), x)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    assert torch.equal(block(x, attention_bias(mask, mask, causal=False)), x)
 
 
 def test_late_fusion_mixes_the_log_probabilities_of_its_two_heads_by_learned_weights():
