@@ -12,7 +12,7 @@ from pathlib import Path
 
 from audiotext.config import (
     REFERENCE_LABELS, TEXT_ALPHABETS, AudioConfig, ModelConfig, RunConfig, ServiceLimits, TextConfig, TrainConfig,
-    plain_name,
+    modality_of, plain_name,
 )  # fmt: skip
 from audiotext.data.manifest import MIN_LABEL_CLIPS, data_labels, read_label_set
 from audiotext.errors import AudiotextError, SettingError, TrainingInterrupted
@@ -108,10 +108,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_fusion_arguments(
-    parser: argparse.ArgumentParser, audio: AudioConfig, text: TextConfig, model: ModelConfig, train: TrainConfig
+    parser: argparse.ArgumentParser, audio: AudioConfig, text: TextConfig, model: ModelConfig, train: TrainConfig,
+    modality_dropout: dict[str, float] | None = None,
 ) -> None:
     """The flags that decide what fusion gets to work with (see README, "What fusion needs"), with
-    the defaults of the command they serve."""
+    the defaults of the command they serve; `modality_dropout`: a default share per model, and then
+    --modality_dropout is None unless given."""
     add = parser.add_argument
     add("--audio_features", default=audio.features, choices=["mfcc", "mfcc+prosody"],
         help=f"per-frame audio features: MFCCs, or MFCCs with F0 (YIN), voicing, energy and their deltas "
@@ -119,8 +121,10 @@ def add_fusion_arguments(
     add("--text_features", default=text.features, choices=["encoder", "ngrams"],
         help=f"text as the encoder's token states, or as one character 1-3-gram TF-IDF vector fitted on the "
              f"training sentences, for corpora too small to fine-tune a BERT on (default: {text.features})")
-    add("--modality_dropout", type=float, default=model.modality_dropout, metavar="SHARE",
-        help=f"share of training clips that lose their audio or their text (fusing models; default: {model.modality_dropout})")
+    per_model = ", ".join(f"{name} {share}" for name, share in (modality_dropout or {}).items())
+    add("--modality_dropout", type=float, default=None if modality_dropout else model.modality_dropout, metavar="SHARE",
+        help=f"share of training clips that lose their audio or their text (fusing models; default: "
+             f"{per_model or model.modality_dropout})")
     add("--transcript_noise", type=float, default=train.transcript_noise, metavar="SHARE",
         help=f"share of training transcripts given recogniser-like errors (default: {train.transcript_noise})")
     add("--class_weights", action=argparse.BooleanOptionalAction, default=train.class_weights,
@@ -164,7 +168,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             if model not in ("mult", implied):
                 raise SettingError(f"--{flag} and --model {args.model} exclude each other")
             model = implied
-    modality = "cross" if model == "mult" else model
+    modality = modality_of(model)
     return RunConfig(
         name=args.name,
         data_path=args.data_path,
@@ -508,7 +512,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from audiotext.recipes.compare import CompareSettings, TextPlan, run_comparison
+    from audiotext.recipes.compare import FUSING_MODELS, CompareSettings, TextPlan, run_comparison
 
     if args.pretrain_vocab and args.pretrain_epochs == 0:
         raise SettingError("--pretrain_vocab trains a new BERT by masked-LM pre-training: give --pretrain_epochs > 0")
@@ -530,8 +534,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
                           features=args.audio_features),
         train=replace(defaults.train, num_epochs=args.num_epochs, early_stop=args.early_stop, select_by=args.select_by,
                       no_cuda=args.no_cuda, class_weights=args.class_weights, transcript_noise=args.transcript_noise),
-        model=replace(defaults.model, merge_how=args.merge_how, modality_dropout=args.modality_dropout, wide=args.wide,
-                      utterance_stats=args.utterance_stats),
+        model=replace(defaults.model, merge_how=args.merge_how, wide=args.wide, utterance_stats=args.utterance_stats),
+        modality_dropout=defaults.modality_dropout if args.modality_dropout is None
+        else dict.fromkeys(FUSING_MODELS, args.modality_dropout),
         text_features=args.text_features,
         text=TextPlan(encoder=str(Path(args.encoder).resolve()) if args.encoder else "", pretrain=pretrain,
                       finetune=finetune, cross_fit=args.cross_fit),
@@ -581,7 +586,7 @@ def add_compare_parser(commands) -> None:
     add("--n_mfcc", type=int, default=d.audio.n_mfcc, help="MFCC coefficients kept")
     add("--merge_how", default=d.model.merge_how, choices=["average", "last", "stats"],
         help=f"how the deep models pool a sequence over time (default: {d.model.merge_how})")
-    add_fusion_arguments(compare, d.audio, TextConfig(features=d.text_features), d.model, d.train)
+    add_fusion_arguments(compare, d.audio, TextConfig(features=d.text_features), d.model, d.train, d.modality_dropout)
     add("--max_len_for_text", type=int, default=48, help="tokens per sentence for pre-training and fine-tuning")
     add("--labels", default=None, help="comma-separated label order (default: the data's)")
     add("--no_cuda", action="store_true")

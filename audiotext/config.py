@@ -26,6 +26,11 @@ MERGES = ("average", "last", "stats")
 SELECT_BY = ("loss", "macro_f1")
 
 
+def modality_of(model: str) -> str:
+    """The modality (ModelConfig.modality) of a model named on the command line: `mult` is "cross"."""
+    return "cross" if model == "mult" else model
+
+
 def _require(ok: bool, setting: str, value: Any, rule: str) -> None:
     if not ok:
         raise SettingError(f"{setting} = {value!r}: {rule}")

@@ -25,7 +25,7 @@ import pandas as pd
 from audiotext.evaluation.evaluate import evaluate
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.features.cache import FeatureCache
-from audiotext.recipes.compare import run_comparison
+from audiotext.recipes.compare import FUSING_MODELS, run_comparison
 from audiotext.recipes.demo import demo_settings
 
 MODELS = ("linear", "early", "late", "tfn", "lmf", "mult")
@@ -51,7 +51,7 @@ def main() -> None:
     if args.transcript_noise is not None:
         settings = replace(settings, train=replace(settings.train, transcript_noise=args.transcript_noise))
     if args.modality_dropout is not None:
-        settings = replace(settings, model=replace(settings.model, modality_dropout=args.modality_dropout))
+        settings = replace(settings, modality_dropout=dict.fromkeys(FUSING_MODELS, args.modality_dropout))
     run_comparison(args.data, args.out, settings, cache, progress=False, resume=args.resume, overwrite=not args.resume)
     splits = [split for split in SPLITS if (args.data / f"{split}.pkl").exists()]
     header = "".join(f" | {split}, per seed | {split}, ensemble" for split in splits)

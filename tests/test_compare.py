@@ -14,7 +14,9 @@ import pytest
 from fontTools.ttLib import TTFont
 
 from audiotext.config import REFERENCE_LABELS
+from audiotext.errors import SettingError
 from audiotext.evaluation.metrics import classification_metrics
+from audiotext.recipes.compare import ALL_MODELS, MODALITY_DROPOUT, CompareSettings, model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,6 +105,9 @@ def test_a_killed_comparison_resumes_keeping_finished_runs_and_ends_as_an_unbrok
     assert f"{out} holds a comparison" in again.stderr and "--resume continues it" in again.stderr
     other = subprocess.run([*command[:-2], "--seeds", "2", "--out", str(out), "--resume"], cwd=ROOT, capture_output=True, text=True)
     assert other.returncode != 0 and "settings.seeds = [0] (now [0, 1])" in other.stderr
+    # One share for every fusing model replaces the per-model defaults, and is a change of settings.
+    other = subprocess.run([*command, "--modality_dropout", "0.2", "--resume"], cwd=ROOT, capture_output=True, text=True)
+    assert other.returncode != 0 and "settings.modality_dropout.early = 0.3 (now 0.2)" in other.stderr
 
     printed = compare(*args, "--out", str(out), "--resume")
     assert linear_weights.stat().st_mtime_ns == written  # kept, not trained again
@@ -111,6 +116,16 @@ def test_a_killed_comparison_resumes_keeping_finished_runs_and_ends_as_an_unbrok
         resumed, unbroken = pd.read_csv(out / name), pd.read_csv(tmp_path / "unbroken" / name)
         pd.testing.assert_frame_equal(resumed.drop(columns="run_dir", errors="ignore"),
                                       unbroken.drop(columns="run_dir", errors="ignore"))  # fmt: skip
+
+
+def test_modality_dropout_is_a_share_per_fusing_model_and_none_for_the_others():
+    settings = CompareSettings(labels=REFERENCE_LABELS)
+    shares = {name: model_config(name, settings)[0].modality_dropout for name in ALL_MODELS}
+    assert shares == {"linear": 0.0, "audio": 0.0, "text": 0.0, **MODALITY_DROPOUT}
+    with pytest.raises(SettingError, match="modality dropout is for the fusing models .*, not audio"):
+        CompareSettings(labels=REFERENCE_LABELS, modality_dropout={"audio": 0.2})
+    with pytest.raises(SettingError, match=r"modality_dropout = 1.0: must be a share in \[0, 1\)"):
+        CompareSettings(labels=REFERENCE_LABELS, modality_dropout={"mult": 1.0})
 
 
 def test_resume_keeps_a_trained_text_encoder_and_its_runs_until_the_encoder_changes(demo_corpora, tmp_path):
