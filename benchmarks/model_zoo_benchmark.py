@@ -11,6 +11,7 @@ of the ensemble: reported, never chosen on). Needs the demo corpus (`make demo`)
     python benchmarks/model_zoo_benchmark.py --out /tmp/zoo
     python benchmarks/model_zoo_benchmark.py --out /tmp/noise06 --models mult --transcript_noise 0.6
     python benchmarks/model_zoo_benchmark.py --out /tmp/drop06 --models mult --modality_dropout 0.6
+    python benchmarks/model_zoo_benchmark.py --out /tmp/wide --models mult --seeds 10 --wide
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def main() -> None:
                         help="share of training transcripts given recogniser errors (default: make demo's)")
     parser.add_argument("--modality_dropout", type=float, default=None, metavar="SHARE",
                         help="share of training clips that lose their text or their audio (default: the demo's)")
+    parser.add_argument("--wide", action=argparse.BooleanOptionalAction, default=None,
+                        help="the fused models with the linear model's logistic regression beside them (default: the demo's)")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     cache = FeatureCache(progress=False)
@@ -52,6 +55,8 @@ def main() -> None:
         settings = replace(settings, train=replace(settings.train, transcript_noise=args.transcript_noise))
     if args.modality_dropout is not None:
         settings = replace(settings, modality_dropout=dict.fromkeys(FUSING_MODELS, args.modality_dropout))
+    if args.wide is not None:
+        settings = replace(settings, model=replace(settings.model, wide=args.wide))
     run_comparison(args.data, args.out, settings, cache, progress=False, resume=args.resume, overwrite=not args.resume)
     splits = [split for split in SPLITS if (args.data / f"{split}.pkl").exists()]
     header = "".join(f" | {split}, per seed | {split}, ensemble" for split in splits)
