@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -126,6 +127,8 @@ def test_modality_dropout_is_a_share_per_fusing_model_and_none_for_the_others():
         CompareSettings(labels=REFERENCE_LABELS, modality_dropout={"audio": 0.2})
     with pytest.raises(SettingError, match=r"modality_dropout = 1.0: must be a share in \[0, 1\)"):
         CompareSettings(labels=REFERENCE_LABELS, modality_dropout={"mult": 1.0})
+    with pytest.raises(SettingError, match="model.modality_dropout is not read by a comparison"):
+        CompareSettings(labels=REFERENCE_LABELS, model=replace(settings.model, modality_dropout=0.5))
 
 
 def test_resume_keeps_a_trained_text_encoder_and_its_runs_until_the_encoder_changes(demo_corpora, tmp_path):

@@ -112,6 +112,8 @@ class CompareSettings:
             raise SettingError(f"--folds {self.folds} --split-by {self.split_by}: folds are 3 or more, by {' or '.join(FOLD_BY)}")
         if not self.labels:
             raise SettingError("labels: the class labels, in order, are needed")
+        if self.model.modality_dropout:
+            raise SettingError("model.modality_dropout is not read by a comparison: give modality_dropout, a share per model")
         not_fusing = [m for m in self.modality_dropout if m not in FUSING_MODELS]
         if not_fusing:
             raise SettingError(f"modality dropout is for the fusing models ({', '.join(FUSING_MODELS)}), not {', '.join(not_fusing)}")
