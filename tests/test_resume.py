@@ -18,7 +18,7 @@ import pytest
 from safetensors.torch import load_file
 
 from audiotext.cli import main
-from audiotext.training.state import load_state
+from audiotext.training.state import TrainingStateError, load_state
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--model", "audio", "--layers", "1", "--resample_rate", "8000", "--num_epochs", "3", "--quiet"]
@@ -37,10 +37,14 @@ def wait_for_step(process: subprocess.Popen, state: Path, step: int, per_epoch: 
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stderr.read()
-        if state.is_file():
-            saved = load_state(state)
-            if (saved["epoch"] - 1) * per_epoch + saved["step"] >= step:
-                return saved["epoch"], saved["step"]
+        try:
+            saved = load_state(state) if state.is_file() else None
+        except TrainingStateError:
+            # Replaced while read: safetensors opens the path twice (header, then tensors), and the
+            # running job renames a new state onto it at every step. Read it again.
+            saved = None
+        if saved and (saved["epoch"] - 1) * per_epoch + saved["step"] >= step:
+            return saved["epoch"], saved["step"]
         time.sleep(0.02)
     raise AssertionError(f"no checkpoint reached step {step}")
 

@@ -51,7 +51,7 @@ from audiotext.inference.predict import predict_sentences
 from audiotext.io import folder_digest, json_digest
 from audiotext.models.checkpoint import save_text_classifier
 from audiotext.models.text_classifier import POOLINGS, SequenceClassifier
-from audiotext.runtime import on_main, processes
+from audiotext.runtime import join_processes, on_main, processes
 from audiotext.training.engine import Engine, EngineSettings
 from audiotext.training.run_folder import claim_state_folder
 
@@ -136,6 +136,9 @@ def finetune(
         "cross_fit_folds": cross_fit_folds, "encoder": folder_digest(encoder_path),
         "data": json_digest([sentences, targets, dev_split.sentences, dev_split.labels.tolist()]),
     }  # fmt: skip
+    # Joined before the state folder is claimed, so that the main process alone claims it: each
+    # process on its own would empty and make it at once, and one of them would find it made.
+    join_processes(no_cuda)
     job_folder = on_main(lambda: claim_state_folder(Path(out_dir), job, resume))
     fit = functools.partial(_fit, encoder_path, labels, dev_split=dev_split, settings=settings, no_cuda=no_cuda,
                             progress=progress)  # fmt: skip
