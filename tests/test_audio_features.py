@@ -17,6 +17,7 @@ import torch
 from audiotext.config import AudioConfig
 from audiotext.errors import DataError
 from audiotext.features.audio import (
+    F0_RANGE,
     FLOAT_PEAK_LIMIT,
     MFCC,
     PROSODY_WIDTH,
@@ -26,6 +27,7 @@ from audiotext.features.audio import (
     prosody,
     resample,
     trim_zeros,
+    yin,
 )
 
 # float32 MFCCs against a float64 librosa reference. Coefficients span about ±600 (c0), so this is
@@ -184,6 +186,26 @@ def test_prosody_finds_the_pitch_of_a_tone_and_tells_voice_from_noise():
     assert np.exp(np.median(voiced[:, 0])) == pytest.approx(220, rel=0.02)
     assert voiced[5:-5, 1].min() > 0.9 and unvoiced[:, 1].mean() < 0.3
     assert np.abs(voiced[5:-5, 3:]).max() < 0.05  # a steady tone: flat contours, zero deltas
+
+
+@pytest.mark.parametrize("sr", [8000, 16000])
+def test_yin_equals_librosa_yin_to_the_bit(speech, sr):
+    audio, orig_sr = speech
+    rng = np.random.default_rng(2)
+    clips = {
+        "speech": resample(audio, orig_sr, sr),
+        "tone with vibrato": harmonic(sr),
+        "noise": (rng.standard_normal(sr) * 0.1).astype(np.float32),
+        "silence between bursts": np.concatenate([np.zeros(sr // 2, np.float32), harmonic(sr, 0.3), np.zeros(sr // 4, np.float32)]),
+    }  # fmt: skip
+    low, high = F0_RANGE
+    width, hop = 1 << int(np.ceil(np.log2(2 * sr / low))), 200
+    for what, wave in clips.items():
+        expected = librosa.yin(np.pad(wave, (0, width)), fmin=low, fmax=high, sr=sr, frame_length=width, hop_length=hop)
+        n_frames = 1 + len(wave) // hop
+        centred = np.pad(wave, (width // 2, width // 2 + width))
+        frames = np.ascontiguousarray(librosa.util.frame(centred, frame_length=width, hop_length=hop)[:, :n_frames].T)
+        np.testing.assert_array_equal(yin(frames, sr, low, high), expected[:n_frames], err_msg=what)
 
 
 def test_prosody_frames_line_up_with_the_mfcc_frames():
