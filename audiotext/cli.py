@@ -129,6 +129,9 @@ def add_fusion_arguments(
         help=f"share of training transcripts given recogniser-like errors (default: {train.transcript_noise})")
     add("--class_weights", action=argparse.BooleanOptionalAction, default=train.class_weights,
         help="weight the loss by inverse class frequency in train")
+    add("--ema", type=float, default=train.ema, metavar="DECAY",
+        help=f"keep a moving average of the weights with this decay per step, which dev evaluates and the run keeps "
+             f"(default: {train.ema}; 0: off)")
     add("--wide", action=argparse.BooleanOptionalAction, default=model.wide,
         help="add the linear baseline's logistic regression on utterance statistics to a fusing model (wide and deep)")
     add("--utterance_stats", action=argparse.BooleanOptionalAction, default=model.utterance_stats,
@@ -223,6 +226,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             early_stop=args.early_stop,
             class_weights=args.class_weights,
             transcript_noise=args.transcript_noise,
+            ema=args.ema,
             checkpoint_steps=getattr(args, "checkpoint_steps", TrainConfig.checkpoint_steps),
             amp=args.amp,
             num_workers=args.num_workers,
@@ -533,7 +537,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
         audio=AudioConfig(sample_rate=args.sample_rate, resample_rate=args.resample_rate, n_mfcc=args.n_mfcc,
                           features=args.audio_features),
         train=replace(defaults.train, num_epochs=args.num_epochs, early_stop=args.early_stop, select_by=args.select_by,
-                      no_cuda=args.no_cuda, class_weights=args.class_weights, transcript_noise=args.transcript_noise),
+                      no_cuda=args.no_cuda, class_weights=args.class_weights, transcript_noise=args.transcript_noise,
+                      ema=args.ema),
         model=replace(defaults.model, merge_how=args.merge_how, wide=args.wide, utterance_stats=args.utterance_stats),
         modality_dropout=defaults.modality_dropout if args.modality_dropout is None
         else dict.fromkeys(FUSING_MODELS, args.modality_dropout),

@@ -138,6 +138,7 @@ class TrainConfig:
     select_by: str = "loss"  # the dev metric that picks the best epoch: "loss" or "macro_f1"
     early_stop: int = 0  # epochs without a better dev metric before training stops; 0: all epochs
     class_weights: bool = False  # weight the loss by inverse class frequency in train
+    ema: float = 0.0  # decay per step of a moving average of the weights: what dev evaluates and the run keeps; 0: off
     transcript_noise: float = 0.0  # share of training transcripts replaced by recogniser-like errors
     checkpoint_steps: int = 0  # steps between resumable checkpoints within an epoch; 0: after each epoch only
     amp: bool = False  # mixed precision on a CUDA GPU (bf16 where it has it, else fp16)
@@ -152,6 +153,7 @@ class TrainConfig:
         _require(self.clip >= 0, "clip", self.clip, "must be 0 (off) or positive")
         _require_share("warmup_percent", self.warmup_percent, below_one=False)
         _require_share("transcript_noise", self.transcript_noise, below_one=False)
+        _require_share("ema", self.ema, below_one=True)
         _require_choice("select_by", self.select_by, SELECT_BY)
 
 

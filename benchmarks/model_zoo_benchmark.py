@@ -46,6 +46,8 @@ def main() -> None:
                         help="share of training clips that lose their text or their audio (default: the demo's)")
     parser.add_argument("--wide", action=argparse.BooleanOptionalAction, default=None,
                         help="the fused models with the linear model's logistic regression beside them (default: the demo's)")
+    parser.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                        help="a moving average of the weights with this decay per step (default: the demo's)")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     cache = FeatureCache(progress=False)
@@ -55,6 +57,8 @@ def main() -> None:
         settings = replace(settings, train=replace(settings.train, transcript_noise=args.transcript_noise))
     if args.modality_dropout is not None:
         settings = replace(settings, modality_dropout=dict.fromkeys(FUSING_MODELS, args.modality_dropout))
+    if args.ema is not None:
+        settings = replace(settings, train=replace(settings.train, ema=args.ema))
     if args.wide is not None:
         settings = replace(settings, model=replace(settings.model, wide=args.wide))
     run_comparison(args.data, args.out, settings, cache, progress=False, resume=args.resume, overwrite=not args.resume)

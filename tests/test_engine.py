@@ -83,11 +83,40 @@ def test_training_lowers_the_loss_and_warm_up_then_decay_shape_the_rate():
     "bad, message",
     [(dict(epochs=0), "epochs"), (dict(schedule="cosine"), "schedule"), (dict(best_by="accuracy"), "best_by"),
      (dict(warmup_percent=1.5), "warmup_percent"), (dict(batch_chunk=0), "batch_chunk"),
-     (dict(stop_after=-1), "stop_after")],  # fmt: skip
+     (dict(stop_after=-1), "stop_after"), (dict(ema=1.0), "ema")],  # fmt: skip
 )
 def test_bad_settings_are_refused_with_the_setting_named(bad, message):
     with pytest.raises(ValueError, match=message):
         EngineSettings(**{**dict(name="t", epochs=1, seed=0), **bad})
+
+
+def test_dev_sees_the_moving_average_of_the_weights_and_training_goes_on_from_the_trained_ones():
+    def run(ema: float):
+        engine = Engine(EngineSettings(name="t", epochs=3, seed=0, ema=ema, progress=False))
+        model = nn.Linear(6, 2)
+        starts, evaluated = [], []  # the weights each step starts from; those dev sees after each epoch
+
+        def recording_loss(m, batch):
+            starts.append(m.weight.detach().clone())
+            return loss(m, batch)
+
+        engine.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), data(), recording_loss,
+                   evaluate=lambda m: evaluated.append(m.weight.detach().clone()) or {"loss": 0.0})  # fmt: skip
+        return model.weight.detach(), starts, evaluated
+
+    trained, starts, _ = run(0.0)
+    kept, starts_with_average, evaluated = run(0.9)
+    assert len(starts) == 15 and all(torch.equal(a, b) for a, b in zip(starts, starts_with_average))
+    average, expected = starts[0], []
+    for step, weights in enumerate(starts[1:] + [trained], 1):
+        average = average + (1 - 0.9) * (weights - average)
+        if step % 5 == 0:  # 5 batches an epoch
+            expected.append(average)
+    assert len(evaluated) == 3
+    for seen, mean in zip(evaluated, expected):
+        torch.testing.assert_close(seen, mean)
+    torch.testing.assert_close(kept, expected[-1])  # the fit keeps the average
+    assert not torch.allclose(kept, trained, atol=1e-3)
 
 
 def test_training_stops_early_when_the_named_metric_no_longer_improves(tmp_path):
@@ -138,13 +167,15 @@ SETTINGS = EngineSettings(name="t", epochs=4, seed=3, warmup_percent=0.3, patien
 
 @pytest.mark.parametrize("buckets", [False, True])
 @pytest.mark.parametrize("break_at", [3, 6, 7, 9, 13, 24])  # mid-epoch, an epoch's first step, after an epoch's end, the last
-def test_a_fit_broken_at_any_step_resumes_to_the_same_weights_and_figures(tmp_path, break_at, buckets):
-    uninterrupted, expected = resumable_fit(None, SETTINGS, buckets=buckets)
+@pytest.mark.parametrize("ema", [0.0, 0.8])
+def test_a_fit_broken_at_any_step_resumes_to_the_same_weights_and_figures(tmp_path, break_at, buckets, ema):
+    settings = EngineSettings(**{**SETTINGS.__dict__, "ema": ema})
+    uninterrupted, expected = resumable_fit(None, settings, buckets=buckets)
     checkpoint = tmp_path / "resume.safetensors"
     with pytest.raises(Broken):
-        resumable_fit(checkpoint, SETTINGS, break_at=break_at, buckets=buckets)
+        resumable_fit(checkpoint, settings, break_at=break_at, buckets=buckets)
     assert checkpoint.is_file()
-    resumed, result = resumable_fit(checkpoint, SETTINGS, buckets=buckets)
+    resumed, result = resumable_fit(checkpoint, settings, buckets=buckets)
     for a, b in zip(uninterrupted.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731

@@ -64,6 +64,7 @@ class EngineSettings:
     progress: bool = True
     checkpoint_steps: int = 0  # steps between resumable checkpoints within an epoch; 0: at the end of each epoch only
     amp: bool = False  # mixed precision on a GPU: bf16 where it has it, else fp16 with a gradient scaler
+    ema: float = 0.0  # decay per step of a moving average of the weights, which dev evaluates and the fit keeps; 0: off
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -78,6 +79,8 @@ class EngineSettings:
             raise ValueError(f"stop_after must be 0 (off) or a number of epochs, got {self.stop_after}")
         if self.checkpoint_steps < 0:
             raise ValueError(f"checkpoint_steps must be 0 (each epoch) or a number of steps, got {self.checkpoint_steps}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1) (0 turns it off), got {self.ema}")
         if self.logging_steps < 1 or self.batch_chunk < 1:
             raise ValueError(f"logging_steps and batch_chunk must be at least 1, got {self.logging_steps}, {self.batch_chunk}")
 
@@ -97,6 +100,7 @@ class _Progress:
     losses: list[float]  # their losses
     result: FitResult
     best_state: dict[str, torch.Tensor]  # CPU copy of the best epoch's weights (restore_best)
+    average: dict[str, torch.Tensor]  # the moving average of the floating-point weights (ema); {} when off
     data_order: torch.Tensor | None = None  # the batch-order generator's state when the epoch began
     rng: dict | None = None  # the global generators' states at the checkpoint
 
@@ -117,6 +121,32 @@ def _set_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _floating_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+
+def _update_average(average: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
+    current = model.state_dict()
+    with torch.no_grad():
+        for name, mean in average.items():
+            mean.lerp_(current[name], 1.0 - decay)
+
+
+@contextlib.contextmanager
+def _weights(model: nn.Module, average: dict[str, torch.Tensor]) -> Iterator[None]:
+    """The model holds the moving average of its weights inside the block (when there is one), and
+    its trained weights again after it, so training goes on from where the optimizer left it."""
+    if not average:
+        yield
+        return
+    trained = _floating_copy(model)
+    model.load_state_dict(average, strict=False)
+    try:
+        yield
+    finally:
+        model.load_state_dict(trained, strict=False)
 
 
 def _where(checkpoint: Path, epoch: int, step: int, batches: int) -> str:
@@ -231,7 +261,8 @@ class Engine:
         if self.processes.several:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             trained = DistributedDataParallel(model, device_ids=device_ids)
-        progress = _Progress(epoch=1, step=0, losses=[], result=FitResult(best={}), best_state={})
+        progress = _Progress(epoch=1, step=0, losses=[], result=FitResult(best={}), best_state={},
+                             average=_floating_copy(model) if s.ema else {})  # fmt: skip
         resumed = as_on_main(checkpoint is not None and checkpoint.is_file())
         if resumed:
             progress = self._resume(checkpoint, model, optimizer, schedule, scaler, data_order, len(batches))
@@ -266,6 +297,8 @@ class Engine:
                     step_loss, stop = self._agree(self._step(trained, optimizer, batch, loss, scaler), interrupted())
                     progress.losses.append(step_loss)
                     schedule.step_batch()
+                    if s.ema:
+                        _update_average(progress.average, model, s.ema)
                     progress.step += 1
                     bar.update()
                     if len(progress.losses) % s.logging_steps == 0:
@@ -279,16 +312,17 @@ class Engine:
                 row: dict = {"epoch": epoch, "train_loss": float(np.mean(progress.losses))}
                 improved = False
                 if evaluate is not None:
-                    with self._autocast():
-                        dev = as_on_main(evaluate(model))
-                    schedule.step_epoch(dev["loss"])
-                    improved = self._improves(dev, result.best)
-                    if improved:
-                        result.best = {**dev, "epoch": epoch}
-                        if restore_best:
-                            progress.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                        if on_best is not None and main:
-                            on_best(model)
+                    with _weights(model, progress.average):
+                        with self._autocast():
+                            dev = as_on_main(evaluate(model))
+                        schedule.step_epoch(dev["loss"])
+                        improved = self._improves(dev, result.best)
+                        if improved:
+                            result.best = {**dev, "epoch": epoch}
+                            if restore_best:
+                                progress.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                            if on_best is not None and main:
+                                on_best(model)
                     row.update(dev_loss=dev["loss"], dev_accuracy=dev.get("accuracy"), dev_macro_f1=dev.get("macro_f1"))
                 else:
                     schedule.step_epoch(None)
@@ -308,6 +342,8 @@ class Engine:
                     self._save(checkpoint, progress, model, optimizer, schedule, scaler, epoch + 1, len(batches))
                 if self._agree(0.0, interrupted())[1]:
                     raise self._interrupted(_where(checkpoint, epoch + 1, 0, len(batches)))
+        if progress.average:
+            model.load_state_dict(progress.average, strict=False)
         if restore_best and progress.best_state:
             model.load_state_dict(progress.best_state)
         return result
@@ -332,7 +368,8 @@ class Engine:
         save_state(path, {
             "settings": self._resumable_settings(), "batches_per_epoch": batches, "epoch": epoch, "step": progress.step,
             "losses": progress.losses, "best": progress.result.best, "rows": progress.result.rows,
-            "model": model.state_dict(), "best_state": progress.best_state, "optimizer": optimizer.state_dict(),
+            "model": model.state_dict(), "best_state": progress.best_state, "average": progress.average,
+            "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "scaler": scaler.state_dict() if scaler is not None else {},
             "data_order": progress.data_order, "rng": rng,
         })  # fmt: skip
@@ -362,7 +399,8 @@ class Engine:
                        "the same batches, other dropout draws than an unbroken run")  # fmt: skip
         return _Progress(epoch=state["epoch"], step=state["step"], losses=state["losses"],
                          result=FitResult(best=state["best"], rows=state["rows"]), best_state=state["best_state"],
-                         data_order=state["data_order"], rng=state["rng"][share.rank % saved_by])  # fmt: skip
+                         average={k: v.to(self.device) for k, v in state["average"].items()}, data_order=state["data_order"],
+                         rng=state["rng"][share.rank % saved_by])  # fmt: skip
 
     def _resumable_settings(self) -> dict:
         """The settings a resumed fit must share with the one that saved the state (not how it reports)."""

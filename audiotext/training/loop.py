@@ -57,6 +57,7 @@ def train(
             best_by=cfg.train.select_by, stop_after=cfg.train.early_stop,
             logging_steps=cfg.train.logging_steps, batch_chunk=cfg.train.batch_chunk, no_cuda=cfg.train.no_cuda,
             progress=progress, checkpoint_steps=cfg.train.checkpoint_steps, amp=cfg.train.amp,
+            ema=cfg.train.ema,
         )  # fmt: skip
     )
     if main:
