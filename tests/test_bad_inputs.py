@@ -165,6 +165,7 @@ def test_wrong_columns_are_named(clips, tmp_path, cli_error):
      (["--optim", "Adamm"], "optim = 'Adamm': not a torch.optim optimizer"),
      (["--name", "../../x"], "name = '../../x': must be a plain folder name"),
      (["--lr", "-1"], "lr = -1.0: must be positive"),
+     (["--ema", "1"], "ema = 1.0: must be a share in [0, 1)"),
      (["--resume", "--overwrite"], "--resume continues a run and --overwrite starts it again")],
 )  # fmt: skip
 def test_bad_settings_are_refused_before_any_feature_is_computed(demo_corpus, tmp_path, cli_error, flags, message):
