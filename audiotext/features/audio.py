@@ -152,12 +152,12 @@ def audio_width(cfg: AudioConfig) -> int:
 
 
 def yin(frames: np.ndarray, sample_rate: int, low: float, high: float, trough_threshold: float = 0.1) -> np.ndarray:
-    """(T,) F0 in Hz of contiguous frames (T, W): librosa.yin's estimate to the bit, at 2 to 3 times
+    """(T,) F0 in Hz of contiguous frames (T, W): librosa.yin's estimate to the bit, at 1.6 times
     its speed.
 
     librosa works along the columns of its framed signal (W, T); the same transforms along rows
     are cheaper, and every other step is librosa's, in its order and dtypes, so the result is equal
-    to the bit (tested on the demo corpus). T = 1 + N // hop for librosa.yin(centre=True) on the
+    to the bit (on every frame of the demo corpus, and in the tests). T = 1 + N // hop for librosa.yin(center=True) on the
     wave padded with W zeros at its end, framed as `prosody` frames it.
     """
     width = frames.shape[1]
