@@ -12,6 +12,7 @@ of the ensemble: reported, never chosen on). Needs the demo corpus (`make demo`)
     python benchmarks/model_zoo_benchmark.py --out /tmp/noise06 --models mult --transcript_noise 0.6
     python benchmarks/model_zoo_benchmark.py --out /tmp/drop06 --models mult --modality_dropout 0.6
     python benchmarks/model_zoo_benchmark.py --out /tmp/wide --models mult --seeds 10 --wide
+    python benchmarks/model_zoo_benchmark.py --out /tmp/ema995 --models mult --seeds 10 --ema 0.995
 """
 
 from __future__ import annotations

@@ -151,14 +151,23 @@ def audio_width(cfg: AudioConfig) -> int:
     return cfg.n_mfcc + (PROSODY_WIDTH if cfg.features == "mfcc+prosody" else 0)
 
 
+def pitch_frames(wave: np.ndarray, sample_rate: int, hop_length: int) -> np.ndarray:
+    """Contiguous (T, W) frames of `wave` centred like the MFCC frames (T = 1 + N // hop_length),
+    zeros beyond its ends: what librosa.yin frames when centred on the wave padded with W zeros."""
+    # A frame must hold two periods of the lowest F0: at least 2 * sample_rate / low samples.
+    width = 1 << int(np.ceil(np.log2(max(2 * sample_rate / F0_RANGE[0], hop_length + 1))))
+    centred = np.pad(wave, (width // 2, width // 2 + width))
+    frames = librosa.util.frame(centred, frame_length=width, hop_length=hop_length)  # (W, at least T)
+    return np.ascontiguousarray(frames[:, : 1 + len(wave) // hop_length].T)
+
+
 def yin(frames: np.ndarray, sample_rate: int, low: float, high: float, trough_threshold: float = 0.1) -> np.ndarray:
     """(T,) F0 in Hz of contiguous frames (T, W): librosa.yin's estimate to the bit, at 1.6 times
     its speed.
 
     librosa works along the columns of its framed signal (W, T); the same transforms along rows
     are cheaper, and every other step is librosa's, in its order and dtypes, so the result is equal
-    to the bit (on every frame of the demo corpus, and in the tests). T = 1 + N // hop for librosa.yin(center=True) on the
-    wave padded with W zeros at its end, framed as `prosody` frames it.
+    to the bit (on every frame of the demo corpus, and in the tests) for `pitch_frames`.
     """
     width = frames.shape[1]
     min_period = int(np.floor(sample_rate / high))
@@ -199,13 +208,10 @@ def prosody(wave: np.ndarray, sample_rate: int, hop_length: int) -> np.ndarray:
     their voiced neighbours, so the contour has no jumps where YIN found no period.
     """
     low, high = F0_RANGE
-    # A frame must hold two periods of the lowest F0: at least 2 * sample_rate / low samples.
-    frame_length = 1 << int(np.ceil(np.log2(max(2 * sample_rate / low, hop_length + 1))))
-    n_frames = 1 + len(wave) // hop_length
-    centred = np.pad(wave, (frame_length // 2, frame_length // 2 + frame_length))
-    frames = librosa.util.frame(centred, frame_length=frame_length, hop_length=hop_length)[:, :n_frames].T  # (T, W)
-    f0 = yin(np.ascontiguousarray(frames), sample_rate, low, high)
-    frames = np.ascontiguousarray(frames - frames.mean(axis=1, keepdims=True))
+    frames = pitch_frames(wave, sample_rate, hop_length)  # (T, W)
+    n_frames, frame_length = frames.shape
+    f0 = yin(frames, sample_rate, low, high)
+    frames = frames - frames.mean(axis=1, keepdims=True)
     # Zero padding to W + the longest lag is the least that keeps the circular autocorrelation
     # exact at every lag read; scipy's FFT along contiguous rows is 3x numpy's over columns of 2W.
     longest_lag = int(np.ceil(sample_rate / low))

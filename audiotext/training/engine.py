@@ -297,7 +297,7 @@ class Engine:
                     step_loss, stop = self._agree(self._step(trained, optimizer, batch, loss, scaler), interrupted())
                     progress.losses.append(step_loss)
                     schedule.step_batch()
-                    if s.ema:
+                    if progress.average:
                         _update_average(progress.average, model, s.ema)
                     progress.step += 1
                     bar.update()
