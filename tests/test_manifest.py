@@ -3,9 +3,11 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from audiotext.data.corpus import Split
+from audiotext.data.folds import write_fold_corpora
 from audiotext.data.manifest import ManifestError, load_manifest_split, read_label_set
 from audiotext.data.media import MediaError, load_audio, write_media
 
@@ -82,6 +84,28 @@ def test_label_set(tmp_path):
     assert read_label_set(manifest) == ["neutral", "공포", "혐오"]
     (tmp_path / "labels.json").write_text(json.dumps(["b", "a"]), encoding="utf-8")
     assert read_label_set(tmp_path) == ["b", "a"]  # a saved label list keeps its order
+
+
+def test_a_named_speaker_keeps_one_id_across_splits_and_folds(tmp_path):
+    speakers = {"train": ["zoe", "amy", "kim"], "dev": ["kim", "lee"], "test": ["zoe", "lee"]}
+    rows, who = [], {}
+    for split, names in speakers.items():
+        for name in names:
+            for label in ("a", "b", "c"):
+                clip = tmp_path / f"{len(rows)}.wav"
+                write_media(clip, _samples(0.05, len(rows)), RATE, "pcm_s16le")
+                who[str(clip.resolve())] = name
+                rows.append(f"{clip.name},sentence {len(rows)},{label},{name},{split}")
+    manifest = _csv(tmp_path / "m.csv", rows)
+    ids = {}
+    for split in speakers:
+        for name, speaker in zip(np.repeat(speakers[split], 3), load_manifest_split(manifest, split, None, RATE).speakers):
+            assert ids.setdefault(name, speaker) == speaker, f"{name} has two ids"
+    assert sorted(ids.values()) == [0, 1, 2, 3]
+    for fold in write_fold_corpora(manifest, ["a", "b", "c"], RATE, 3, "speaker", 0, tmp_path / "folds"):
+        written = pd.read_csv(fold)
+        names = written["audio"].map(who)
+        assert not set(names[written["split"] == "test"]) & set(names[written["split"] != "test"]), fold
 
 
 def test_errors_name_manifest_row_and_column(tmp_path):

@@ -170,6 +170,10 @@ def load_manifest_split(
     path = Path(path)
     frame = read_manifest(path)
     labels = list(labels) if labels is not None else read_label_set(path)
+    # Numbered over the whole manifest: a name numbered split by split would get another id in each
+    # split and share ids with others, and speaker-independent folds would mix speakers.
+    speakers = speaker_ids(list(frame["speaker"])) if "speaker" in frame.columns else [-1] * len(frame)
+    frame = frame.assign(speaker_id=speakers)
     if split is not None:
         if "split" not in frame.columns:
             raise ManifestError(f"{path}: asked for split {split!r} but the manifest has no 'split' column")
@@ -190,9 +194,8 @@ def load_manifest_split(
         if with_audio and not Path(row.audio_path).is_file():
             raise ManifestError(f"{where}, column 'audio': {row.audio_path}: unreadable path (no such file)")
     audio = ManifestClips(path, frame, sample_rate) if with_audio else []
-    speakers = speaker_ids(list(frame["speaker"])) if "speaker" in frame.columns else [-1] * len(frame)
-    return Split(split or path.stem, path, speakers, audio, list(frame["text"]), np.asarray(label_ids, np.int64),
-                 rows=list(frame["row"]))  # fmt: skip
+    return Split(split or path.stem, path, list(frame["speaker_id"]), audio, list(frame["text"]),
+                 np.asarray(label_ids, np.int64), rows=list(frame["row"]))  # fmt: skip
 
 
 class ManifestClips(Sequence[np.ndarray]):
