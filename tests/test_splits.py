@@ -1,5 +1,6 @@
 """Partitions: stratified by label, and no test sentence or speaker in train when promised."""
 
+import unicodedata
 import numpy as np
 import pandas as pd
 import pytest
@@ -125,6 +126,22 @@ def test_folds_never_share_a_speaker_or_sentence_and_each_fold_tests_once(split_
     assert (tested == 1).all()
     if split_by == "sentence":  # dealt within each label: every fold holds every label
         assert frame.assign(fold=folds).groupby("fold")["label"].nunique().min() == 3
+
+
+def test_spellings_of_one_sentence_never_cross_a_sentence_split_or_fold():
+    spellings = [lambda t: t, lambda t: f"  {t.upper()}~", lambda t: unicodedata.normalize("NFD", t.replace(" ", "  "))]
+    frame = pd.DataFrame([{"speaker": 0, "text": spell(f"문장 {i} 입니다 ok"), "label": "ab"[i % 2]}
+                          for i in range(20) for spell in spellings])  # fmt: skip
+    read_as = frame["text"].map(lambda t: unicodedata.normalize("NFC", " ".join(t.split()).strip("~").casefold()))
+    splits = assign_splits(frame, "sentence", seed=0)
+    assert splits.groupby(read_as).nunique().max() == 1
+    assert set(splits) == {"train", "dev", "test"}
+    folds = assign_folds(frame, 4, "sentence", seed=0)
+    assert pd.Series(folds).groupby(read_as).nunique().max() == 1
+    leaked = splits.copy()
+    leaked[(read_as == read_as[splits == "test"].iloc[0]) & (frame["text"] == frame["text"].str.strip())] = "train"
+    with pytest.raises(LeakageError, match="test sentence"):
+        check_leakage(frame, leaked, "sentence")
 
 
 def test_folds_refuse_a_number_the_corpus_cannot_give():

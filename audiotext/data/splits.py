@@ -3,7 +3,8 @@
 - `clip`: clips drawn at random within each label. A sentence (and every speaker) can be in train
   and test, as the reference's main partition: a text model can memorise sentences.
 - `sentence`: whole sentences drawn within each label (a sentence's label is its most common one),
-  so no test sentence is ever in train: the honest test of text.
+  so no test sentence is ever in train: the honest test of text. Sentences that read the same to
+  the text features (`sentence_units`) are one sentence.
 - `speaker`: whole speakers drawn, so no test speaker is ever in train. Speakers usually speak every
   label, so this cannot stratify by drawing within a label; it draws speakers by their number, and
   the per-label counts follow the speakers' own mixes (printed by `split_counts`). Each split with a
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from audiotext.errors import AudiotextError
+from audiotext.features.text import normalize_text
 
 SPLIT_BY = ("clip", "sentence", "speaker")
 SPLITS = ("train", "dev", "test")
@@ -30,6 +32,18 @@ SPLITS = ("train", "dev", "test")
 
 class LeakageError(AudiotextError, AssertionError):
     """A partition breaks the promise its `split_by` makes."""
+
+
+def sentence_units(sentences: pd.Series) -> pd.Series:
+    """Each row's sentence as the unit a sentence split deals: sentences that differ only in what the
+    text features drop (spacing, symbols, case, HTML escapes, composed or decomposed Hangul) are one
+    unit, named by the first of them in sorted order, so that no spelling of a test sentence trains.
+    A corpus without such variants keeps its sentences, and its splits, as they were."""
+    sentences = sentences.astype(str)
+    unit_of = {}
+    for text in sorted(set(sentences)):
+        unit_of[text] = unit_of.setdefault(normalize_text(text).casefold(), text)
+    return sentences.map(unit_of)
 
 
 def _allocate(n_units: int, ratios: Sequence[float]) -> list[int]:
@@ -85,9 +99,10 @@ def assign_splits(
             split_of = _draw(rows, ratios, rng)
             assignment[rows] = [split_of[i] for i in rows]
     else:
-        sentences = frame[sentence].to_numpy()
+        units = sentence_units(frame[sentence])
+        sentences = units.to_numpy()
         # A sentence's stratum is its most common label (ties: the first in sorted order).
-        stratum = frame.groupby(sentence, sort=True)[label].agg(lambda s: sorted(s.mode())[0])
+        stratum = frame[label].groupby(units, sort=True).agg(lambda s: sorted(s.mode())[0])
         for value in sorted(set(stratum)):
             split_of = _draw(np.asarray(stratum.index[stratum == value], dtype=object), ratios, rng)
             rows = np.flatnonzero(np.isin(sentences, list(split_of)))
@@ -104,7 +119,7 @@ def check_leakage(
         raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
     if split_by == "clip":
         return
-    column = frame[sentence if split_by == "sentence" else speaker]
+    column = sentence_units(frame[sentence]) if split_by == "sentence" else frame[speaker]
     held_out = set(column[splits == "test"])
     for other in ("train", "dev"):
         leaked = held_out & set(column[splits == other])
@@ -135,7 +150,7 @@ def assign_folds(
     """
     if split_by not in FOLD_BY:
         raise ValueError(f"folds are split by one of {FOLD_BY}, got {split_by!r}")
-    column = frame[speaker if split_by == "speaker" else sentence]
+    column = frame[speaker] if split_by == "speaker" else sentence_units(frame[sentence])
     units = np.unique(column.to_numpy())
     if not 3 <= k <= len(units):
         raise ValueError(
@@ -146,7 +161,7 @@ def assign_folds(
     if split_by == "speaker":
         groups = [units]
     else:
-        stratum = frame.groupby(sentence, sort=True)[label].agg(lambda s: sorted(s.mode())[0])
+        stratum = frame[label].groupby(column, sort=True).agg(lambda s: sorted(s.mode())[0])
         groups = [np.asarray(stratum.index[stratum == value], dtype=object) for value in sorted(set(stratum))]
     fold_of, dealt = {}, 0
     for group in groups:
