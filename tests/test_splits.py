@@ -1,6 +1,7 @@
 """Partitions: stratified by label, and no test sentence or speaker in train when promised."""
 
 import unicodedata
+
 import numpy as np
 import pandas as pd
 import pytest
