@@ -33,16 +33,26 @@ def loss(model, batch):
     return F.cross_entropy(model(batch["x"]), batch["labels"])
 
 
-def fit(settings: EngineSettings, **kwargs):
+def fit(settings: EngineSettings, loss=loss, **kwargs):
     engine = Engine(settings)
     model = nn.Linear(6, 2)
     result = engine.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), data(), loss, **kwargs)
     return model, result
 
 
-def test_a_batch_in_chunks_takes_the_same_step_as_whole():
-    whole, _ = fit(EngineSettings(name="t", epochs=2, seed=0, progress=False))
-    chunked, _ = fit(EngineSettings(name="t", epochs=2, seed=0, batch_chunk=3, progress=False))
+CLASS_WEIGHTS = torch.tensor([1.0, 5.0])
+
+
+def weighted_loss(model, batch):
+    return F.cross_entropy(model(batch["x"]), batch["labels"], weight=CLASS_WEIGHTS)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["mean", "class-weighted"])
+def test_a_batch_in_chunks_takes_the_same_step_as_whole(weighted):
+    # A class-weighted mean divides by the batch's total weight, not its rows: chunks must too.
+    objective = dict(loss=weighted_loss, row_weights=lambda batch: CLASS_WEIGHTS[batch["labels"]]) if weighted else {}
+    whole, _ = fit(EngineSettings(name="t", epochs=2, seed=0, progress=False), **objective)
+    chunked, _ = fit(EngineSettings(name="t", epochs=2, seed=0, batch_chunk=3, progress=False), **objective)
     for a, b in zip(whole.parameters(), chunked.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 

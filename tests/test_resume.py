@@ -109,6 +109,9 @@ def test_ctrl_c_prints_one_line_and_leaves_a_run_that_tests_only_when_asked_and_
     code, printed = cli_error(*train_args(demo_corpus, tmp_path, "run", "--resume", "--lr", "0.01"))
     assert code == 2 and "started this run with train.lr = 0.001 (now 0.01)" in printed
     main(train_args(demo_corpus, tmp_path, "run", "--resume"))
+    # The unfinished model's test figures are gone with it, from the folder and the run's report.
+    assert not (tmp_path / "run" / "eval").exists()
+    assert "Test figures" not in (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     main([str(a) for a in test_args])
     same_run(uninterrupted, tmp_path / "run")
 

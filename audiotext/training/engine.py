@@ -214,6 +214,7 @@ class Engine:
         batches: Iterable[Batch] | Sized,
         loss: Callable[[nn.Module, Batch], torch.Tensor],
         evaluate: Callable[[nn.Module], dict] | None = None,
+        row_weights: Callable[[Batch], torch.Tensor] | None = None,
         on_best: Callable[[nn.Module], None] | None = None,
         on_epoch: Callable[[list[dict]], None] | None = None,
         epoch_log: Path | None = None,
@@ -224,6 +225,9 @@ class Engine:
         """Trains `model` (already on `self.device`) for the set number of epochs.
 
         `batches` is iterated once per epoch; `loss(model, batch)` gets the batch on the device.
+        `row_weights(batch)` gives each row's (B,) weight in `loss` when it is not a plain mean over
+        rows (a class-weighted loss, a loss over the masked tokens of each row), so that a batch split
+        into chunks or across processes still gets the whole batch's gradient.
         `evaluate(model)` returns dev metrics with at least "loss" (and "macro_f1" when
         best_by says so); `on_best` runs whenever the dev metric improves, `on_epoch` after each
         epoch with the rows of every epoch so far (a resumed fit's earlier ones included); `epoch_log` is rewritten every epoch; `restore_best` loads the best
@@ -236,8 +240,8 @@ class Engine:
         the step in progress and raises TrainingInterrupted.
         """
         try:
-            return self._fit(model, optimizer, batches, loss, evaluate, on_best, on_epoch, epoch_log, restore_best,
-                             checkpoint, data_order)  # fmt: skip
+            return self._fit(model, optimizer, batches, loss, row_weights, evaluate, on_best, on_epoch, epoch_log,
+                             restore_best, checkpoint, data_order)  # fmt: skip
         except RuntimeError as err:
             if not (self.processes.several and _is_lost_process(err)):
                 raise
@@ -245,8 +249,8 @@ class Engine:
             raise ProcessLost(f"process {self.processes.rank} of {self.processes.world_size}: another process of this "
                               f"job stopped ({_first_sentence(err)}); {saved}") from None  # fmt: skip
 
-    def _fit(self, model, optimizer, batches, loss, evaluate, on_best, on_epoch, epoch_log, restore_best, checkpoint,
-             data_order) -> FitResult:  # fmt: skip
+    def _fit(self, model, optimizer, batches, loss, row_weights, evaluate, on_best, on_epoch, epoch_log, restore_best,
+             checkpoint, data_order) -> FitResult:  # fmt: skip
         s, main = self.settings, self.processes.is_main
         total_steps = s.epochs * len(batches)
         warmup = math.ceil(s.warmup_percent * total_steps)
@@ -294,7 +298,7 @@ class Engine:
                     _set_rng_states(progress.rng)
                 resumed = False
                 for batch in steps:
-                    step_loss, stop = self._agree(self._step(trained, optimizer, batch, loss, scaler), interrupted())
+                    step_loss, stop = self._agree(self._step(trained, optimizer, batch, loss, row_weights, scaler), interrupted())
                     progress.losses.append(step_loss)
                     schedule.step_batch()
                     if progress.average:
@@ -414,21 +418,25 @@ class Engine:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=self.amp_dtype)
 
-    def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, loss, scaler) -> float:
+    def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, loss, row_weights,
+              scaler) -> float:  # fmt: skip
         """One optimizer step on this process's rows of the batch (all of them in one process); with
         batch_chunk > 1 they go through in chunks to save memory. Returns this process's part of
         the batch's mean loss (the whole of it in one process)."""
         optimizer.zero_grad(set_to_none=True)
         n = len(next(v for v in batch.values() if v is not None))
+        counts = torch.ones(n) if row_weights is None else row_weights(batch).double().cpu()  # (n,)
         share = self.processes
         mine = torch.arange(n)[share.rank :: share.world_size]
-        # DDP averages the processes' gradients; weighting each row by world_size / n makes that the batch mean.
-        weight = share.world_size / n
+        # DDP averages the processes' gradients; weighting each row by world_size / (the batch's
+        # total weight) makes that the batch's mean loss.
+        weight = share.world_size / float(counts.sum())
         if len(mine) == 0:  # a batch with fewer rows than processes: this one still joins the all-reduce
             mine, weight = torch.arange(1), 0.0
         chunks = mine.chunk(min(self.settings.batch_chunk, len(mine)))
         total = 0.0
         for number, index in enumerate(chunks, 1):
+            chunk_weight = float(counts[index].sum())  # the chunk's rows' share of the batch's mean
             rows = batch if len(index) == n else {k: None if v is None else v[index] for k, v in batch.items()}
             part = {k: None if v is None else v.to(self.device) for k, v in rows.items()}  # no copy of a whole batch
             last = number == len(chunks)
@@ -437,9 +445,9 @@ class Engine:
             with sync:
                 with self._autocast():
                     value = loss(model, part)
-                scaled = value.float() * weight * len(index)
+                scaled = value.float() * weight * chunk_weight
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            total += value.item() * weight * len(index) / share.world_size
+            total += value.item() * weight * chunk_weight / share.world_size
         if scaler is not None:
             scaler.unscale_(optimizer)
         if self.settings.clip > 0:

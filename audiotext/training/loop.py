@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -96,6 +97,7 @@ def train(
         optimizer_class(_parameter_groups(model, cfg.train.lr), lr=cfg.train.lr),
         train_loader,
         loss=lambda m, batch: F.cross_entropy(forward(m, batch, engine.device), batch["labels"], weight=class_weights),
+        row_weights=None if class_weights is None else lambda batch: class_weights.cpu()[batch["labels"]],
         evaluate=lambda m: evaluate_loss_and_metrics(m, dev_loader, engine.device, cfg.labels),
         on_best=lambda m: save_weights(folder, m, cfg, dims),
         epoch_log=folder / EPOCH_LOG,
@@ -113,6 +115,8 @@ def train(
         "epochs": len(fit.rows),
     }
     if main:
+        # Figures that `test --best_so_far` took of the unfinished model are not the finished run's.
+        shutil.rmtree(folder / "eval", ignore_errors=True)
         write_run_report(folder)
         finish_run_folder(folder, run_dir, summary)
         if results_csv is not None:

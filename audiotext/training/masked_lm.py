@@ -245,6 +245,7 @@ def pretrain(
         torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01),
         batches,
         loss=lambda m, batch: m(**batch).loss,
+        row_weights=lambda batch: (batch["labels"] != -100).sum(-1),  # the loss is a mean over masked tokens
         on_epoch=save_epoch,
         checkpoint=job_folder / "pretrain.safetensors",
         data_order=batches.generator,
