@@ -141,13 +141,14 @@ class Broken(Exception):
     """Stands for a kill: the fit ends in the middle of a step, nothing after it runs."""
 
 
-def resumable_fit(checkpoint, settings: EngineSettings, break_at: int | None = None, on_step=None, buckets=False):
+def resumable_fit(checkpoint, settings: EngineSettings, break_at: int | None = None, on_step=None, buckets=False,
+                  data_seed=5):  # fmt: skip
     """A fit with everything a resume must restore: dropout (global generator), Adam's moments, the
     plateau schedule's warm-up and its dev-loss history, a shuffled loader (`buckets`: batches of
     similar length, whose loader draws its seeds from the global generator), the best epoch so far."""
     engine = Engine(settings)
     model = nn.Sequential(nn.Linear(6, 16), nn.Dropout(0.3), nn.ReLU(), nn.Linear(16, 2))
-    x, y = torch.randn(48, 6, generator=torch.Generator().manual_seed(5)), torch.arange(48) % 2
+    x, y = torch.randn(48, 6, generator=torch.Generator().manual_seed(data_seed)), torch.arange(48) % 2
     data = EncodedSplit(y, PackedSequences.from_arrays([row[None] for row in x]), None, np.zeros(48, dtype=int))
     loader = make_loader(data, 8, shuffle=True, seed=1, length_buckets=buckets)
     loader.collate_fn = lambda items: {"x": torch.cat([i[0] for i in items]), "labels": torch.stack([i[2] for i in items])}
@@ -168,7 +169,8 @@ def resumable_fit(checkpoint, settings: EngineSettings, break_at: int | None = N
         return {"loss": value + 0.01 * torch.rand(()).item()}  # reads the global generator too
 
     result = engine.fit(model, torch.optim.Adam(model.parameters(), lr=0.01), loader, step_loss, evaluate=dev_loss,
-                        restore_best=True, checkpoint=checkpoint, data_order=batch_order(loader))  # fmt: skip
+                        restore_best=True, checkpoint=checkpoint, data_order=batch_order(loader),
+                        data_digest=data.fingerprint())  # fmt: skip
     return model, result
 
 
@@ -198,6 +200,8 @@ def test_a_resume_refuses_a_state_from_other_settings_or_data(tmp_path):
         resumable_fit(checkpoint, SETTINGS, break_at=5)
     with pytest.raises(ValueError, match=r"resume.safetensors: saved with other training settings \(seed differ\)"):
         resumable_fit(checkpoint, EngineSettings(**{**SETTINGS.__dict__, "seed": 4}))
+    with pytest.raises(ValueError, match=r"resume.safetensors: saved on other training data \(other clips, labels or"):
+        resumable_fit(checkpoint, SETTINGS, data_seed=6)  # as many clips and batches, other features
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     with pytest.raises(ValueError, match="resume.safetensors: not a readable training state"):
         resumable_fit(checkpoint, SETTINGS)

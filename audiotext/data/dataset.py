@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, Sampler
 
 from audiotext.config import AudioConfig
 from audiotext.data.corpus import CorpusError, Split
-from audiotext.features.cache import FeatureCache, PackedSequences, audio_features, text_states
+from audiotext.features.cache import FeatureCache, PackedSequences, audio_features, digest, text_states
 from audiotext.features.text import ALPHABET_RULES, TextEncoder, normalize_text
 
 
@@ -36,6 +36,12 @@ class EncodedSplit(Dataset):
         audio = None if self.audio is None else self.audio[i]
         text = None if self.text is None else self.text[self.text_index[i]]
         return audio, text, self.labels[i]
+
+    def fingerprint(self) -> str:
+        """A digest of everything a model trains on here: labels, features, each clip's sentence."""
+        streams = [part for stream in (self.audio, self.text) if stream is not None
+                   for part in (stream.offsets, stream.values)]  # fmt: skip
+        return digest("encoded split", self.labels.numpy(), self.text_index, *streams)
 
     def lengths(self) -> np.ndarray:
         """(N,) steps per clip: MFCC frames, or tokens when the model reads only text."""

@@ -215,6 +215,7 @@ class Engine:
         loss: Callable[[nn.Module, Batch], torch.Tensor],
         evaluate: Callable[[nn.Module], dict] | None = None,
         row_weights: Callable[[Batch], torch.Tensor] | None = None,
+        data_digest: str = "",
         on_best: Callable[[nn.Module], None] | None = None,
         on_epoch: Callable[[list[dict]], None] | None = None,
         epoch_log: Path | None = None,
@@ -227,7 +228,9 @@ class Engine:
         `batches` is iterated once per epoch; `loss(model, batch)` gets the batch on the device.
         `row_weights(batch)` gives each row's (B,) weight in `loss` when it is not a plain mean over
         rows (a class-weighted loss, a loss over the masked tokens of each row), so that a batch split
-        into chunks or across processes still gets the whole batch's gradient.
+        into chunks or across processes still gets the whole batch's gradient. `data_digest` names
+        what the batches are made of (`EncodedSplit.fingerprint`): a resume refuses a state saved
+        on other data.
         `evaluate(model)` returns dev metrics with at least "loss" (and "macro_f1" when
         best_by says so); `on_best` runs whenever the dev metric improves, `on_epoch` after each
         epoch with the rows of every epoch so far (a resumed fit's earlier ones included); `epoch_log` is rewritten every epoch; `restore_best` loads the best
@@ -241,7 +244,7 @@ class Engine:
         """
         try:
             return self._fit(model, optimizer, batches, loss, row_weights, evaluate, on_best, on_epoch, epoch_log,
-                             restore_best, checkpoint, data_order)  # fmt: skip
+                             restore_best, checkpoint, data_order, data_digest)  # fmt: skip
         except RuntimeError as err:
             if not (self.processes.several and _is_lost_process(err)):
                 raise
@@ -250,9 +253,10 @@ class Engine:
                               f"job stopped ({_first_sentence(err)}); {saved}") from None  # fmt: skip
 
     def _fit(self, model, optimizer, batches, loss, row_weights, evaluate, on_best, on_epoch, epoch_log, restore_best,
-             checkpoint, data_order) -> FitResult:  # fmt: skip
+             checkpoint, data_order, data_digest) -> FitResult:  # fmt: skip
         s, main = self.settings, self.processes.is_main
         total_steps = s.epochs * len(batches)
+        data = {"batches_per_epoch": len(batches), "digest": data_digest}  # what a resumed state must have trained on
         warmup = math.ceil(s.warmup_percent * total_steps)
         schedule = (
             WarmupThenPlateau(optimizer, warmup, patience=s.patience)
@@ -269,7 +273,7 @@ class Engine:
                              average=_floating_copy(model) if s.ema else {})  # fmt: skip
         resumed = as_on_main(checkpoint is not None and checkpoint.is_file())
         if resumed:
-            progress = self._resume(checkpoint, model, optimizer, schedule, scaler, data_order, len(batches))
+            progress = self._resume(checkpoint, model, optimizer, schedule, scaler, data_order, data)
         elif self.processes.several:
             # Each process draws its own dropout masks; the model was made alike in all (and DDP copies rank 0's).
             seed_everything(int(np.random.SeedSequence([s.seed, self.processes.rank]).generate_state(1)[0]))
@@ -309,7 +313,7 @@ class Engine:
                         bar.set_postfix(loss=f"{np.mean(progress.losses[-s.logging_steps:]):.4f}")
                     due = s.checkpoint_steps and progress.step % s.checkpoint_steps == 0 and progress.step < len(batches)
                     if checkpoint is not None and (due or stop):
-                        self._save(checkpoint, progress, model, optimizer, schedule, scaler, epoch, len(batches))
+                        self._save(checkpoint, progress, model, optimizer, schedule, scaler, epoch, data)
                     if stop:
                         raise self._interrupted(_where(checkpoint, epoch, progress.step, len(batches)))
                 bar.close()
@@ -343,7 +347,7 @@ class Engine:
                 if data_order is not None:
                     progress.data_order = data_order.get_state()  # the next epoch's order starts here
                 if checkpoint is not None:
-                    self._save(checkpoint, progress, model, optimizer, schedule, scaler, epoch + 1, len(batches))
+                    self._save(checkpoint, progress, model, optimizer, schedule, scaler, epoch + 1, data)
                 if self._agree(0.0, interrupted())[1]:
                     raise self._interrupted(_where(checkpoint, epoch + 1, 0, len(batches)))
         if progress.average:
@@ -365,12 +369,12 @@ class Engine:
             tqdm.write(f"{s.name}: no better dev {s.best_by} for {s.stop_after} epochs, stopping early")
         return True
 
-    def _save(self, path: Path, progress: _Progress, model, optimizer, schedule, scaler, epoch: int, batches: int) -> None:
+    def _save(self, path: Path, progress: _Progress, model, optimizer, schedule, scaler, epoch: int, data: dict) -> None:
         rng = gathered_in_order([_rng_states()])  # one per process, by rank: every process takes part
         if not self.processes.is_main:
             return
         save_state(path, {
-            "settings": self._resumable_settings(), "batches_per_epoch": batches, "epoch": epoch, "step": progress.step,
+            "settings": self._resumable_settings(), "data": data, "epoch": epoch, "step": progress.step,
             "losses": progress.losses, "best": progress.result.best, "rows": progress.result.rows,
             "model": model.state_dict(), "best_state": progress.best_state, "average": progress.average,
             "optimizer": optimizer.state_dict(),
@@ -378,14 +382,18 @@ class Engine:
             "data_order": progress.data_order, "rng": rng,
         })  # fmt: skip
 
-    def _resume(self, path: Path, model, optimizer, schedule, scaler, data_order, batches: int) -> _Progress:
+    def _resume(self, path: Path, model, optimizer, schedule, scaler, data_order, data: dict) -> _Progress:
         state = load_state(path)
         if state["settings"] != self._resumable_settings():
             changed = sorted(k for k, v in self._resumable_settings().items() if state["settings"].get(k) != v)
             raise TrainingStateError(f"{path}: saved with other training settings ({', '.join(changed)} differ)")
-        if state["batches_per_epoch"] != batches:
-            raise TrainingStateError(f"{path}: saved with {state['batches_per_epoch']} batches per epoch, the data "
-                                     f"now gives {batches}: the training data changed")  # fmt: skip
+        saved = state.get("data", {})
+        if saved.get("batches_per_epoch") != data["batches_per_epoch"]:
+            raise TrainingStateError(f"{path}: saved with {saved.get('batches_per_epoch')} batches per epoch, the data "
+                                     f"now gives {data['batches_per_epoch']}: the training data changed")  # fmt: skip
+        if saved.get("digest") != data["digest"]:
+            raise TrainingStateError(f"{path}: saved on other training data (other clips, labels or features in as "
+                                     "many batches): resume on the data the run started with, or start it again")  # fmt: skip
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])

@@ -18,6 +18,7 @@ from audiotext.errors import SettingError
 from audiotext.evaluation.metrics import evaluate_loss_and_metrics
 from audiotext.evaluation.report import write_run_report
 from audiotext.features.cache import FeatureCache
+from audiotext.features.ngrams import NGRAMS_FILE
 from audiotext.features.text import TextEncoder
 from audiotext.inference.predict import forward
 from audiotext.io import atomic_path
@@ -63,7 +64,7 @@ def train(
     )
     if main:
         folder.mkdir(parents=True, exist_ok=True)
-        if reads_ngrams(cfg):
+        if reads_ngrams(cfg) and not (folder / NGRAMS_FILE).is_file():  # a resumed run keeps its own
             fit_char_ngrams(cfg, folder)
     wait_for_all()
     text_encoder = text_encoder_for(cfg, engine.device, folder)
@@ -103,6 +104,7 @@ def train(
         epoch_log=folder / EPOCH_LOG,
         checkpoint=folder / RESUME_FILE,
         data_order=batch_order(train_loader),
+        data_digest=train_data.fingerprint(),
     )
     best = fit.best
     summary = {
