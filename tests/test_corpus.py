@@ -6,6 +6,7 @@ import pytest
 
 from audiotext.config import REFERENCE_LABELS
 from audiotext.data.corpus import CorpusError, load_split
+from audiotext.data.manifest import load_any_split
 
 
 @pytest.fixture
@@ -55,6 +56,8 @@ def test_bad_rows_name_file_row_and_problem(frame, tmp_path, damage, message):
 def test_not_a_dataframe_and_missing_file(tmp_path):
     with pytest.raises(CorpusError, match="no such split file"):
         load_split(tmp_path / "absent.pkl", REFERENCE_LABELS)
+    with pytest.raises(CorpusError, match=r"^\S*/mytest.pkl: no such split file"):  # named as given, not mytest.pkl.pkl
+        load_any_split(tmp_path, str(tmp_path / "mytest.pkl"), REFERENCE_LABELS, 16000)
     bad = tmp_path / "list.pkl"
     pd.to_pickle([1, 2, 3], bad)
     with pytest.raises(CorpusError, match="expected a pandas DataFrame"):

@@ -70,11 +70,9 @@ def write_reference_pickle(
 
 
 def resolve_split_path(data_path: str | Path, split: str) -> Path:
-    """`split` is a split name inside `data_path` ("test_stt" → data_path/test_stt.pkl) or a file."""
+    """`split` is a split name inside `data_path` ("test_stt" → data_path/test_stt.pkl) or a .pkl file."""
     candidate = Path(split)
-    if candidate.suffix == ".pkl" and candidate.exists():
-        return candidate
-    return Path(data_path) / f"{split}.pkl"
+    return candidate if candidate.suffix == ".pkl" else Path(data_path) / f"{split}.pkl"
 
 
 def load_split(path: str | Path, labels: Sequence[str]) -> Split:
