@@ -116,6 +116,12 @@ def test_folders_without_a_config_dims_or_weights_are_named(tmp_path):
     (tmp_path / CONFIG_FILE).write_text(json.dumps(stored))
     with pytest.raises(ValueError, match="no 'dims'"):
         load_config(tmp_path)
+    write_run(tmp_path, tiny_config())
+    stored = json.loads((tmp_path / CONFIG_FILE).read_text(encoding="utf-8"))
+    stored["model"]["heads_of_the_future"] = 2
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match=r"config.json: .*'heads_of_the_future'; was it written by another version"):
+        load_config(tmp_path)
 
 
 def test_a_relative_text_encoder_is_found_inside_the_folder_and_nowhere_else(tmp_path):

@@ -82,8 +82,11 @@ def load_config(run_dir: str | Path) -> tuple[RunConfig, Dims]:
     stored = json.loads(path.read_text(encoding="utf-8"))
     if "dims" not in stored:
         raise ValueError(f"{path}: no 'dims' (model widths); was it written by an older audiotext? Train the run again")
-    dims = Dims(**stored.pop("dims"))
-    cfg = RunConfig.from_dict(stored)
+    try:
+        dims = Dims(**stored.pop("dims"))
+        cfg = RunConfig.from_dict(stored)
+    except TypeError as err:  # a setting this version does not know, or one it needs that is missing
+        raise ValueError(f"{path}: {err}; was it written by another version of audiotext?") from None
     # A model folder keeps its text encoder inside itself, named relative to the folder.
     if cfg.text.encoder and not Path(cfg.text.encoder).is_absolute() and (Path(run_dir) / cfg.text.encoder).is_dir():
         cfg.text.encoder = str(Path(run_dir) / cfg.text.encoder)
