@@ -125,10 +125,11 @@ def finetune(
         load_any_split(data_path, name, labels, AudioConfig().sample_rate, with_audio=False) for name in ("train", "dev")
     )
     sentences, targets = distinct_pairs(train_split)
-    if cross_fit_folds > min(np.bincount(targets)):
+    rarest = min(np.bincount(targets, minlength=len(labels)))  # a label with no sentence counts 0
+    if cross_fit_folds > rarest:
         raise ValueError(
             f"cross_fit_folds {cross_fit_folds}: every fold needs a sentence of each label, but {data_path} "
-            f"has only {min(np.bincount(targets))} training sentences of its rarest label"
+            f"has only {rarest} training sentences of its rarest label"
         )
 
     job = {
