@@ -27,6 +27,7 @@ from audiotext.cli import main
 from audiotext.config import REFERENCE_LABELS
 from audiotext.data.manifest import load_any_split
 from audiotext.data.synthesis import load_demo_scripts
+from audiotext.errors import DataError
 from audiotext.features.encoders import load_text_encoder
 from audiotext.features.text import (
     OUT_OF_FOLD_STATES,
@@ -117,6 +118,8 @@ def test_a_killed_pretraining_resumes_to_the_model_of_an_unbroken_one(scratch, s
 
     kill_when(args, lambda: epochs_done() >= 3)
     assert epochs_done() < 6 and (tmp_path / ".tiny_bert.training" / "pretrain.safetensors").is_file()
+    with pytest.raises(DataError, match=r"tiny_bert: its pre-training stopped after [345] of 6 epochs; finish it"):
+        TextEncoder(resumed)  # the folder holds a model that loads, but not the one asked for
     main([*args, "--resume"])
     same_tensors(resumed / "model.safetensors", out / "model.safetensors")
     assert json.loads((resumed / "pretrain.json").read_text(encoding="utf-8"))["epoch_losses"] == stats["epoch_losses"]
@@ -288,3 +291,6 @@ def test_cross_fitting_needs_two_folds_with_every_label(scratch, demo_corpus, tm
         finetune(demo_corpus, out, tmp_path / "m", epochs=1, cross_fit_folds=1, progress=False)
     with pytest.raises(ValueError, match="rarest label"):
         finetune(demo_corpus, out, tmp_path / "m", epochs=1, cross_fit_folds=1000, progress=False)
+    with pytest.raises(ValueError, match="has only 0 training sentences of its rarest label"):  # a label none has
+        finetune(demo_corpus, out, tmp_path / "m", labels=[*REFERENCE_LABELS, "지루함"], epochs=1, cross_fit_folds=2,
+                 progress=False)  # fmt: skip

@@ -32,6 +32,9 @@ from transformers.utils import logging as hf_logging
 from audiotext.errors import DataError
 
 LEGACY_CONFIG = "bert_config.json"
+# Masked-LM pre-training rewrites its model folder after every epoch, with this record of its
+# epochs: a folder whose job was stopped holds a model that loads but is not the one asked for.
+PRETRAIN_RECORD = "pretrain.json"
 LEGACY_WEIGHTS = ("pytorch_model.bin", "best_model.bin")
 LEGACY_VOCABS = ("vocab.korean.rawtext.list", "vocab.txt")
 _ETRI_VOCAB_HEADERS = ("n_iters=", "max_length=")
@@ -83,6 +86,12 @@ def load_text_encoder_with_report(
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"text encoder {path}: no such directory")
+    if (path / PRETRAIN_RECORD).is_file():
+        record = json.loads((path / PRETRAIN_RECORD).read_text(encoding="utf-8"))
+        done, asked = record["epochs_done"], record["hyperparameters"]["epochs"]
+        if done < asked:
+            raise DataError(f"text encoder {path}: its pre-training stopped after {done} of {asked} epochs; "
+                            "finish it with the same `text pretrain` command and --resume")  # fmt: skip
     if (path / "config.json").is_file():
         return _load_huggingface(path, model_class)
     if (path / LEGACY_CONFIG).is_file():

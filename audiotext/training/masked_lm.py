@@ -37,7 +37,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from audiotext.features.encoders import load_text_encoder, save_directory
+from audiotext.features.encoders import PRETRAIN_RECORD, load_text_encoder, save_directory
 from audiotext.features.text import default_encoder_path, normalize_text
 from audiotext.io import folder_digest, json_digest
 from audiotext.runtime import on_main, processes
@@ -49,7 +49,6 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 TINY_BERT = dict(
     hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024, max_position_embeddings=128
 )
-STATS_FILE = "pretrain.json"
 
 
 def read_corpus(files: Sequence[str | Path]) -> list[str]:
@@ -259,6 +258,6 @@ def _save(out_dir: str | Path, tokenizer: BertTokenizer, model: BertForMaskedLM,
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)  # config.json + model.safetensors
         tokenizer.save_pretrained(tmp)
-        (tmp / STATS_FILE).write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        (tmp / PRETRAIN_RECORD).write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
     save_directory(out_dir, write)
