@@ -2,6 +2,7 @@
 
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
@@ -10,6 +11,7 @@ from audiotext.cli import main
 from audiotext.config import REFERENCE_LABELS
 from audiotext.data.asr import NOTHING_HEARD, TranscriptionUnavailable, VoskTranscriber, character_error_rate
 from audiotext.data.corpus import load_split, write_reference_pickle
+from audiotext.errors import DataError
 from audiotext.inference.export import export_model
 from audiotext.inference.recognizer import EmotionRecognizer
 
@@ -38,8 +40,13 @@ def test_vosk_hears_korean_in_demo_clips(three_clips):
     transcriber = VoskTranscriber()
     heard = [transcriber.transcribe(clip, 48000) for clip in split.audio]
     assert all(any(HANGUL[0] <= ch <= HANGUL[1] for ch in text) for text in heard), heard
-    as_floats = transcriber.transcribe(split.audio[0] / 32768.0, 48000)
-    assert as_floats == heard[0]
+    # Floats and 32-bit PCM are heard as the same clip (not wrapped to silence). Vosk does not always
+    # hear the same samples alike (a word of this clip changes from one call to the next): no equality.
+    for same_clip in (split.audio[0] / 32768.0, split.audio[0].astype(np.int32) * 65536):
+        again = transcriber.transcribe(same_clip, 48000)
+        assert character_error_rate([heard[0]], [again]) < 0.6, (heard[0], again)  # silence: 1
+    with pytest.raises(DataError, match="int64 samples must use int64's range"):
+        transcriber.transcribe(np.asarray(split.audio[0].tolist()), 48000)
 
 
 def test_transcribe_command_writes_a_test_stt_split(three_clips, tmp_path, capsys):

@@ -175,13 +175,15 @@ def test_bad_settings_are_refused_before_any_feature_is_computed(demo_corpus, tm
     assert not any(tmp_path.iterdir())  # nothing written: not even a run folder
 
 
-def test_float_samples_at_integer_scale_are_refused(demo_corpus, tmp_path, cli_error):
+@pytest.mark.parametrize("dtype, message", [(np.float64, "float samples must lie in [-1, 1]"),
+                                            (np.int64, "int64 samples must use int64's range")])
+def test_int16_values_stored_as_floats_or_wider_integers_are_refused(demo_corpus, tmp_path, cli_error, dtype, message):
     shutil.copytree(demo_corpus, tmp_path / "data")
     train = pd.read_pickle(tmp_path / "data" / "train.pkl")
-    train["audio"] = [a.astype(np.float64) for a in train["audio"]]  # int16 values, stored as floats
+    train["audio"] = [a.astype(dtype) for a in train["audio"]]  # int16 values, scaled as another type's would be
     train.to_pickle(tmp_path / "data" / "train.pkl")
     code, printed = cli_error("train", "--data_path", tmp_path / "data", "--output_dir", tmp_path / "runs", *TRAIN_FAST)
-    assert code == 1 and "train.pkl: row 0: column 'audio': float samples must lie in [-1, 1]" in printed, printed
+    assert code == 1 and f"train.pkl: row 0: column 'audio': {message}" in printed, printed
 
 
 def trained_copy(trained_runs, tmp_path: Path) -> Path:

@@ -79,6 +79,19 @@ def test_bad_clips_are_refused_with_a_reason(model_folders, demo_corpus):
         recognizer.predict(clip[:10], sampling_rate=RATE)
     with pytest.raises(ValueError, match="no_such.wav: unreadable path"):
         recognizer.predict("no_such.wav")
+    stereo_8bit = np.full((RATE, 2), 200, np.uint8)  # refused for its dtype, before the channels are mixed
+    with pytest.raises(ValueError, match="^clip 0: samples must be signed integers or floats, got dtype uint8$"):
+        recognizer.predict(stereo_8bit, sampling_rate=RATE)
+
+
+def test_integer_samples_are_scaled_by_their_range_and_int16_values_stored_wider_are_refused(model_folders, demo_corpus):
+    recognizer = EmotionRecognizer.from_pretrained(model_folders["audio"], device="cpu")
+    clip = pd.read_pickle(demo_corpus / "test.pkl")["audio"].iloc[0]
+    as_int16 = recognizer.predict(clip, sampling_rate=RATE)
+    assert recognizer.predict(clip.astype(np.int32) * 65536, sampling_rate=RATE) == as_int16  # 32-bit PCM
+    for wide in (clip.astype(np.int32), np.asarray(clip.tolist()), np.stack([clip, clip], axis=1).astype(np.int64)):
+        with pytest.raises(ValueError, match=rf"^clip 0: {wide.dtype} samples must use {wide.dtype}'s range, these peak"):
+            recognizer.predict(wide, sampling_rate=RATE)
 
 
 def test_feature_workers_change_nothing_but_where_features_are_computed(model_folders, demo_corpus):

@@ -190,13 +190,6 @@ def _mono(samples: np.ndarray) -> np.ndarray:
     return samples.mean(axis=0, dtype=np.float64).astype(np.float32)
 
 
-def to_int16(samples: np.ndarray) -> np.ndarray:
-    """int16 unchanged; float in [-1, 1] scaled to full scale and clipped."""
-    if samples.dtype == np.int16:
-        return samples
-    return np.clip(np.round(samples.astype(np.float64) * 32767), -32768, 32767).astype(np.int16)
-
-
 def write_media(
     path: str | Path,
     samples: np.ndarray,

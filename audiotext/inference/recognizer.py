@@ -32,7 +32,7 @@ from audiotext.data.dataset import pad_streams
 from audiotext.data.loading import text_encoder_for
 from audiotext.data.media import load_audio
 from audiotext.errors import DataError, SettingError
-from audiotext.features.audio import check_float_samples
+from audiotext.features.audio import check_samples, float_samples
 from audiotext.features.text import ALPHABET_RULES, normalize_text
 from audiotext.features.workers import FeatureWorkers, Reader
 from audiotext.inference.export import export_model, is_model_folder, verify_model_folder
@@ -245,17 +245,13 @@ def read_clip(audio: AudioInput, sampling_rate: int | None = None, where: str = 
     samples = np.asarray(audio)
     if sampling_rate is None or int(sampling_rate) <= 0:
         raise DataError(f"{where}: an array of samples needs its sampling_rate (a positive number of Hz)")
-    if samples.ndim == 2:
-        if np.issubdtype(samples.dtype, np.signedinteger):
-            samples = samples / np.float64(-np.iinfo(samples.dtype).min)  # int16 -32768 -> -1.0
-        samples = samples.mean(axis=int(np.argmin(samples.shape)), dtype=np.float64).astype(np.float32)
-    if samples.ndim != 1 or samples.size == 0:
+    if samples.ndim not in (1, 2) or samples.size == 0:
         raise DataError(f"{where}: expected samples of shape (N,) or (N, channels), got {np.shape(audio)}")
-    if np.issubdtype(samples.dtype, np.floating):
-        try:
-            check_float_samples(samples)
-        except DataError as err:
-            raise DataError(f"{where}: {err}") from None
-    elif not np.issubdtype(samples.dtype, np.signedinteger):
-        raise DataError(f"{where}: samples must be signed integers or floats, got {samples.dtype}")
+    try:
+        if samples.ndim == 2:  # channels are mixed as floats: their mean is no integer
+            samples = float_samples(samples).mean(axis=int(np.argmin(samples.shape)), dtype=np.float64).astype(np.float32)
+        else:
+            check_samples(samples)
+    except DataError as err:
+        raise DataError(f"{where}: {err}") from None
     return samples, int(sampling_rate)
