@@ -70,6 +70,21 @@ def test_a_text_model_without_a_transcript_transcribes(trained_runs, three_clips
     assert scores == recognizer.predict(clip, text=heard, sampling_rate=48000)
 
 
+def test_transcribe_writes_beside_a_manifest_and_checks_out_first(demo_corpus, tmp_path, monkeypatch, cli_error):
+    test = pd.read_pickle(demo_corpus / "test.pkl").iloc[:2]
+    for i, audio in enumerate(test["audio"]):
+        sf.write(tmp_path / f"clip{i}.wav", audio, 48000, subtype="PCM_16")
+    manifest = tmp_path / "clips.csv"
+    pd.DataFrame({"audio": ["clip0.wav", "clip1.wav"], "text": list(test["Sentence"]), "label": list(test["Emotion"]),
+                  "split": "test"}).to_csv(manifest, index=False)  # fmt: skip
+    labels = ",".join(REFERENCE_LABELS)
+    main(["transcribe", "--data", str(manifest), "--labels", labels, "--quiet"])
+    assert len(load_split(tmp_path / "test_stt.pkl", REFERENCE_LABELS)) == 2
+    monkeypatch.setitem(sys.modules, "vosk", None)  # transcribing would fail: --out is checked before
+    code, printed = cli_error("transcribe", "--data", manifest, "--labels", labels, "--out", manifest / "x.pkl")
+    assert code == 2 and printed == f"error: --out {manifest / 'x.pkl'}: {manifest} is a file, not a folder\n"
+
+
 def test_without_the_extra_the_error_says_how_to_install_it(monkeypatch, trained_runs, three_clips, tmp_path, cli_error):
     monkeypatch.setitem(sys.modules, "vosk", None)  # as if vosk were not installed
     with pytest.raises(TranscriptionUnavailable, match=r"pip install 'audiotext\[asr\]'"):

@@ -204,3 +204,20 @@ def test_predict_cli_table_json_and_manifest(model_folders, demo_corpus, tmp_pat
         last_line = printed.rstrip("\n").split("\n")[-1]  # the progress bar ends its own line first
         assert code == 1 and re.match(r"error: .*clips.csv: row 2, column 'audio'.*unreadable path", last_line)
         assert not (tmp_path / "q.csv").exists()
+
+
+def test_export_replaces_only_a_model_folder_or_an_empty_one(model_folders, trained_runs, tmp_path, cli_error):
+    other_run = shutil.copytree(trained_runs["audio"], tmp_path / "other_run")  # has a config.json too
+    kept = sorted(p.name for p in other_run.iterdir())
+    code, printed = cli_error("export", trained_runs["linear"], "--out", other_run)
+    assert code == 1 and printed == (f"error: refusing to replace --out {other_run}: it exists and is not a model "
+                                     "directory (no audiotext.json)\n")  # fmt: skip
+    recognizer = EmotionRecognizer.from_pretrained(model_folders["linear"], device="cpu")
+    with pytest.raises(FileExistsError, match=f"refusing to replace out_dir {other_run}: "):
+        recognizer.save_pretrained(other_run)
+    assert sorted(p.name for p in other_run.iterdir()) == kept
+    (tmp_path / "empty").mkdir()
+    recognizer.save_pretrained(tmp_path / "empty")
+    main(["export", str(trained_runs["audio"]), "--out", str(tmp_path / "empty")])  # now a model folder: replaced
+    assert EmotionRecognizer.from_pretrained(tmp_path / "empty", device="cpu").cfg.model.modality == "audio"
+

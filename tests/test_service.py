@@ -163,7 +163,15 @@ def test_a_truncated_mp3_is_refused_as_load_audio_refuses_it(server, clip, tmp_p
     assert post(address, whole, name="whole.mp3", text=sentence).status_code == 200
 
 
-def test_the_limits_must_be_positive(server):
+@pytest.mark.parametrize("limit", [0, float("inf"), float("nan")])
+def test_the_limits_must_be_positive_and_finite(server, limit, cli_error, tmp_path):
     _, recognizer = server
-    with pytest.raises(ValueError, match="must be positive"):
-        create_app(recognizer, max_seconds=0)
+    with pytest.raises(ValueError, match=r"max_seconds = \w+: must be positive and finite"):
+        create_app(recognizer, max_seconds=limit)
+    with pytest.raises(ValueError, match=r"max_upload_bytes = \w+: must be positive and finite"):
+        create_app(recognizer, max_upload_bytes=limit)
+    rules = {"--max_seconds": "must be positive and finite", "--max_upload_mb": "must be finite and at least one byte"}
+    for flag, rule in rules.items():
+        # Refused before the model is looked for: there is none.
+        code, printed = cli_error("serve", tmp_path / "no_model", flag, str(limit))
+        assert code == 2 and printed == f"error: {flag[2:]} = {float(limit)!r}: {rule}\n"

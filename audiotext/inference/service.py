@@ -103,7 +103,7 @@ def create_app(
     max_upload_bytes: int = ServiceLimits.max_upload_bytes,
     max_seconds: float = ServiceLimits.max_seconds,
 ) -> FastAPI:
-    limits = ServiceLimits(max_upload_bytes, max_seconds)  # refuses limits that are not positive
+    limits = ServiceLimits(max_upload_bytes, max_seconds)  # refuses limits that are not positive and finite
     app = FastAPI(title="audiotext", version=audiotext.__version__,
                   description=f"Speech emotion recognition with the model {recognizer.cfg.name!r} "
                               f"({recognizer.cfg.model.modality}): {', '.join(recognizer.labels)}.")  # fmt: skip
