@@ -647,10 +647,13 @@ def add_export_parser(commands) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from audiotext.inference.recognizer import EmotionRecognizer
+    from audiotext.inference.recognizer import EmotionRecognizer, check_batch_size
 
     if (args.audio is None) == (args.manifest is None):
         raise SettingError("give either --audio FILE or --manifest FILE")
+    check_batch_size(args.batch_size, "--batch_size")
+    if args.manifest is not None:
+        writable_file(args.out, "--out")
     recognizer = EmotionRecognizer.from_pretrained(args.model, device="cpu" if args.no_cuda else None,
                                                    backend="onnx" if args.onnx else "torch",
                                                    feature_workers=args.feature_workers if args.manifest else 0)  # fmt: skip
@@ -662,8 +665,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(f"wrote {out}")
         return
     text = args.text
-    if text is None and recognizer.reads_text:
-        text = recognizer.transcribe(args.audio)
+    if recognizer.needs_transcript(text):  # what is printed is the transcript the model reads
+        text = recognizer.transcribe(args.audio, name=args.audio)
     scores = recognizer.predict(args.audio, text=text)
     if args.json:
         print(json.dumps({"audio": args.audio, "text": text, "label": scores[0]["label"], "scores": scores},

@@ -1,5 +1,6 @@
 """Offline transcription with the real Vosk Korean model on real (espeak-ng) clips."""
 
+import json
 import sys
 
 import numpy as np
@@ -68,6 +69,16 @@ def test_a_text_model_without_a_transcript_transcribes(trained_runs, three_clips
     heard = recognizer.transcribe(clip, sampling_rate=48000)
     scores = recognizer.predict(clip, sampling_rate=48000)
     assert scores == recognizer.predict(clip, text=heard, sampling_rate=48000)
+
+
+def test_a_blank_text_is_no_transcript_and_the_one_heard_is_printed(trained_runs, three_clips, tmp_path, capsys):
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, load_split(three_clips, REFERENCE_LABELS).audio[0], 48000, subtype="PCM_16")
+    recognizer = EmotionRecognizer.from_pretrained(trained_runs["linear"], device="cpu")
+    main(["predict", str(trained_runs["linear"]), "--audio", str(clip), "--text", "  ", "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    assert any(HANGUL[0] <= ch <= HANGUL[1] for ch in printed["text"])
+    assert printed["scores"] == recognizer.predict(str(clip), text=printed["text"])
 
 
 def test_transcribe_writes_beside_a_manifest_and_checks_out_first(demo_corpus, tmp_path, monkeypatch, cli_error):

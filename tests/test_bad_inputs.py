@@ -304,9 +304,10 @@ class Says:
     """A recogniser that hears one fixed sentence: the `Transcriber` interface another recogniser plugs into."""
 
     def __init__(self, sentence: str):
-        self.sentence = sentence
+        self.sentence, self.calls = sentence, 0
 
     def transcribe(self, samples: np.ndarray, sampling_rate: int) -> str:
+        self.calls += 1
         return self.sentence
 
 
@@ -320,6 +321,18 @@ def test_transcripts_empty_whitespace_or_without_letters(recognizer, trained_run
     said = scores_of(recognizer.predict(clips[0], text="정말 좋아요", sampling_rate=RATE))
     for blank in ("", "   \t"):
         assert scores_of(listening.predict(clips[0], text=blank, sampling_rate=RATE)) == pytest.approx(said, abs=1e-6)
+
+
+def test_a_clip_where_nothing_is_heard_is_transcribed_once_and_refused(trained_runs, clips, tmp_path):
+    from audiotext.inference.batch import predict_manifest
+
+    deaf = Says("")
+    recognizer = EmotionRecognizer.from_pretrained(trained_runs["linear"], device="cpu", transcriber=deaf)
+    sf.write(tmp_path / "c.wav", clips[0], RATE, subtype="PCM_16")
+    pd.DataFrame({"audio": ["c.wav"], "text": ["  "]}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(AudiotextError, match=r"m.csv: row 1: the recogniser heard no words; give the transcript$"):
+        predict_manifest(recognizer, tmp_path / "m.csv", tmp_path / "p.csv", progress=False)
+    assert deaf.calls == 1 and not (tmp_path / "p.csv").exists()
 
 
 def test_debug_shows_the_traceback_instead_of_the_line(demo_corpus, tmp_path):

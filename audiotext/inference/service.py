@@ -146,13 +146,11 @@ def create_app(
         if len(samples) > limits.max_seconds * rate:
             raise HTTPException(413, f"{name}: longer than the limit of {limits.max_seconds:g} s of audio")
         clip = {"raw": samples, "sampling_rate": rate}
-        transcribed = recognizer.reads_text and not (text and text.strip())
+        transcribed = recognizer.needs_transcript(text)
         with model_lock:
             try:
                 if transcribed:
-                    text = recognizer.transcribe(clip)
-                    if not text:
-                        raise HTTPException(422, f"{name}: the recogniser heard no words; type the transcript")
+                    text = recognizer.transcribe(clip, name=name)
                 probabilities = recognizer.predict_proba([clip], [text], names=[name])[0]
             except TranscriptionUnavailable as err:
                 raise HTTPException(422, f"{name}: no transcript was given, and {err}") from None
