@@ -14,8 +14,9 @@ from audiotext.config import (
     REFERENCE_LABELS, TEXT_ALPHABETS, AudioConfig, ModelConfig, RunConfig, ServiceLimits, TextConfig, TrainConfig,
     modality_of, plain_name,
 )  # fmt: skip
-from audiotext.data.manifest import MIN_LABEL_CLIPS, data_labels, read_label_set
+from audiotext.data.manifest import MIN_LABEL_CLIPS, data_labels, is_manifest, read_label_set
 from audiotext.errors import AudiotextError, SettingError, TrainingInterrupted
+from audiotext.io import writable_file
 from audiotext.runtime import leave_processes
 from audiotext.data.synthesis import DEFAULT_SPEAKERS
 
@@ -602,8 +603,9 @@ def add_compare_parser(commands) -> None:
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
     labels = args.labels.split(",") if args.labels else data_labels(args.data) or list(REFERENCE_LABELS)
-    transcribe(args.data, args.split, args.out or Path(args.data) / f"{args.split}_stt.pkl", labels,
-               args.sample_rate, progress=not args.quiet)  # fmt: skip
+    folder = Path(args.data).parent if is_manifest(args.data) else Path(args.data)
+    out = writable_file(args.out or folder / f"{args.split}_stt.pkl", "--out")
+    transcribe(args.data, args.split, out, labels, args.sample_rate, progress=not args.quiet)
 
 
 def transcribe(data: str | Path, split: str, out: Path, labels: list[str], sample_rate: int, progress: bool) -> None:
@@ -619,7 +621,8 @@ def add_transcribe_parser(commands) -> None:
                                                         "speech recognition (Vosk, Korean; the asr extra)")  # fmt: skip
     transcribe.add_argument("--data", required=True, help="a folder of split pickles, or a manifest with a split column")
     transcribe.add_argument("--split", default="test", help="the split to transcribe (default: test)")
-    transcribe.add_argument("--out", default=None, help="the pickle to write (default: DATA/SPLIT_stt.pkl)")
+    transcribe.add_argument("--out", default=None,
+                            help="the pickle to write (default: SPLIT_stt.pkl in DATA, or beside the manifest DATA)")
     transcribe.add_argument("--labels", default=None, help="comma-separated label order (default: the data's, else the reference's)")
     transcribe.add_argument("--sample_rate", type=int, default=AudioConfig().sample_rate,
                             help="rate of the clips in the pickles, and of the clips a manifest is read at (default: 48000)")
@@ -630,23 +633,27 @@ def add_transcribe_parser(commands) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from audiotext.inference.export import export_model
 
-    out = export_model(args.run_dir, args.out, onnx=args.onnx)
+    out = export_model(args.run_dir, args.out, onnx=args.onnx, setting="--out")
     print(f"wrote the model folder {out} (model card: {out / 'README.md'})")
 
 
 def add_export_parser(commands) -> None:
     export = commands.add_parser("export", help="write a trained run as a model folder that stands alone")
     export.add_argument("run_dir", help="a run folder (from train, compare or demo) or a model folder")
-    export.add_argument("--out", required=True, help="the model folder to write (replaced atomically)")
+    export.add_argument("--out", required=True,
+                        help="the model folder to write (a model folder there is replaced atomically; any other folder is refused)")
     export.add_argument("--onnx", action="store_true", help="also write model.onnx, the model with its text encoder as one graph for onnxruntime")
     export.set_defaults(func=cmd_export)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from audiotext.inference.recognizer import EmotionRecognizer
+    from audiotext.inference.recognizer import EmotionRecognizer, check_batch_size
 
     if (args.audio is None) == (args.manifest is None):
         raise SettingError("give either --audio FILE or --manifest FILE")
+    check_batch_size(args.batch_size, "--batch_size")
+    if args.manifest is not None:
+        writable_file(args.out, "--out")
     recognizer = EmotionRecognizer.from_pretrained(args.model, device="cpu" if args.no_cuda else None,
                                                    backend="onnx" if args.onnx else "torch",
                                                    feature_workers=args.feature_workers if args.manifest else 0)  # fmt: skip
@@ -658,8 +665,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(f"wrote {out}")
         return
     text = args.text
-    if text is None and recognizer.reads_text:
-        text = recognizer.transcribe(args.audio)
+    if recognizer.needs_transcript(text):  # what is printed is the transcript the model reads
+        text = recognizer.transcribe(args.audio, name=args.audio)
     scores = recognizer.predict(args.audio, text=text)
     if args.json:
         print(json.dumps({"audio": args.audio, "text": text, "label": scores[0]["label"], "scores": scores},
@@ -701,8 +708,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from audiotext.inference.recognizer import EmotionRecognizer
     from audiotext.inference.service import create_app
 
+    limits = ServiceLimits.from_mib(args.max_upload_mb, args.max_seconds)
     recognizer = EmotionRecognizer.from_pretrained(args.model, device="cpu" if args.no_cuda else None)
-    app = create_app(recognizer, max_upload_bytes=round(args.max_upload_mb * 2**20), max_seconds=args.max_seconds)
+    app = create_app(recognizer, max_upload_bytes=limits.max_upload_bytes, max_seconds=limits.max_seconds)
     print(f"serving {args.model} on http://{args.host}:{args.port}/ (API: POST /predict; schema: /openapi.json)",
           flush=True)  # fmt: skip
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

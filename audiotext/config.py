@@ -5,6 +5,7 @@ model can be rebuilt from its run directory alone."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -165,8 +166,20 @@ class ServiceLimits:
     max_seconds: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.max_upload_bytes <= 0 or self.max_seconds <= 0:
-            raise ValueError(f"upload limits must be positive, got {self.max_upload_bytes} bytes and {self.max_seconds} s")
+        # NaN passes any `<= 0` test, and an infinite length makes every upload's check fail.
+        _require(_positive_finite(self.max_upload_bytes), "max_upload_bytes", self.max_upload_bytes, "must be positive and finite")
+        _require(_positive_finite(self.max_seconds), "max_seconds", self.max_seconds, "must be positive and finite")
+
+    @classmethod
+    def from_mib(cls, max_upload_mb: float, max_seconds: float) -> "ServiceLimits":
+        """The limits as `serve` takes them, the upload in MiB."""
+        _require(_positive_finite(max_upload_mb) and round(max_upload_mb * 2**20) > 0, "max_upload_mb", max_upload_mb,
+                 "must be finite and at least one byte")  # fmt: skip
+        return cls(round(max_upload_mb * 2**20), max_seconds)
+
+
+def _positive_finite(value: float) -> bool:
+    return math.isfinite(value) and value > 0
 
 
 @dataclass

@@ -12,6 +12,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from audiotext.errors import SettingError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -26,6 +28,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def writable_file(path: str | os.PathLike, setting: str) -> Path:
+    """`path` when `atomic_path` can write it; SettingError naming `setting` for a folder, a path
+    under a file or a folder this process may not write into. Checked before the work whose result
+    the file holds, so that a typo does not throw that work away."""
+    path = Path(path)
+    if path.is_dir():
+        raise SettingError(f"{setting} {path}: is a folder; name the file to write")
+    folder = path.parent
+    while not folder.exists():  # atomic_path makes the missing folders
+        folder = folder.parent
+    if not folder.is_dir():
+        raise SettingError(f"{setting} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SettingError(f"{setting} {path}: cannot write into {folder} (permission denied)")
+    return path
 
 
 def file_digest(*paths: str | os.PathLike) -> bytes:

@@ -23,6 +23,7 @@ from audiotext.features.audio import (
     PROSODY_WIDTH,
     check_float_samples,
     clip_features,
+    int16_samples,
     iter_audio_features,
     pitch_frames,
     prosody,
@@ -230,6 +231,21 @@ def test_float_samples_must_be_finite_and_no_louder_than_the_limit():
             check_float_samples(np.array([0.0, bad]))
     with pytest.raises(DataError, match="float samples must lie"):
         resample(np.array([300.0, -200.0]), 16000, 8000)  # int16 values stored as floats
+
+
+def test_wide_integer_samples_are_scaled_by_their_range_unless_they_hold_int16_values():
+    speech = np.array([-32768, 16384, 3], np.int16)
+    wide = speech.astype(np.int32) * 65536  # 32-bit PCM: the same clip
+    np.testing.assert_array_equal(resample(wide, 16000, 16000), resample(speech, 16000, 16000))
+    np.testing.assert_array_equal(int16_samples(wide), [-32767, 16384, 3])  # full scale is 32767, as for floats
+    for dtype in (np.int32, np.int64):  # np.asarray of a list of int16 values gives int64
+        with pytest.raises(DataError, match=rf"^{np.dtype(dtype)} samples must use {np.dtype(dtype)}'s range, these "
+                                            rf"peak at 32768 \(int16 sample values stored as {np.dtype(dtype)}\?"):
+            resample(speech.astype(dtype), 16000, 8000)
+        with pytest.raises(DataError, match="these peak at 32768"):
+            int16_samples(speech.astype(dtype))
+    with pytest.raises(DataError, match="signed integers or floats, got dtype uint8"):
+        int16_samples(np.array([1, 2], np.uint8))
 
 
 @pytest.mark.parametrize("rates", [(0, 16000), (16000, 0), (-8000, 16000)])

@@ -175,13 +175,15 @@ def test_bad_settings_are_refused_before_any_feature_is_computed(demo_corpus, tm
     assert not any(tmp_path.iterdir())  # nothing written: not even a run folder
 
 
-def test_float_samples_at_integer_scale_are_refused(demo_corpus, tmp_path, cli_error):
+@pytest.mark.parametrize("dtype, message", [(np.float64, "float samples must lie in [-1, 1]"),
+                                            (np.int64, "int64 samples must use int64's range")])
+def test_int16_values_stored_as_floats_or_wider_integers_are_refused(demo_corpus, tmp_path, cli_error, dtype, message):
     shutil.copytree(demo_corpus, tmp_path / "data")
     train = pd.read_pickle(tmp_path / "data" / "train.pkl")
-    train["audio"] = [a.astype(np.float64) for a in train["audio"]]  # int16 values, stored as floats
+    train["audio"] = [a.astype(dtype) for a in train["audio"]]  # int16 values, scaled as another type's would be
     train.to_pickle(tmp_path / "data" / "train.pkl")
     code, printed = cli_error("train", "--data_path", tmp_path / "data", "--output_dir", tmp_path / "runs", *TRAIN_FAST)
-    assert code == 1 and "train.pkl: row 0: column 'audio': float samples must lie in [-1, 1]" in printed, printed
+    assert code == 1 and f"train.pkl: row 0: column 'audio': {message}" in printed, printed
 
 
 def trained_copy(trained_runs, tmp_path: Path) -> Path:
@@ -302,9 +304,10 @@ class Says:
     """A recogniser that hears one fixed sentence: the `Transcriber` interface another recogniser plugs into."""
 
     def __init__(self, sentence: str):
-        self.sentence = sentence
+        self.sentence, self.calls = sentence, 0
 
     def transcribe(self, samples: np.ndarray, sampling_rate: int) -> str:
+        self.calls += 1
         return self.sentence
 
 
@@ -318,6 +321,18 @@ def test_transcripts_empty_whitespace_or_without_letters(recognizer, trained_run
     said = scores_of(recognizer.predict(clips[0], text="정말 좋아요", sampling_rate=RATE))
     for blank in ("", "   \t"):
         assert scores_of(listening.predict(clips[0], text=blank, sampling_rate=RATE)) == pytest.approx(said, abs=1e-6)
+
+
+def test_a_clip_where_nothing_is_heard_is_transcribed_once_and_refused(trained_runs, clips, tmp_path):
+    from audiotext.inference.batch import predict_manifest
+
+    deaf = Says("")
+    recognizer = EmotionRecognizer.from_pretrained(trained_runs["linear"], device="cpu", transcriber=deaf)
+    sf.write(tmp_path / "c.wav", clips[0], RATE, subtype="PCM_16")
+    pd.DataFrame({"audio": ["c.wav"], "text": ["  "]}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(AudiotextError, match=r"m.csv: row 1: the recogniser heard no words; give the transcript$"):
+        predict_manifest(recognizer, tmp_path / "m.csv", tmp_path / "p.csv", progress=False)
+    assert deaf.calls == 1 and not (tmp_path / "p.csv").exists()
 
 
 def test_debug_shows_the_traceback_instead_of_the_line(demo_corpus, tmp_path):

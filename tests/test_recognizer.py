@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from audiotext.cli import main
+from audiotext.errors import SettingError
 from audiotext.inference.export import FOLDER_INFO, MODEL_CARD, TEXT_ENCODER_DIR, export_model
 from audiotext.inference.recognizer import EmotionRecognizer
 from audiotext.models.checkpoint import CheckpointError
@@ -79,6 +80,30 @@ def test_bad_clips_are_refused_with_a_reason(model_folders, demo_corpus):
         recognizer.predict(clip[:10], sampling_rate=RATE)
     with pytest.raises(ValueError, match="no_such.wav: unreadable path"):
         recognizer.predict("no_such.wav")
+    stereo_8bit = np.full((RATE, 2), 200, np.uint8)  # refused for its dtype, before the channels are mixed
+    with pytest.raises(ValueError, match="^clip 0: samples must be signed integers or floats, got dtype uint8$"):
+        recognizer.predict(stereo_8bit, sampling_rate=RATE)
+
+
+def test_integer_samples_are_scaled_by_their_range_and_int16_values_stored_wider_are_refused(model_folders, demo_corpus):
+    recognizer = EmotionRecognizer.from_pretrained(model_folders["audio"], device="cpu")
+    clip = pd.read_pickle(demo_corpus / "test.pkl")["audio"].iloc[0]
+    as_int16 = recognizer.predict(clip, sampling_rate=RATE)
+    assert recognizer.predict(clip.astype(np.int32) * 65536, sampling_rate=RATE) == as_int16  # 32-bit PCM
+    for wide in (clip.astype(np.int32), np.asarray(clip.tolist()), np.stack([clip, clip], axis=1).astype(np.int64)):
+        with pytest.raises(ValueError, match=rf"^clip 0: {wide.dtype} samples must use {wide.dtype}'s range, these peak"):
+            recognizer.predict(wide, sampling_rate=RATE)
+
+
+def test_a_list_of_clips_needs_a_list_of_transcripts_and_batches_of_one_or_more(model_folders, demo_corpus):
+    recognizer = EmotionRecognizer.from_pretrained(model_folders["linear"], device="cpu")
+    test = pd.read_pickle(demo_corpus / "test.pkl")
+    clips, sentence = list(test["audio"].iloc[:2]), test["Sentence"].iloc[0]
+    with pytest.raises(ValueError, match="^2 clips but one transcript: give a list of transcripts"):
+        recognizer.predict(clips, text=sentence, sampling_rate=RATE)  # not one transcript per character
+    for size in (0, -1):
+        with pytest.raises(SettingError, match=f"^batch_size must be at least 1, got {size}$"):
+            recognizer.predict(clips, text=[sentence] * 2, sampling_rate=RATE, batch_size=size)
 
 
 def test_feature_workers_change_nothing_but_where_features_are_computed(model_folders, demo_corpus):
@@ -191,3 +216,37 @@ def test_predict_cli_table_json_and_manifest(model_folders, demo_corpus, tmp_pat
         last_line = printed.rstrip("\n").split("\n")[-1]  # the progress bar ends its own line first
         assert code == 1 and re.match(r"error: .*clips.csv: row 2, column 'audio'.*unreadable path", last_line)
         assert not (tmp_path / "q.csv").exists()
+
+
+def test_export_replaces_only_a_model_folder_or_an_empty_one(model_folders, trained_runs, tmp_path, cli_error):
+    other_run = shutil.copytree(trained_runs["audio"], tmp_path / "other_run")  # has a config.json too
+    kept = sorted(p.name for p in other_run.iterdir())
+    code, printed = cli_error("export", trained_runs["linear"], "--out", other_run)
+    assert code == 1 and printed == (f"error: refusing to replace --out {other_run}: it exists and is not a model "
+                                     "directory (no audiotext.json)\n")  # fmt: skip
+    recognizer = EmotionRecognizer.from_pretrained(model_folders["linear"], device="cpu")
+    with pytest.raises(FileExistsError, match=f"refusing to replace out_dir {other_run}: "):
+        recognizer.save_pretrained(other_run)
+    assert sorted(p.name for p in other_run.iterdir()) == kept
+    (tmp_path / "empty").mkdir()
+    recognizer.save_pretrained(tmp_path / "empty")
+    main(["export", str(trained_runs["audio"]), "--out", str(tmp_path / "empty")])  # now a model folder: replaced
+    assert EmotionRecognizer.from_pretrained(tmp_path / "empty", device="cpu").cfg.model.modality == "audio"
+
+
+def test_predict_cli_refuses_a_batch_size_split_or_out_it_cannot_use(model_folders, demo_corpus, tmp_path, cli_error):
+    test = pd.read_pickle(demo_corpus / "test.pkl")
+    for i in range(2):
+        sf.write(tmp_path / f"{i}.wav", test["audio"].iloc[i], RATE, subtype="PCM_16")
+    manifest, out = tmp_path / "clips.csv", tmp_path / "p.csv"
+    pd.DataFrame({"audio": ["0.wav", "1.wav"], "text": list(test["Sentence"].iloc[:2]), "split": ["train", "test"]}
+                 ).to_csv(manifest, index=False)  # fmt: skip
+    model = model_folders["linear"]
+    for size in ("0", "-1"):
+        code, printed = cli_error("predict", model, "--manifest", manifest, "--out", out, "--batch_size", size)
+        assert code == 2 and printed == f"error: --batch_size must be at least 1, got {size}\n"
+    code, printed = cli_error("predict", model, "--manifest", manifest, "--out", out, "--split", "dev", "--quiet")
+    assert code == 1 and printed == f"error: {manifest}: no rows with --split 'dev'; the manifest's splits are 'test', 'train'\n"
+    code, printed = cli_error("predict", model, "--manifest", manifest, "--out", manifest / "p.csv", "--quiet")
+    assert code == 2 and printed == f"error: --out {manifest / 'p.csv'}: {manifest} is a file, not a folder\n"
+    assert not out.exists()

@@ -14,6 +14,7 @@ import soundfile as sf
 import uvicorn
 
 from audiotext.data.asr import EXTRA_HINT
+from audiotext.data.media import MediaError, load_audio, write_media
 from audiotext.inference.export import export_model
 from audiotext.inference.recognizer import EmotionRecognizer
 from audiotext.inference.service import create_app, transcription_available
@@ -147,7 +148,30 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read(ser
     assert reply.startswith("HTTP/1.1 413") and "upload too large: 10000000 bytes" in reply
 
 
-def test_the_limits_must_be_positive(server):
+def test_a_truncated_mp3_is_refused_as_load_audio_refuses_it(server, clip, tmp_path):
+    address, _ = server
+    path, sentence = clip
+    samples = sf.read(path, dtype="int16")[0]
+    write_media(tmp_path / "whole.mp3", samples, RATE, "libmp3lame")  # with a Xing header: its frame count
+    whole = (tmp_path / "whole.mp3").read_bytes()
+    cut = whole[: whole.index(b"\xff\xfb", len(whole) // 2)]  # where a frame starts: it decodes cleanly
+    (tmp_path / "cut.mp3").write_bytes(cut)
+    with pytest.raises(MediaError, match="truncated: its header promises"):
+        load_audio(tmp_path / "cut.mp3")
+    answer = post(address, cut, name="cut.mp3", text=sentence)
+    assert answer.status_code == 415 and answer.json()["detail"].startswith("cut.mp3: truncated: its header promises")
+    assert post(address, whole, name="whole.mp3", text=sentence).status_code == 200
+
+
+@pytest.mark.parametrize("limit", [0, float("inf"), float("nan")])
+def test_the_limits_must_be_positive_and_finite(server, limit, cli_error, tmp_path):
     _, recognizer = server
-    with pytest.raises(ValueError, match="must be positive"):
-        create_app(recognizer, max_seconds=0)
+    with pytest.raises(ValueError, match=r"max_seconds = \w+: must be positive and finite"):
+        create_app(recognizer, max_seconds=limit)
+    with pytest.raises(ValueError, match=r"max_upload_bytes = \w+: must be positive and finite"):
+        create_app(recognizer, max_upload_bytes=limit)
+    rules = {"--max_seconds": "must be positive and finite", "--max_upload_mb": "must be finite and at least one byte"}
+    for flag, rule in rules.items():
+        # Refused before the model is looked for: there is none.
+        code, printed = cli_error("serve", tmp_path / "no_model", flag, str(limit))
+        assert code == 2 and printed == f"error: {flag[2:]} = {float(limit)!r}: {rule}\n"

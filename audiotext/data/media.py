@@ -143,9 +143,10 @@ def _decode(
     container: av.container.InputContainer, stream: av.AudioStream, start: float | None, end: float | None,
     whole_segment: bool, promised: float | None = None,
 ) -> tuple[list[np.ndarray], int]:
-    """Planar (channels, n) chunks covering [start, end), cut at sample precision; with
-    `whole_segment`, a stream that ends before `end` is an error, as is one read to its end that
-    ends before the `promised` seconds its header states."""
+    """Planar (channels, n) chunks covering [start, end), cut at sample precision. A stream that
+    ends (before `end`, or with no `end`) short of the `promised` seconds its header states is an
+    error, truncated, even where `end` is only a limit (`at_most`); with `whole_segment`, so is a
+    stream that ends before `end`."""
     integer = stream.codec_context.format is not None and stream.codec_context.format.name in _INTEGER_FORMATS
     resampler = None  # built on the first frame, whose layout and rate it keeps: only the format changes
     # Timestamps count from the stream's start time, not zero (an MPEG-TS starts at about 1.4 s).
@@ -153,7 +154,7 @@ def _decode(
     if start:
         # Seeks to a point at or before `start`; the frames' timestamps place the exact cut below.
         container.seek(origin + int(start / stream.time_base), stream=stream)
-    chunks, rate, position = [], 0, None
+    chunks, rate, position, last = [], 0, None, None
     for frame in container.decode(stream):
         if resampler is None:
             rate = frame.sample_rate
@@ -172,12 +173,12 @@ def _decode(
             position += chunk.shape[1]
         if last is not None and position >= last:
             break
-    # Containers round their timestamps: a segment may end up to 10 ms after the last sample.
-    if whole_segment and end is not None and chunks and position < round(end * rate) - rate // 100:
-        raise MediaError(f"segment end {end} s is past the end of the file ({position / rate:.3f} s)")
-    read_to_the_end = end is None and position is not None
+    # Containers round their timestamps: a stream may end up to 10 ms before what they state.
+    read_to_the_end = position is not None and (last is None or position < last)
     if read_to_the_end and promised is not None and position < round(promised * rate) - rate // 100:
         raise MediaError(f"truncated: its header promises {promised:.3f} s, the file holds {position / rate:.3f} s")
+    if whole_segment and end is not None and chunks and position < round(end * rate) - rate // 100:
+        raise MediaError(f"segment end {end} s is past the end of the file ({position / rate:.3f} s)")
     return chunks, rate
 
 
@@ -188,13 +189,6 @@ def _mono(samples: np.ndarray) -> np.ndarray:
             return np.ascontiguousarray(samples[0])
         return np.round(samples.mean(axis=0)).astype(np.int16)
     return samples.mean(axis=0, dtype=np.float64).astype(np.float32)
-
-
-def to_int16(samples: np.ndarray) -> np.ndarray:
-    """int16 unchanged; float in [-1, 1] scaled to full scale and clipped."""
-    if samples.dtype == np.int16:
-        return samples
-    return np.clip(np.round(samples.astype(np.float64) * 32767), -32768, 32767).astype(np.int16)
 
 
 def write_media(

@@ -46,9 +46,9 @@ from tqdm import tqdm
 
 from audiotext.config import REFERENCE_LABELS, AudioConfig
 from audiotext.data.corpus import write_reference_pickle
-from audiotext.data.media import to_int16
 from audiotext.data.splits import SPLITS, assign_splits, check_leakage
 from audiotext.data.transcripts import hangul_vocabulary, recogniser_transcript
+from audiotext.features.audio import int16_samples
 from audiotext.io import write_json
 
 SAMPLE_RATE = AudioConfig().sample_rate
@@ -189,7 +189,7 @@ def _synthesise_clip(job: ClipJob) -> np.ndarray:
     speech += noise_scale * _background_noise(len(speech), rng)
 
     lead, trail = (int(rng.uniform(*ZERO_RUN_S) * SAMPLE_RATE) for _ in range(2))
-    samples = to_int16(speech)
+    samples = int16_samples(speech)
     return np.concatenate([np.zeros(lead, np.int16), samples, np.zeros(trail, np.int16)])
 
 

@@ -42,18 +42,47 @@ def check_float_samples(samples: np.ndarray) -> None:
                         "(integer sample values stored as floats? divide by 32768)")  # fmt: skip
 
 
+def check_samples(samples: np.ndarray) -> None:
+    """Refuses samples that are not audio at the scale of their dtype: float ones outside [-1, 1]
+    (`check_float_samples`), integers that are not signed, and int32 or int64 samples that all fit
+    in int16: int16 values stored wider (`np.asarray` of a list gives int64), which scaled by the
+    wider range would be near silence without any error."""
+    if np.issubdtype(samples.dtype, np.floating):
+        check_float_samples(samples)
+        return
+    if not np.issubdtype(samples.dtype, np.signedinteger):
+        raise DataError(f"samples must be signed integers or floats, got dtype {samples.dtype}")
+    if samples.dtype.itemsize > 2 and samples.size:
+        low, high = int(samples.min()), int(samples.max())  # Python ints: -(-2**31) overflows int32
+        if np.iinfo(np.int16).min <= low and high <= np.iinfo(np.int16).max:
+            raise DataError(f"{samples.dtype} samples must use {samples.dtype}'s range, these peak at {max(-low, high)} "
+                            f"(int16 sample values stored as {samples.dtype}? convert with .astype(np.int16))")  # fmt: skip
+
+
+def float_samples(samples: np.ndarray) -> np.ndarray:
+    """Samples as floats in [-1, 1], once `check_samples` has passed them: integers scaled by their
+    dtype's range (int16 -32768 -> -1.0; int16 gives float32), floats as they are. Every path from
+    samples to features or to the recogniser converts here."""
+    samples = np.asarray(samples)
+    check_samples(samples)
+    if np.issubdtype(samples.dtype, np.signedinteger):
+        return samples / np.float32(-np.iinfo(samples.dtype).min)
+    return samples
+
+
+def int16_samples(samples: np.ndarray) -> np.ndarray:
+    """int16 unchanged; anything else through `float_samples`, scaled to full scale and clipped."""
+    samples = np.asarray(samples)
+    if samples.dtype == np.int16:
+        return samples
+    return np.clip(np.round(float_samples(samples).astype(np.float64) * 32767), -32768, 32767).astype(np.int16)
+
+
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """float32 copy of a mono clip at `target_sr`; integer samples are scaled to [-1, 1]."""
     if orig_sr <= 0 or target_sr <= 0:
         raise DataError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
-    audio = np.asarray(audio)
-    if np.issubdtype(audio.dtype, np.signedinteger):
-        audio = audio / np.float32(-np.iinfo(audio.dtype).min)  # int16 -32768 -> -1.0
-    elif np.issubdtype(audio.dtype, np.floating):
-        check_float_samples(audio)
-    else:
-        raise DataError(f"expected signed integer or float samples, got dtype {audio.dtype}")
-    audio = audio.astype(np.float32, copy=False)
+    audio = float_samples(audio).astype(np.float32, copy=False)
     if orig_sr == target_sr:
         return audio
     return soxr.resample(audio, orig_sr, target_sr, quality="HQ")

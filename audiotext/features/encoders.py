@@ -220,16 +220,19 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def save_directory(out_dir: str | Path, write: Callable[[Path], None]) -> Path:
+def save_directory(out_dir: str | Path, write: Callable[[Path], None], marker: str = "config.json",
+                   setting: str | None = None) -> Path:  # fmt: skip
     """Runs `write(tmp)` into a fresh folder beside `out_dir`, then puts it in `out_dir`'s place,
     so a crash never leaves a model directory with a mix of old and new files.
 
-    An existing `out_dir` is replaced only if it is empty or a model directory (has a config.json):
-    a mistyped path must not wipe a folder of runs.
+    An existing `out_dir` is replaced only if it is empty or a directory of the kind written, which
+    holds the file `marker`: a mistyped path must not wipe a folder of runs. The refusal names the
+    folder as `setting` (a flag, say) when given.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir / "config.json").is_file() and (out_dir.is_file() or any(out_dir.iterdir())):
-        raise FileExistsError(f"refusing to replace {out_dir}: it exists and is not a model directory (no config.json)")
+    if out_dir.exists() and not (out_dir / marker).is_file() and (out_dir.is_file() or any(out_dir.iterdir())):
+        named = f"{setting} {out_dir}" if setting else str(out_dir)
+        raise FileExistsError(f"refusing to replace {named}: it exists and is not a model directory (no {marker})")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.tmp"
     old = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.old"

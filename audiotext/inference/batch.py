@@ -11,7 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from audiotext.data.corpus import load_split, resolve_split_path
-from audiotext.data.manifest import ManifestError, is_manifest, read_manifest
+from audiotext.data.manifest import ManifestError, is_manifest, read_manifest, split_rows
 from audiotext.data.media import MediaError, load_audio
 from audiotext.inference.predict import probability_columns
 from audiotext.inference.recognizer import EmotionRecognizer
@@ -62,9 +62,7 @@ def predict_manifest(
 def _manifest_rows(manifest: Path, split: str | None) -> list[dict]:
     frame = read_manifest(manifest, required=("audio",))
     if split is not None:
-        if "split" not in frame.columns:
-            raise ManifestError(f"{manifest}: asked for split {split!r} but the manifest has no 'split' column")
-        frame = frame[frame["split"] == split]
+        frame = split_rows(frame, manifest, split, setting="--split")
     return [
         {"id": row.row, "where": f"{manifest}: row {row.row}", "audio": row.audio, "path": row.audio_path,
          "segment": (None if math.isnan(row.start) else row.start, None if math.isnan(row.end) else row.end),
@@ -94,9 +92,9 @@ def _clips(rows: list[dict], recognizer: EmotionRecognizer):
     reads text; the row keeps what was heard, for the CSV."""
     for row in rows:
         clip = row
-        if recognizer.reads_text and not row["text"]:
+        if recognizer.needs_transcript(row["text"]):
             clip = {**row, "samples": _read_row(row)}
-            row["text"] = recognizer.transcribe(*clip["samples"])
+            row["text"] = recognizer.transcribe(*clip["samples"], name=row["where"])
         yield clip, row["text"] or None, row["where"]
 
 

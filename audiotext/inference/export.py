@@ -60,11 +60,12 @@ def is_model_folder(path: str | Path) -> bool:
     return (Path(path) / FOLDER_INFO).is_file()
 
 
-def export_model(source: str | Path, out_dir: str | Path, onnx: bool = False) -> Path:
+def export_model(source: str | Path, out_dir: str | Path, onnx: bool = False, setting: str = "out_dir") -> Path:
     """Writes the model folder of `source` (a run folder, or a model folder to copy) into `out_dir`,
     atomically; returns `out_dir`. The weights are loaded and checked against the configuration
     first, so a broken run is refused rather than exported. `onnx` adds model.onnx (see
-    `audiotext.inference.onnx_graph`)."""
+    `audiotext.inference.onnx_graph`). An existing `out_dir` is replaced only when it is empty or a
+    model folder: a run folder has a config.json too, and is refused, named as `setting`."""
     source, out_dir = Path(source), Path(out_dir)
     if out_dir.resolve() == source.resolve() or source.resolve() in out_dir.resolve().parents:
         raise ValueError(f"{out_dir}: the model folder must lie outside the run folder {source}")
@@ -100,7 +101,7 @@ def export_model(source: str | Path, out_dir: str | Path, onnx: bool = False) ->
             "files": _digests(tmp),
         })  # fmt: skip
 
-    return save_directory(out_dir, write)
+    return save_directory(out_dir, write, marker=FOLDER_INFO, setting=setting)
 
 
 def _copy_text_encoder(encoder: Path, out_dir: Path) -> None:

@@ -32,7 +32,7 @@ from audiotext.data.dataset import pad_streams
 from audiotext.data.loading import text_encoder_for
 from audiotext.data.media import load_audio
 from audiotext.errors import DataError, SettingError
-from audiotext.features.audio import check_float_samples
+from audiotext.features.audio import check_samples, float_samples
 from audiotext.features.text import ALPHABET_RULES, normalize_text
 from audiotext.features.workers import FeatureWorkers, Reader
 from audiotext.inference.export import export_model, is_model_folder, verify_model_folder
@@ -120,9 +120,18 @@ class EmotionRecognizer:
             self._transcriber = default_transcriber()
         return self._transcriber
 
-    def transcribe(self, audio: AudioInput, sampling_rate: int | None = None) -> str:
-        """What the offline recogniser hears in the clip."""
-        return self.transcriber.transcribe(*read_clip(audio, sampling_rate))
+    def needs_transcript(self, text: str | None) -> bool:
+        """Whether a clip given `text` is to be transcribed: the model reads text, and `text` is
+        missing or blank."""
+        return self.reads_text and (text is None or not text.strip())
+
+    def transcribe(self, audio: AudioInput, sampling_rate: int | None = None, name: str = "clip") -> str:
+        """What the offline recogniser hears in the clip; DataError naming the clip when that is no
+        word the text features keep."""
+        heard = self.transcriber.transcribe(*read_clip(audio, sampling_rate, name))
+        if not normalize_text(heard, self.cfg.text.alphabet):
+            raise DataError(f"{name}: the recogniser heard no words; give the transcript")
+        return heard
 
     def predict(
         self,
@@ -135,6 +144,9 @@ class EmotionRecognizer:
         """[{"label", "score"}] of every class (or the `top_k` best), best first; a list of such
         lists for a list of clips (and of transcripts, None where the clip is to be transcribed)."""
         single = not isinstance(audio, (list, tuple))
+        if not single and isinstance(text, str):
+            raise DataError(f"{len(audio)} clips but one transcript: give a list of transcripts (None where a "
+                            "clip is to be transcribed), or text=None to transcribe them all")  # fmt: skip
         clips = [audio] if single else list(audio)
         texts = [text] if single else ([None] * len(clips) if text is None else list(text))
         if len(texts) != len(clips):
@@ -174,6 +186,7 @@ class EmotionRecognizer:
         clip read when its batch is, by `read` (`read_clip` unless given). With feature workers the
         clips are read and their features computed there, the next batches' while this one runs
         through the model; a long iterable costs a few batches of memory either way."""
+        check_batch_size(batch_size)
         clips, pending, read = iter(clips), deque(), read or read_clip
         lookahead = LOOKAHEAD_BATCHES if self._features.workers else 0
         with self._features.sharing_cores():
@@ -191,13 +204,15 @@ class EmotionRecognizer:
         jobs, sentences = [], []
         for clip, text, name in batch:
             job = (clip, sampling_rate, name, read)
-            samples = rate = None
-            if not self.reads_audio or (self.reads_text and (text is None or not text.strip())):
+            transcribed = self.needs_transcript(text)
+            if transcribed or not self.reads_audio:
                 samples, rate = read(clip, sampling_rate, name)
                 job = ({"raw": samples, "sampling_rate": rate}, None, name, read_clip)
+                if transcribed:
+                    text = self.transcribe(samples, rate, name)
             jobs.append(job)
             if self.reads_text:
-                sentences.append(self._sentence(text, samples, rate, name))
+                sentences.append(self._sentence(text, name))
         features = self._features.submit(jobs) if self.reads_audio else None
         return len(batch), features, sentences if self.reads_text else None
 
@@ -213,22 +228,26 @@ class EmotionRecognizer:
         logits = forward(self.model, pad_streams(audio, text), self.device)  # (B, C)
         return logits.float().softmax(-1).cpu().numpy()
 
-    def _sentence(self, text: str | None, samples: np.ndarray | None, rate: int | None, name: str) -> str:
+    def _sentence(self, text: str, name: str) -> str:
         alphabet = self.cfg.text.alphabet
-        if text is None or not text.strip():
-            text = self.transcriber.transcribe(samples, rate)
-            if not normalize_text(text, alphabet):
-                raise DataError(f"{name}: the recogniser heard no words; give the transcript")
-        elif not normalize_text(text, alphabet):
+        sentence = normalize_text(text, alphabet)
+        if not sentence:
             raise DataError(f"{name}: the transcript {text!r} normalises to nothing "
-                             f"(the text features keep {ALPHABET_RULES[alphabet]})")  # fmt: skip
-        return normalize_text(text, alphabet)
+                            f"(the text features keep {ALPHABET_RULES[alphabet]})")  # fmt: skip
+        return sentence
+
+
+def check_batch_size(batch_size: int, setting: str = "batch_size") -> None:
+    """Refuses a batch size below 1 (named as `setting`): 0 would predict no clip, without a word."""
+    if batch_size < 1:
+        raise SettingError(f"{setting} must be at least 1, got {batch_size}")
 
 
 def read_clip(audio: AudioInput, sampling_rate: int | None = None, where: str = "clip") -> tuple[np.ndarray, int]:
     """(mono samples, rate) of a file path, an array with its rate, or {"raw"/"array", "sampling_rate"}.
 
-    Integer samples are kept (scaled when features are computed); float samples must lie in [-1, 1].
+    Integer samples are kept (scaled by their dtype's range when features are computed; int32 or
+    int64 ones that fit in int16 are refused); float samples must lie in [-1, 1].
     A 2-D array is (samples, channels) or (channels, samples): the shorter side is taken for the
     channels and mixed down.
     """
@@ -245,17 +264,13 @@ def read_clip(audio: AudioInput, sampling_rate: int | None = None, where: str = 
     samples = np.asarray(audio)
     if sampling_rate is None or int(sampling_rate) <= 0:
         raise DataError(f"{where}: an array of samples needs its sampling_rate (a positive number of Hz)")
-    if samples.ndim == 2:
-        if np.issubdtype(samples.dtype, np.signedinteger):
-            samples = samples / np.float64(-np.iinfo(samples.dtype).min)  # int16 -32768 -> -1.0
-        samples = samples.mean(axis=int(np.argmin(samples.shape)), dtype=np.float64).astype(np.float32)
-    if samples.ndim != 1 or samples.size == 0:
+    if samples.ndim not in (1, 2) or samples.size == 0:
         raise DataError(f"{where}: expected samples of shape (N,) or (N, channels), got {np.shape(audio)}")
-    if np.issubdtype(samples.dtype, np.floating):
-        try:
-            check_float_samples(samples)
-        except DataError as err:
-            raise DataError(f"{where}: {err}") from None
-    elif not np.issubdtype(samples.dtype, np.signedinteger):
-        raise DataError(f"{where}: samples must be signed integers or floats, got {samples.dtype}")
+    try:
+        if samples.ndim == 2:  # channels are mixed as floats: their mean is no integer
+            samples = float_samples(samples).mean(axis=int(np.argmin(samples.shape)), dtype=np.float64).astype(np.float32)
+        else:
+            check_samples(samples)
+    except DataError as err:
+        raise DataError(f"{where}: {err}") from None
     return samples, int(sampling_rate)

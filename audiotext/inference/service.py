@@ -103,7 +103,7 @@ def create_app(
     max_upload_bytes: int = ServiceLimits.max_upload_bytes,
     max_seconds: float = ServiceLimits.max_seconds,
 ) -> FastAPI:
-    limits = ServiceLimits(max_upload_bytes, max_seconds)  # refuses limits that are not positive
+    limits = ServiceLimits(max_upload_bytes, max_seconds)  # refuses limits that are not positive and finite
     app = FastAPI(title="audiotext", version=audiotext.__version__,
                   description=f"Speech emotion recognition with the model {recognizer.cfg.name!r} "
                               f"({recognizer.cfg.model.modality}): {', '.join(recognizer.labels)}.")  # fmt: skip
@@ -146,13 +146,11 @@ def create_app(
         if len(samples) > limits.max_seconds * rate:
             raise HTTPException(413, f"{name}: longer than the limit of {limits.max_seconds:g} s of audio")
         clip = {"raw": samples, "sampling_rate": rate}
-        transcribed = recognizer.reads_text and not (text and text.strip())
+        transcribed = recognizer.needs_transcript(text)
         with model_lock:
             try:
                 if transcribed:
-                    text = recognizer.transcribe(clip)
-                    if not text:
-                        raise HTTPException(422, f"{name}: the recogniser heard no words; type the transcript")
+                    text = recognizer.transcribe(clip, name=name)
                 probabilities = recognizer.predict_proba([clip], [text], names=[name])[0]
             except TranscriptionUnavailable as err:
                 raise HTTPException(422, f"{name}: no transcript was given, and {err}") from None
