@@ -63,8 +63,24 @@ def test_transcribe_command_writes_a_test_stt_split(three_clips, tmp_path, capsy
     assert f"nothing heard in {placeholders}" in printed
 
 
+class RememberingVosk(VoskTranscriber):
+    """Vosk that answers a clip it has heard before as it did then: Kaldi's decoder does not always
+    give the same words for the same samples twice (2 of the demo's first 3 clips over 6 calls)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heard: dict[bytes, str] = {}
+
+    def transcribe(self, samples: np.ndarray, sample_rate: int) -> str:
+        key = np.asarray(samples).tobytes() + str(sample_rate).encode()
+        if key not in self.heard:
+            self.heard[key] = super().transcribe(samples, sample_rate)
+        return self.heard[key]
+
+
 def test_a_text_model_without_a_transcript_transcribes(trained_runs, three_clips, tmp_path):
-    recognizer = EmotionRecognizer.from_pretrained(export_model(trained_runs["linear"], tmp_path / "m"), device="cpu")
+    recognizer = EmotionRecognizer.from_pretrained(export_model(trained_runs["linear"], tmp_path / "m"), device="cpu",
+                                                   transcriber=RememberingVosk())  # fmt: skip
     clip = load_split(three_clips, REFERENCE_LABELS).audio[0]
     heard = recognizer.transcribe(clip, sampling_rate=48000)
     scores = recognizer.predict(clip, sampling_rate=48000)
