@@ -646,14 +646,26 @@ def add_export_parser(commands) -> None:
     export.set_defaults(func=cmd_export)
 
 
+PREDICTIONS_FILE = "predictions.csv"
+PREDICT_BATCH = 32
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     from audiotext.inference.recognizer import EmotionRecognizer, check_batch_size
 
     if (args.audio is None) == (args.manifest is None):
         raise SettingError("give either --audio FILE or --manifest FILE")
-    check_batch_size(args.batch_size, "--batch_size")
+    # A flag of the other way would be ignored without a word: refused instead.
+    one_clip = {"--text": args.text is not None, "--json": args.json}
+    many_clips = {"--split": args.split is not None, "--out": args.out is not None,
+                  "--batch_size": args.batch_size is not None, "--feature_workers": args.feature_workers != 0}  # fmt: skip
+    ignored = [flag for flag, given in (many_clips if args.manifest is None else one_clip).items() if given]
+    if ignored:
+        raise SettingError(f"{', '.join(ignored)}: only with {'--manifest' if args.manifest is None else '--audio'}")
     if args.manifest is not None:
-        writable_file(args.out, "--out")
+        args.out = writable_file(args.out or PREDICTIONS_FILE, "--out")
+        args.batch_size = PREDICT_BATCH if args.batch_size is None else args.batch_size
+        check_batch_size(args.batch_size, "--batch_size")
     recognizer = EmotionRecognizer.from_pretrained(args.model, device="cpu" if args.no_cuda else None,
                                                    backend="onnx" if args.onnx else "torch",
                                                    feature_workers=args.feature_workers if args.manifest else 0)  # fmt: skip
@@ -691,8 +703,9 @@ def add_predict_parser(commands) -> None:
                          help="many clips: a manifest (audio [, text, label, start, end]) or a folder of the "
                               "reference's pickles with --split; writes predictions.csv")  # fmt: skip
     predict.add_argument("--split", default=None, help="with --manifest: the split to predict (a manifest's split column, or NAME.pkl)")
-    predict.add_argument("--out", default="predictions.csv", help="with --manifest: the CSV to write (default: predictions.csv)")
-    predict.add_argument("--batch_size", type=int, default=32)
+    predict.add_argument("--out", default=None, help=f"with --manifest: the CSV to write (default: {PREDICTIONS_FILE})")
+    predict.add_argument("--batch_size", type=int, default=None,
+                         help=f"with --manifest: clips per forward pass (default: {PREDICT_BATCH})")  # fmt: skip
     predict.add_argument("--feature_workers", type=int, default=0, metavar="N",
                          help="with --manifest: processes computing the next batches' audio features while a batch "
                               "runs through the model (default: 0, in the predicting process)")  # fmt: skip

@@ -249,4 +249,9 @@ def test_predict_cli_refuses_a_batch_size_split_or_out_it_cannot_use(model_folde
     assert code == 1 and printed == f"error: {manifest}: no rows with --split 'dev'; the manifest's splits are 'test', 'train'\n"
     code, printed = cli_error("predict", model, "--manifest", manifest, "--out", manifest / "p.csv", "--quiet")
     assert code == 2 and printed == f"error: --out {manifest / 'p.csv'}: {manifest} is a file, not a folder\n"
+    # A flag the other way reads would be ignored: refused.
+    code, printed = cli_error("predict", model, "--manifest", manifest, "--out", out, "--json", "--text", "좋아")
+    assert code == 2 and printed == "error: --text, --json: only with --audio\n"
+    code, printed = cli_error("predict", model, "--audio", tmp_path / "0.wav", "--out", out, "--feature_workers", "2")
+    assert code == 2 and printed == "error: --out, --feature_workers: only with --manifest\n"
     assert not out.exists()
