@@ -108,13 +108,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_cache_arguments(parser)
 
 
+def _per_model(defaults: dict[str, float] | None) -> str:
+    return ", ".join(f"{name} {value}" for name, value in (defaults or {}).items())
+
+
 def add_fusion_arguments(
     parser: argparse.ArgumentParser, audio: AudioConfig, text: TextConfig, model: ModelConfig, train: TrainConfig,
-    modality_dropout: dict[str, float] | None = None,
+    modality_dropout: dict[str, float] | None = None, ema: dict[str, float] | None = None,
 ) -> None:
     """The flags that decide what fusion gets to work with (see README, "What fusion needs"), with
-    the defaults of the command they serve; `modality_dropout`: a default share per model, and then
-    --modality_dropout is None unless given."""
+    the defaults of the command they serve; `modality_dropout` and `ema`: a default per model, and
+    then --modality_dropout and --ema are None unless given."""
     add = parser.add_argument
     add("--audio_features", default=audio.features, choices=["mfcc", "mfcc+prosody"],
         help=f"per-frame audio features: MFCCs, or MFCCs with F0 (YIN), voicing, energy and their deltas "
@@ -122,17 +126,16 @@ def add_fusion_arguments(
     add("--text_features", default=text.features, choices=["encoder", "ngrams"],
         help=f"text as the encoder's token states, or as one character 1-3-gram TF-IDF vector fitted on the "
              f"training sentences, for corpora too small to fine-tune a BERT on (default: {text.features})")
-    per_model = ", ".join(f"{name} {share}" for name, share in (modality_dropout or {}).items())
     add("--modality_dropout", type=float, default=None if modality_dropout else model.modality_dropout, metavar="SHARE",
         help=f"share of training clips that lose their audio or their text (fusing models; default: "
-             f"{per_model or model.modality_dropout})")
+             f"{_per_model(modality_dropout) or model.modality_dropout})")
     add("--transcript_noise", type=float, default=train.transcript_noise, metavar="SHARE",
         help=f"share of training transcripts given recogniser-like errors (default: {train.transcript_noise})")
     add("--class_weights", action=argparse.BooleanOptionalAction, default=train.class_weights,
         help="weight the loss by inverse class frequency in train")
-    add("--ema", type=float, default=train.ema, metavar="DECAY",
+    add("--ema", type=float, default=None if ema else train.ema, metavar="DECAY",
         help=f"keep a moving average of the weights with this decay per step, which dev evaluates and the run keeps "
-             f"(default: {train.ema}; 0: off)")
+             f"(default: {_per_model(ema) + ', others 0' if ema else train.ema}; 0: off)")
     add("--wide", action=argparse.BooleanOptionalAction, default=model.wide,
         help="add the linear baseline's logistic regression on utterance statistics to a fusing model (wide and deep)")
     add("--utterance_stats", action=argparse.BooleanOptionalAction, default=model.utterance_stats,
@@ -517,7 +520,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from audiotext.recipes.compare import FUSING_MODELS, CompareSettings, TextPlan, run_comparison
+    from audiotext.recipes.compare import ALL_MODELS, FUSING_MODELS, CompareSettings, TextPlan, run_comparison
 
     if args.pretrain_vocab and args.pretrain_epochs == 0:
         raise SettingError("--pretrain_vocab trains a new BERT by masked-LM pre-training: give --pretrain_epochs > 0")
@@ -538,11 +541,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
         audio=AudioConfig(sample_rate=args.sample_rate, resample_rate=args.resample_rate, n_mfcc=args.n_mfcc,
                           features=args.audio_features),
         train=replace(defaults.train, num_epochs=args.num_epochs, early_stop=args.early_stop, select_by=args.select_by,
-                      no_cuda=args.no_cuda, class_weights=args.class_weights, transcript_noise=args.transcript_noise,
-                      ema=args.ema),
+                      no_cuda=args.no_cuda, class_weights=args.class_weights, transcript_noise=args.transcript_noise),
         model=replace(defaults.model, merge_how=args.merge_how, wide=args.wide, utterance_stats=args.utterance_stats),
         modality_dropout=defaults.modality_dropout if args.modality_dropout is None
         else dict.fromkeys(FUSING_MODELS, args.modality_dropout),
+        ema=defaults.ema if args.ema is None else dict.fromkeys(ALL_MODELS, args.ema),
         text_features=args.text_features,
         text=TextPlan(encoder=str(Path(args.encoder).resolve()) if args.encoder else "", pretrain=pretrain,
                       finetune=finetune, cross_fit=args.cross_fit),
@@ -592,7 +595,8 @@ def add_compare_parser(commands) -> None:
     add("--n_mfcc", type=int, default=d.audio.n_mfcc, help="MFCC coefficients kept")
     add("--merge_how", default=d.model.merge_how, choices=["average", "last", "stats"],
         help=f"how the deep models pool a sequence over time (default: {d.model.merge_how})")
-    add_fusion_arguments(compare, d.audio, TextConfig(features=d.text_features), d.model, d.train, d.modality_dropout)
+    add_fusion_arguments(compare, d.audio, TextConfig(features=d.text_features), d.model, d.train, d.modality_dropout,
+                         d.ema)  # fmt: skip
     add("--max_len_for_text", type=int, default=48, help="tokens per sentence for pre-training and fine-tuning")
     add("--labels", default=None, help="comma-separated label order (default: the data's)")
     add("--no_cuda", action="store_true")

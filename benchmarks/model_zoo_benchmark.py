@@ -59,7 +59,7 @@ def main() -> None:
     if args.modality_dropout is not None:
         settings = replace(settings, modality_dropout=dict.fromkeys(FUSING_MODELS, args.modality_dropout))
     if args.ema is not None:
-        settings = replace(settings, train=replace(settings.train, ema=args.ema))
+        settings = replace(settings, ema=dict.fromkeys(settings.models, args.ema))
     if args.wide is not None:
         settings = replace(settings, model=replace(settings.model, wide=args.wide))
     run_comparison(args.data, args.out, settings, cache, progress=False, resume=args.resume, overwrite=not args.resume)

@@ -17,7 +17,7 @@ from fontTools.ttLib import TTFont
 from audiotext.config import REFERENCE_LABELS
 from audiotext.errors import SettingError
 from audiotext.evaluation.metrics import classification_metrics
-from audiotext.recipes.compare import ALL_MODELS, MODALITY_DROPOUT, CompareSettings, model_config
+from audiotext.recipes.compare import ALL_MODELS, EMA, MODALITY_DROPOUT, CompareSettings, model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,6 +129,20 @@ def test_modality_dropout_is_a_share_per_fusing_model_and_none_for_the_others():
         CompareSettings(labels=REFERENCE_LABELS, modality_dropout={"mult": 1.0})
     with pytest.raises(SettingError, match="model.modality_dropout is not read by a comparison"):
         CompareSettings(labels=REFERENCE_LABELS, model=replace(settings.model, modality_dropout=0.5))
+
+
+def test_the_moving_average_is_a_decay_per_model_and_none_for_the_others(cli_error):
+    settings = CompareSettings(labels=REFERENCE_LABELS)
+    decays = {name: model_config(name, settings)[1].ema for name in ALL_MODELS}
+    assert decays == {**dict.fromkeys(ALL_MODELS, 0.0), **EMA} and EMA == {"mult": 0.995}
+    with pytest.raises(SettingError, match=r"ema = 1.0: must be a share in \[0, 1\)"):
+        CompareSettings(labels=REFERENCE_LABELS, ema={"audio": 1.0})
+    with pytest.raises(SettingError, match="ema names models that do not exist: cnn"):
+        CompareSettings(labels=REFERENCE_LABELS, ema={"cnn": 0.9})
+    with pytest.raises(SettingError, match="train.ema is not read by a comparison"):
+        CompareSettings(labels=REFERENCE_LABELS, train=replace(settings.train, ema=0.9))
+    code, printed = cli_error("compare", "--data", "nowhere", "--ema", "1")  # the flag sets every model's decay
+    assert code == 2 and "ema = 1.0: must be a share in [0, 1)" in printed
 
 
 def test_resume_keeps_a_trained_text_encoder_and_its_runs_until_the_encoder_changes(demo_corpora, tmp_path):
