@@ -92,13 +92,14 @@ def train(
     dev_loader = make_loader(dev_data, cfg.train.batch_size, shuffle=False)
     if main:
         save_config(folder, cfg, dims)
-    class_weights = _class_weights(train_data.labels, len(cfg.labels)).to(engine.device) if cfg.train.class_weights else None
+    weights = _class_weights(train_data.labels, len(cfg.labels)) if cfg.train.class_weights else None  # (C,), CPU
+    class_weights = None if weights is None else weights.to(engine.device)
     fit = engine.fit(
         model,
         optimizer_class(_parameter_groups(model, cfg.train.lr), lr=cfg.train.lr),
         train_loader,
         loss=lambda m, batch: F.cross_entropy(forward(m, batch, engine.device), batch["labels"], weight=class_weights),
-        row_weights=None if class_weights is None else lambda batch: class_weights.cpu()[batch["labels"]],
+        row_weights=None if weights is None else lambda batch: weights[batch["labels"]],  # batches are still on the CPU
         evaluate=lambda m: evaluate_loss_and_metrics(m, dev_loader, engine.device, cfg.labels),
         on_best=lambda m: save_weights(folder, m, cfg, dims),
         epoch_log=folder / EPOCH_LOG,
