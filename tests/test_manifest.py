@@ -1,6 +1,7 @@
 """Manifests and media: real files written with PyAV, read back through `load_manifest_split`."""
 
 import json
+import tracemalloc
 
 import numpy as np
 import pandas as pd
@@ -141,6 +142,25 @@ def test_a_file_cut_where_a_frame_starts_is_held_to_the_length_its_header_states
             load_audio(cut, at_most=limit)
     assert len(load_audio(cut, at_most=0.25)[0]) == 44100 // 4  # the part asked for is there
     assert len(load_audio(tmp_path / name)[0]) == 44100  # the whole file keeps its promise
+
+
+def test_a_limited_read_mixes_channels_down_as_it_decodes_and_bounds_the_rate(tmp_path):
+    # What `serve` reads from an upload, whose size says little of what it decodes to.
+    rate = 192000
+    clip = _samples(5.0, 0, rate)
+    write_media(tmp_path / "stereo.flac", clip, rate, "flac", channels=2)
+    tracemalloc.start()
+    samples, loaded_rate = load_audio(tmp_path / "stereo.flac", at_most=60)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert loaded_rate == rate and np.array_equal(samples, clip)
+    # Mono chunks and their concatenation; both channels at once and their float64 mean took 8x.
+    assert peak < 3 * clip.nbytes, f"peak {peak} bytes for {clip.nbytes} bytes of mono samples"
+    for name, codec in (("fast.flac", "flac"), ("fast.wav", "pcm_s16le")):
+        write_media(tmp_path / name, _samples(0.1, 0, 655350), 655350, codec)
+        with pytest.raises(MediaError, match=rf"{name}: sample rate 655350 Hz is above the 384000 Hz a limited read"):
+            load_audio(tmp_path / name, at_most=60)
+        assert load_audio(tmp_path / name)[1] == 655350  # a manifest's file is read whatever its rate
 
 
 def test_media_errors(tmp_path):

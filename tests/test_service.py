@@ -119,6 +119,9 @@ def test_bad_uploads_get_a_4xx_with_a_reason_and_the_server_goes_on(server, clip
     assert too_long.json()["detail"] == "long.wav: longer than the limit of 5 s of audio"
     cut = post(address, path.read_bytes()[:100], name="cut.wav", text=sentence)  # a header and 28 samples of many
     assert cut.status_code == 415 and cut.json()["detail"].startswith("cut.wav: truncated: its header promises")
+    write_media(tmp_path / "fast.flac", np.zeros(65535, np.int16), 655350, "flac", channels=2)  # 0.1 s, 5 kB
+    fast = post(address, (tmp_path / "fast.flac").read_bytes(), name="fast.flac", text=sentence)
+    assert fast.status_code == 415 and fast.json()["detail"].startswith("fast.flac: sample rate 655350 Hz is above")
     sf.write(tmp_path / "short.wav", np.ones(28, np.int16), 48000)
     short = post(address, (tmp_path / "short.wav").read_bytes(), name="short.wav", text=sentence)
     assert short.status_code == 422 and short.json()["detail"].startswith("short.wav: clip has")

@@ -29,6 +29,10 @@ from audiotext.errors import DataError
 _INTEGER_FORMATS = {"s16", "s16p", "u8", "u8p"}
 _INTEGER_SUBTYPES = {"PCM_16", "PCM_S8", "PCM_U8"}  # the same, as libsndfile names WAV encodings
 _WAV_FORMATS = {"WAV", "WAVEX"}
+# A limited read (`at_most`) serves uploads: a few kilobytes of FLAC silence can hold half a minute
+# at 655 kHz on 8 channels, gigabytes once decoded. Channels are mixed down as they are decoded, and
+# this rate (above any recording of speech) bounds what such a read returns.
+LIMITED_READ_MAX_RATE = 384_000
 
 
 class MediaError(DataError):
@@ -41,9 +45,10 @@ def load_audio(
     """The first audio track of `path` between `start` and `end` seconds: (mono samples, rate).
 
     A segment `end` past the end of the file is an error (the segment is not there); `at_most`
-    instead reads no more than that many seconds, however long the file. Samples are int16 for
-    16-bit integer codecs and float32 otherwise. Multi-channel audio is the mean of its channels
-    (as `ffmpeg -ac 1`, without the clipping a sum could cause).
+    instead reads no more than that many seconds, however long the file, at no more than
+    LIMITED_READ_MAX_RATE. Samples are int16 for 16-bit integer codecs and float32 otherwise.
+    Multi-channel audio is the mean of its channels (as `ffmpeg -ac 1`, without the clipping a sum
+    could cause).
     """
     path = Path(path)
     if start is not None and end is not None and end <= start:
@@ -54,9 +59,9 @@ def load_audio(
     wav = _read_wav(path, start, end, whole_segment)
     if wav is not None:
         samples, rate = wav
-        if samples.shape[1] == 0:
+        if len(samples) == 0:
             raise MediaError(f"{path}: no audio decoded" + (f" between {start} and {end} s" if start or end else ""))
-        return _mono(samples), rate
+        return samples, rate
     try:
         container = av.open(str(path))
     except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
@@ -78,11 +83,11 @@ def load_audio(
             raise MediaError(f"{path}: {err}") from None
         if not chunks:
             raise MediaError(f"{path}: no audio decoded" + (f" between {start} and {end} s" if start or end else ""))
-    return _mono(np.concatenate(chunks, axis=1)), rate  # chunks: (channels, samples)
+    return np.concatenate(chunks), rate
 
 
 def _read_wav(path: Path, start: float | None, end: float | None, whole_segment: bool) -> tuple[np.ndarray, int] | None:
-    """(channels, n) samples and the rate of a WAV file through libsndfile; None for anything else.
+    """Mono samples and the rate of a WAV file through libsndfile; None for anything else.
 
     libsndfile reads a 3-second WAV in 0.07 ms, FFmpeg in 14 ms (most of it probing the format):
     that was half of a clip's prediction time. Samples and cuts are the same as `_decode`'s.
@@ -94,13 +99,15 @@ def _read_wav(path: Path, start: float | None, end: float | None, whole_segment:
     if info.format not in _WAV_FORMATS:
         return None
     _require_whole_riff(path)
+    if not whole_segment:
+        _require_limited_rate(info.samplerate, where=f"{path}: ")
     first = round(start * info.samplerate) if start else 0
     last = round(end * info.samplerate) if end is not None else None
     if whole_segment and last is not None and last > info.frames:
         raise MediaError(f"{path}: segment end {end} s is past the end of the file ({info.frames / info.samplerate:.3f} s)")
     dtype = "int16" if info.subtype in _INTEGER_SUBTYPES else "float32"
     samples, rate = sf.read(str(path), start=first, stop=last, dtype=dtype, always_2d=True)  # (n, channels)
-    return np.ascontiguousarray(samples.T), rate
+    return _mono(samples.T), rate
 
 
 def _require_whole_riff(path: Path) -> None:
@@ -113,6 +120,11 @@ def _require_whole_riff(path: Path) -> None:
     # 0 and 0xFFFFFFFF stand for "unknown length" in files written while recording; RF64 is not RIFF.
     if header[:4] == b"RIFF" and promised not in (8, 0xFFFFFFFF + 8) and promised > size:
         raise MediaError(f"{path}: truncated: its header promises {promised} bytes, the file holds {size}")
+
+
+def _require_limited_rate(rate: int, where: str = "") -> None:
+    if rate > LIMITED_READ_MAX_RATE:
+        raise MediaError(f"{where}sample rate {rate} Hz is above the {LIMITED_READ_MAX_RATE} Hz a limited read accepts")
 
 
 def _header_states_length(path: Path, format_name: str) -> bool:
@@ -143,7 +155,7 @@ def _decode(
     container: av.container.InputContainer, stream: av.AudioStream, start: float | None, end: float | None,
     whole_segment: bool, promised: float | None = None,
 ) -> tuple[list[np.ndarray], int]:
-    """Planar (channels, n) chunks covering [start, end), cut at sample precision. A stream that
+    """Mono chunks covering [start, end), cut at sample precision. A stream that
     ends (before `end`, or with no `end`) short of the `promised` seconds its header states is an
     error, truncated, even where `end` is only a limit (`at_most`); with `whole_segment`, so is a
     stream that ends before `end`."""
@@ -158,6 +170,8 @@ def _decode(
     for frame in container.decode(stream):
         if resampler is None:
             rate = frame.sample_rate
+            if not whole_segment:
+                _require_limited_rate(rate)
             resampler = av.AudioResampler(format="s16p" if integer else "fltp", layout=frame.layout, rate=rate)
             first = round(start * rate) if start else 0
             last = round(end * rate) if end is not None else None
@@ -166,10 +180,10 @@ def _decode(
         elif position is None:
             position = 0
         for converted in resampler.resample(frame):
-            chunk = converted.to_ndarray()
+            chunk = converted.to_ndarray()  # (channels, n)
             lo, hi = max(first - position, 0), chunk.shape[1] if last is None else min(last - position, chunk.shape[1])
             if hi > lo:
-                chunks.append(chunk[:, lo:hi])
+                chunks.append(_mono(chunk[:, lo:hi]))
             position += chunk.shape[1]
         if last is not None and position >= last:
             break
