@@ -129,6 +129,10 @@ def test_bad_uploads_get_a_4xx_with_a_reason_and_the_server_goes_on(server, clip
     assert no_words.status_code == 422 and "normalises to nothing" in no_words.json()["detail"]
     no_file = httpx.post(f"{address}/predict", data={"text": sentence})
     assert no_file.status_code == 415 and "multipart/form-data" in no_file.json()["detail"]
+    form = httpx.Request("POST", f"{address}/predict", files={"audio": ("clip.wav", path.read_bytes())})
+    cut_form = httpx.post(f"{address}/predict", content=form.read()[:5000],
+                          headers={"content-type": form.headers["content-type"]})  # fmt: skip
+    assert cut_form.status_code == 400 and "ends before the form's closing boundary" in cut_form.json()["detail"]
     wrong_field = httpx.post(f"{address}/predict", files={"file": ("clip.wav", path.read_bytes())})
     assert wrong_field.status_code == 422 and "it has no field 'audio'" in wrong_field.json()["detail"]
 

@@ -29,6 +29,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 from python_multipart import create_form_parser
+from python_multipart.multipart import MultipartState
 from python_multipart.exceptions import FormParserError
 
 import audiotext
@@ -188,6 +189,10 @@ async def receive_form(request: Request, folder: Path, max_bytes: int) -> tuple[
                 raise HTTPException(413, f"upload too large: more than the limit of {max_bytes} bytes")
             parser.write(chunk)
         parser.finalize()
+        # python-multipart does not check that the form was closed: a body cut inside the clip's
+        # part would otherwise read as a form without it.
+        if parser.parser.state != MultipartState.END:
+            raise HTTPException(400, "malformed form: the body ends before the form's closing boundary (cut short?)")
         text = fields.get(b"text")
         text = None if text is None else text.decode("utf-8")
     except (FormParserError, UnicodeDecodeError) as err:
