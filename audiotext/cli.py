@@ -655,7 +655,7 @@ PREDICT_BATCH = 32
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from audiotext.inference.recognizer import EmotionRecognizer, check_batch_size
+    from audiotext.inference.recognizer import EmotionRecognizer, check_batch_size, read_clip
 
     if (args.audio is None) == (args.manifest is None):
         raise SettingError("give either --audio FILE or --manifest FILE")
@@ -680,10 +680,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
                                progress=not args.quiet)  # fmt: skip
         print(f"wrote {out}")
         return
-    text = args.text
+    audio, text = args.audio, args.text
     if recognizer.needs_transcript(text):  # what is printed is the transcript the model reads
-        text = recognizer.transcribe(args.audio, name=args.audio)
-    scores = recognizer.predict(args.audio, text=text)
+        samples, rate = read_clip(args.audio)  # decoded once, for the recogniser and the model
+        audio = {"raw": samples, "sampling_rate": rate}
+        text = recognizer.transcribe(audio, name=args.audio)
+    scores = recognizer.ranked(recognizer.predict_proba([audio], [text], names=[args.audio])[0])
     if args.json:
         print(json.dumps({"audio": args.audio, "text": text, "label": scores[0]["label"], "scores": scores},
                          ensure_ascii=False))  # fmt: skip
