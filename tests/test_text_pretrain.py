@@ -7,6 +7,7 @@ gives."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -24,9 +26,11 @@ from sklearn.model_selection import StratifiedKFold
 
 from audiotext.cli import main
 
-from audiotext.config import REFERENCE_LABELS
+from audiotext.config import REFERENCE_LABELS, ModelConfig, RunConfig
+from audiotext.data.loading import load_encoded
 from audiotext.data.manifest import load_any_split
 from audiotext.data.synthesis import load_demo_scripts
+from audiotext.data.transcripts import hangul_vocabulary, noisy_variants
 from audiotext.errors import DataError
 from audiotext.features.encoders import load_text_encoder
 from audiotext.features.text import (
@@ -35,6 +39,8 @@ from audiotext.features.text import (
     default_encoder_path,
     last_hidden_states,
     load_out_of_fold_states,
+    normalize_text,
+    save_out_of_fold_states,
 )
 from audiotext.inference.predict import predict_sentences
 from audiotext.models.text_classifier import SequenceClassifier
@@ -254,9 +260,12 @@ def test_cross_fitting_stores_each_training_sentence_from_an_encoder_that_did_no
     corpus, model_dir = demo_corpora["script"], cross_fitted
     assert (model_dir / OUT_OF_FOLD_STATES).is_file()
 
-    train_sentences, _ = distinct_pairs(load_any_split(corpus, "train", REFERENCE_LABELS, 48000, with_audio=False))
+    train_split = load_any_split(corpus, "train", REFERENCE_LABELS, 48000, with_audio=False)
+    train_sentences, _ = distinct_pairs(train_split)
     stored = load_out_of_fold_states(model_dir)
-    assert sorted(stored) == sorted(train_sentences)
+    vocabulary = hangul_vocabulary(train_split.sentences)
+    variants = {normalize_text(v) for s in set(train_split.sentences) for v in noisy_variants(s, vocabulary)}
+    assert set(stored) == set(train_sentences) | variants  # a sentence's recogniser transcripts too
 
     encoder = TextEncoder(model_dir, max_len=32)
     dev_sentence = load_any_split(corpus, "dev", REFERENCE_LABELS, 48000, with_audio=False).sentences[0]
@@ -283,6 +292,30 @@ def test_cross_fitting_stores_each_training_sentence_from_an_encoder_that_did_no
     fold = TextEncoder(tmp_path / "fold", max_len=32)
     for i in held_out[:5]:
         assert torch.allclose(fold.encode([sentences[i]], progress=False)[0], stored[sentences[i]], atol=1e-5)
+
+
+def test_transcript_noise_on_a_cross_fitted_encoder_reads_only_out_of_fold_states(cross_fitted, demo_corpora, tmp_path):
+    # A noisy transcript encoded by the final encoder, which learnt its sentence a syllable away,
+    # would tell the model the label: every one must come from the fold that held its sentence out.
+    cfg = RunConfig(name="text", data_path=str(demo_corpora["script"]), model=ModelConfig(modality="text"))
+    encoder = TextEncoder(cross_fitted, max_len=32)
+    noisy = load_encoded(cfg, "train", encoder, progress=False, transcript_noise=1.0)
+    clean = load_encoded(cfg, "train", encoder, progress=False)
+    assert encoder.n_encoded == 0
+    changed = np.mean([noisy.text[noisy.text_index[i]].shape != clean.text[clean.text_index[i]].shape
+                       or not torch.equal(noisy.text[noisy.text_index[i]], clean.text[clean.text_index[i]])
+                       for i in range(len(clean))])  # fmt: skip
+    assert changed > 0.5, changed  # the recogniser gets 15% of them verbatim
+
+    # A cross-fitted folder without them (as fine-tuned before they were stored) is refused.
+    older = tmp_path / "older"
+    shutil.copytree(cross_fitted, older)
+    train_split = load_any_split(cfg.data_path, "train", REFERENCE_LABELS, 48000, with_audio=False)
+    sentences = set(distinct_pairs(train_split)[0])
+    stored = load_out_of_fold_states(cross_fitted)
+    save_out_of_fold_states(older, {s: t for s, t in stored.items() if s in sentences})
+    with pytest.raises(DataError, match=r"older is cross-fitted but holds no out-of-fold states of the recogniser"):
+        load_encoded(cfg, "train", TextEncoder(older, max_len=32), progress=False, transcript_noise=0.3)
 
 
 def test_cross_fitting_needs_two_folds_with_every_label(scratch, demo_corpus, tmp_path):

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 from audiotext.config import RunConfig
 from audiotext.data.dataset import EncodedSplit, LengthBucketBatchSampler, collate, encode_split
 from audiotext.data.manifest import load_any_split
-from audiotext.data.transcripts import hangul_vocabulary, recogniser_transcript
+from audiotext.data.transcripts import NOISY_VARIANTS, hangul_vocabulary, noisy_variants
+from audiotext.errors import DataError
 from audiotext.features.cache import FeatureCache
 from audiotext.features.ngrams import NGRAMS_FILE, CharNgramEncoder
 from audiotext.features.text import TextEncoder, normalize_text
@@ -53,15 +54,15 @@ def fit_char_ngrams(cfg: RunConfig, run_dir: str | Path) -> None:
 def load_encoded(
     cfg: RunConfig,
     split: str,
-    text_encoder: TextEncoder | None,
+    text_encoder: TextEncoder | CharNgramEncoder | None,
     cache: FeatureCache | None = None,
     progress: bool = True,
     transcript_noise: float = 0.0,
 ) -> EncodedSplit:
     """Loads a split (see `load_any_split`) and its features, from `cache` where it has them.
 
-    `transcript_noise`: this share of the clips (drawn with the run's seed) read a transcript with
-    recogniser-like errors (`recogniser_transcript`) instead of their own: for training only.
+    `transcript_noise`: this share of the clips (drawn with the run's seed) read one of their
+    sentence's `noisy_variants` (recogniser-like errors) instead of it: for training only.
     """
     if not 0 <= transcript_noise <= 1:
         raise ValueError(f"transcript_noise must be a share in [0, 1], got {transcript_noise}")
@@ -70,8 +71,19 @@ def load_encoded(
     if transcript_noise:
         rng = np.random.default_rng([cfg.train.seed, NOISE_STREAM])
         vocabulary = hangul_vocabulary(loaded.sentences)
-        loaded.sentences = [recogniser_transcript(s, vocabulary, rng) if rng.random() < transcript_noise else s
-                            for s in loaded.sentences]  # fmt: skip
+        sentences = loaded.sentences
+        noised = np.flatnonzero(rng.random(len(sentences)) < transcript_noise)
+        loaded.sentences = list(sentences)
+        for i in noised:
+            loaded.sentences[i] = noisy_variants(sentences[i], vocabulary)[rng.integers(NOISY_VARIANTS)]
+        learnt = text_encoder.out_of_fold if isinstance(text_encoder, TextEncoder) else {}
+        for i in noised:
+            if normalize_text(sentences[i]) in learnt and normalize_text(loaded.sentences[i]) not in learnt:
+                raise DataError(
+                    f"{text_encoder.path} is cross-fitted but holds no out-of-fold states of the recogniser-like "
+                    f"transcript {loaded.sentences[i]!r} of the training sentence {sentences[i]!r}: fine-tune it "
+                    "on this training split again, or train with --transcript_noise 0"
+                )
     return encode_split(loaded, cfg.audio, text_encoder, use_audio=use_audio, cache=cache, progress=progress,
                         alphabet=cfg.text.alphabet)  # fmt: skip
 

@@ -8,6 +8,7 @@ errors apply to any script.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Iterable
 
 import numpy as np
@@ -35,6 +36,7 @@ STT_DROPPED_SYLLABLE = 0.25  # share of misheard syllables lost rather than conf
 STT_MERGED_SPACE = 0.15  # per space
 STT_SPLIT_WORD = 0.1  # per sentence
 STT_NO_PUNCTUATION = 0.7  # per sentence: most recognizers emit no punctuation
+NOISY_VARIANTS = 3  # recogniser transcripts per sentence that `--transcript_noise` chooses from
 
 
 def is_hangul(char: str) -> bool:
@@ -87,3 +89,13 @@ def recogniser_transcript(sentence: str, vocabulary: frozenset[str], rng: np.ran
     if rng.random() < STT_NO_PUNCTUATION:
         text = " ".join(text.translate(str.maketrans("", "", ".?!")).split())
     return text
+
+
+def noisy_variants(sentence: str, vocabulary: frozenset[str]) -> list[str]:
+    """NOISY_VARIANTS recogniser transcripts of `sentence` (`recogniser_transcript`), the same in
+    every run: a cross-fitted text encoder stores their states from the encoder that did not learn
+    the sentence, as it does the sentence's own (a transcript drawn afresh would be encoded by one
+    that learnt a sentence one syllable away, and tell the model its label)."""
+    seed = int.from_bytes(hashlib.sha256(sentence.encode("utf-8")).digest()[:8], "little")
+    return [recogniser_transcript(sentence, vocabulary, np.random.default_rng([seed, k]))
+            for k in range(NOISY_VARIANTS)]  # fmt: skip

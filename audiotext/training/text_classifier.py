@@ -37,6 +37,7 @@ from transformers import PreTrainedTokenizerBase
 from audiotext.config import REFERENCE_LABELS, AudioConfig
 from audiotext.data.corpus import Split
 from audiotext.data.manifest import load_any_split
+from audiotext.data.transcripts import hangul_vocabulary, noisy_variants
 from audiotext.evaluation.metrics import score_logits
 from audiotext.features.encoders import load_text_encoder_with_report, save_directory
 from audiotext.features.text import (
@@ -104,8 +105,9 @@ def finetune(
 
     `cross_fit_folds=K` (K >= 2) also fine-tunes K more encoders, each on all training sentences
     but one fold, and stores every training sentence's last hidden layer from the encoder that did
-    not see it (out-of-fold states, see `TextEncoder`). A model fed by this encoder then trains on
-    text features as good as those of unseen sentences, not on features that already know the answer.
+    not see it (out-of-fold states, see `TextEncoder`), and those of its `noisy_variants` (what
+    `--transcript_noise` trains on). A model fed by this encoder then trains on text features as
+    good as those of unseen sentences, not on features that already know the answer.
 
     `resume` continues the job a stopped call with the same arguments left beside `out_dir`.
     """
@@ -146,7 +148,8 @@ def finetune(
     tokenizer, model, best, rows = fit(pooling, sentences, targets, desc="finetune",
                                        checkpoint=job_folder / "finetune.safetensors")  # fmt: skip
     out_of_fold = (
-        _out_of_fold_states(fit, model.pooling, sentences, targets, cross_fit_folds, settings, job_folder)
+        _out_of_fold_states(fit, model.pooling, sentences, targets, _variants(train_split), cross_fit_folds, settings,
+                            job_folder)  # fmt: skip
         if cross_fit_folds
         else {}
     )
@@ -227,19 +230,32 @@ def _fit(
     return tokenizer, model, fit.best, fit.rows
 
 
+def _variants(split: Split) -> dict[str, list[str]]:
+    """{normalised training sentence: the normalised `noisy_variants` its clips may read instead}."""
+    vocabulary = hangul_vocabulary(split.sentences)
+    variants: dict[str, list[str]] = {}
+    for sentence in dict.fromkeys(split.sentences):
+        heard = map(normalize_text, noisy_variants(sentence, vocabulary))
+        variants.setdefault(normalize_text(sentence), []).extend(heard)
+    return variants
+
+
 def _out_of_fold_states(
     fit: Callable[..., tuple[PreTrainedTokenizerBase, SequenceClassifier, dict, list[dict]]],
     pooling: str,
     sentences: list[str],
     targets: list[int],
+    variants: dict[str, list[str]],
     folds: int,
     settings: FinetuneSettings,
     job_folder: Path,
 ) -> dict[str, torch.Tensor]:
-    """Each training sentence's last hidden layer (L_i, E) from a classifier that `fit` trained on
-    the other folds: stratified by label, seeded, so every fold holds every label. A finished fold
-    leaves its states in `job_folder`; a resumed job takes them from there."""
+    """Each training sentence's last hidden layer (L_i, E), and those of its `variants`, from a
+    classifier that `fit` trained on the other folds: stratified by label, seeded, so every fold
+    holds every label. A variant that is itself a training sentence keeps that sentence's own. A
+    finished fold leaves its states in `job_folder`; a resumed job takes them from there."""
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=settings.seed)
+    training = set(sentences)
     states: dict[str, torch.Tensor] = {}
     for fold, (kept, held_out) in enumerate(splitter.split(sentences, targets), 1):
         finished = job_folder / f"cross-fit-{fold}"
@@ -250,8 +266,10 @@ def _out_of_fold_states(
         tokenizer, model, _, _ = fit(pooling, [sentences[i] for i in kept], [targets[i] for i in kept],
                                      desc=f"cross-fit {fold}/{folds}", checkpoint=checkpoint)  # fmt: skip
         held_out_sentences = [sentences[i] for i in held_out]
+        held_out_variants = [v for s in held_out_sentences for v in variants.get(s, []) if v not in training]
+        texts = list(dict.fromkeys(held_out_sentences + held_out_variants))
         device = next(model.parameters()).device
-        fold_states = last_hidden_states(tokenizer, model.encoder.eval(), held_out_sentences, settings.max_len, device)
+        fold_states = last_hidden_states(tokenizer, model.encoder.eval(), texts, settings.max_len, device)
         if processes().is_main:
             save_directory(finished, lambda tmp: save_out_of_fold_states(tmp, fold_states))
             checkpoint.unlink()  # four encoders' worth of training state, no longer needed
