@@ -71,19 +71,17 @@ def load_encoded(
     if transcript_noise:
         rng = np.random.default_rng([cfg.train.seed, NOISE_STREAM])
         vocabulary = hangul_vocabulary(loaded.sentences)
-        sentences = loaded.sentences
-        noised = np.flatnonzero(rng.random(len(sentences)) < transcript_noise)
-        loaded.sentences = list(sentences)
-        for i in noised:
-            loaded.sentences[i] = noisy_variants(sentences[i], vocabulary)[rng.integers(NOISY_VARIANTS)]
         learnt = text_encoder.out_of_fold if isinstance(text_encoder, TextEncoder) else {}
-        for i in noised:
-            if normalize_text(sentences[i]) in learnt and normalize_text(loaded.sentences[i]) not in learnt:
+        sentences, loaded.sentences = loaded.sentences, list(loaded.sentences)
+        for i in np.flatnonzero(rng.random(len(sentences)) < transcript_noise):
+            heard = noisy_variants(sentences[i], vocabulary)[rng.integers(NOISY_VARIANTS)]
+            if normalize_text(sentences[i]) in learnt and normalize_text(heard) not in learnt:
                 raise DataError(
                     f"{text_encoder.path} is cross-fitted but holds no out-of-fold states of the recogniser-like "
-                    f"transcript {loaded.sentences[i]!r} of the training sentence {sentences[i]!r}: fine-tune it "
-                    "on this training split again, or train with --transcript_noise 0"
+                    f"transcript {heard!r} of the training sentence {sentences[i]!r}: fine-tune it on this "
+                    "training split again, or train with --transcript_noise 0"
                 )
+            loaded.sentences[i] = heard
     return encode_split(loaded, cfg.audio, text_encoder, use_audio=use_audio, cache=cache, progress=progress,
                         alphabet=cfg.text.alphabet)  # fmt: skip
 
