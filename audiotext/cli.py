@@ -375,9 +375,26 @@ def add_prepare_parsers(commands) -> None:
         parser.set_defaults(func=cmd_prepare)
 
 
+def check_text_out(args: argparse.Namespace) -> None:
+    """Checks a text job's --out before it trains, not when it saves: a folder holding files is
+    replaced only with --overwrite, and only if it is a model folder (a fine-tuned encoder may have
+    taken hours, a mistyped path may be a folder of runs); --resume continues a stopped job."""
+    from audiotext.features.encoders import check_replaceable
+
+    if args.resume and args.overwrite:
+        raise SettingError("--resume continues a stopped job and --overwrite starts it again: give one of them")
+    out = Path(args.out)
+    if args.overwrite:
+        check_replaceable(out, setting="--out")
+    elif not args.resume and out.exists() and (out.is_file() or any(out.iterdir())):
+        raise SettingError(f"--out {out} already holds files: --overwrite replaces a model folder there, "
+                           "--resume continues a stopped job")  # fmt: skip
+
+
 def cmd_text_pretrain(args: argparse.Namespace) -> None:
     from audiotext.training.masked_lm import pretrain
 
+    check_text_out(args)
     stats = pretrain(
         args.corpus, args.encoder, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         mlm_probability=args.mlm_probability, warmup_percent=args.warmup_percent, seed=args.seed,
@@ -390,6 +407,7 @@ def cmd_text_pretrain(args: argparse.Namespace) -> None:
 def cmd_text_finetune(args: argparse.Namespace) -> None:
     from audiotext.training.text_classifier import finetune
 
+    check_text_out(args)
     labels = args.labels.split(",") if args.labels else data_labels(args.data) or list(REFERENCE_LABELS)
     best = finetune(
         args.data, args.encoder, args.out, labels=labels, epochs=args.epochs, lr=args.lr,
@@ -447,6 +465,7 @@ def add_text_parsers(commands) -> None:
     for parser in (pre, fine):
         parser.add_argument("--resume", action="store_true",
                             help="continue the job that a stopped run of this command left beside --out (same settings)")
+        parser.add_argument("--overwrite", action="store_true", help="replace the model folder that --out holds")
         parser.add_argument("--warmup_percent", type=float, default=0.1)
         parser.add_argument("--max_len", type=int, default=64, help="tokens per sentence, [CLS] and [SEP] included")
         parser.add_argument("--seed", type=int, default=1111)

@@ -318,6 +318,22 @@ def test_transcript_noise_on_a_cross_fitted_encoder_reads_only_out_of_fold_state
         load_encoded(cfg, "train", TextEncoder(older, max_len=32), progress=False, transcript_noise=0.3)
 
 
+def test_a_text_job_checks_its_out_folder_before_it_trains(demo_corpus, scripts_txt, tmp_path, cli_error):
+    # Checked when it saved, a folder of runs given by mistake was found out after the training.
+    filled = tmp_path / "runs"
+    filled.mkdir()
+    (filled / "notes.txt").write_text("mine", encoding="utf-8")
+    finetune_args = ["text", "finetune", "--data", demo_corpus, "--out", filled, "--epochs", "1", "--quiet"]
+    code, printed = cli_error(*finetune_args)
+    assert code == 2 and printed == (f"error: --out {filled} already holds files: --overwrite replaces a model "
+                                     "folder there, --resume continues a stopped job\n")  # fmt: skip
+    code, printed = cli_error(*finetune_args, "--overwrite")
+    assert code == 1 and printed.startswith(f"error: refusing to replace --out {filled}: it exists and is not a model")
+    code, printed = cli_error("text", "pretrain", "--corpus", scripts_txt, "--out", filled, "--resume", "--overwrite")
+    assert code == 2 and printed.endswith("give one of them\n")
+    assert [path.name for path in filled.iterdir()] == ["notes.txt"]
+
+
 def test_cross_fitting_needs_two_folds_with_every_label(scratch, demo_corpus, tmp_path):
     out, _ = scratch
     with pytest.raises(ValueError, match="at least 2"):

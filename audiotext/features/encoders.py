@@ -220,6 +220,13 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def check_replaceable(out_dir: Path, marker: str = "config.json", setting: str | None = None) -> None:
+    """Refuses an `out_dir` that `save_directory` must not replace (see there)."""
+    if out_dir.exists() and not (out_dir / marker).is_file() and (out_dir.is_file() or any(out_dir.iterdir())):
+        named = f"{setting} {out_dir}" if setting else str(out_dir)
+        raise FileExistsError(f"refusing to replace {named}: it exists and is not a model directory (no {marker})")
+
+
 def save_directory(out_dir: str | Path, write: Callable[[Path], None], marker: str = "config.json",
                    setting: str | None = None) -> Path:  # fmt: skip
     """Runs `write(tmp)` into a fresh folder beside `out_dir`, then puts it in `out_dir`'s place,
@@ -230,9 +237,7 @@ def save_directory(out_dir: str | Path, write: Callable[[Path], None], marker: s
     folder as `setting` (a flag, say) when given.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir / marker).is_file() and (out_dir.is_file() or any(out_dir.iterdir())):
-        named = f"{setting} {out_dir}" if setting else str(out_dir)
-        raise FileExistsError(f"refusing to replace {named}: it exists and is not a model directory (no {marker})")
+    check_replaceable(out_dir, marker, setting)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.tmp"
     old = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.old"
