@@ -16,7 +16,7 @@ from audiotext.config import (
 )  # fmt: skip
 from audiotext.data.manifest import MIN_LABEL_CLIPS, data_labels, is_manifest, read_label_set
 from audiotext.errors import AudiotextError, SettingError, TrainingInterrupted
-from audiotext.io import writable_file
+from audiotext.io import holds_files, writable_file
 from audiotext.runtime import leave_processes
 from audiotext.data.synthesis import DEFAULT_SPEAKERS
 
@@ -386,7 +386,7 @@ def check_text_out(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if args.overwrite:
         check_replaceable(out, setting="--out")
-    elif not args.resume and out.exists() and (out.is_file() or any(out.iterdir())):
+    elif not args.resume and holds_files(out):
         raise SettingError(f"--out {out} already holds files: --overwrite replaces a model folder there, "
                            "--resume continues a stopped job")  # fmt: skip
 

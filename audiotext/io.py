@@ -47,6 +47,12 @@ def writable_file(path: str | os.PathLike, setting: str) -> Path:
     return path
 
 
+def holds_files(path: str | os.PathLike) -> bool:
+    """Whether `path` is a file or a folder with anything in it: what a write there would replace."""
+    path = Path(path)
+    return path.exists() and (path.is_file() or any(path.iterdir()))
+
+
 def file_digest(*paths: str | os.PathLike) -> bytes:
     """A 16-byte blake2b digest of the files' names and contents, read in 1 MiB chunks."""
     digest = hashlib.blake2b(digest_size=16)

@@ -30,6 +30,7 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertTokenizer, Pr
 from transformers.utils import logging as hf_logging
 
 from audiotext.errors import DataError
+from audiotext.io import holds_files
 
 LEGACY_CONFIG = "bert_config.json"
 # Masked-LM pre-training rewrites its model folder after every epoch, with this record of its
@@ -222,7 +223,7 @@ def quiet_transformers() -> Iterator[None]:
 
 def check_replaceable(out_dir: Path, marker: str = "config.json", setting: str | None = None) -> None:
     """Refuses an `out_dir` that `save_directory` must not replace (see there)."""
-    if out_dir.exists() and not (out_dir / marker).is_file() and (out_dir.is_file() or any(out_dir.iterdir())):
+    if holds_files(out_dir) and not (out_dir / marker).is_file():
         named = f"{setting} {out_dir}" if setting else str(out_dir)
         raise FileExistsError(f"refusing to replace {named}: it exists and is not a model directory (no {marker})")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from audiotext.config import RunConfig
 from audiotext.errors import SettingError
-from audiotext.io import first_difference, write_json
+from audiotext.io import first_difference, holds_files, write_json
 from audiotext.models.checkpoint import (
     CONFIG_FILE,
     FINISHED_FILE,
@@ -57,11 +57,11 @@ def claim_run_folder(run_dir: Path, cfg: RunConfig, resume: bool = False, overwr
             raise FileExistsError(f"{run_dir}: this run already finished; nothing to resume (--overwrite trains it again)")
     if overwrite:
         shutil.rmtree(staging, ignore_errors=True)
-        if _has_files(run_dir):
+        if holds_files(run_dir):
             if not (run_dir / CONFIG_FILE).is_file():
                 raise FileExistsError(f"refusing to replace {run_dir}: it is not a run folder (no {CONFIG_FILE})")
             return staging
-    elif _has_files(run_dir):
+    elif holds_files(run_dir):
         if is_finished(run_dir):
             raise FileExistsError(f"{run_dir} holds a finished run: --overwrite replaces it, or choose another --name")
         raise FileExistsError(f"{run_dir} holds an unfinished run: --resume continues it, --overwrite starts it again")
@@ -98,10 +98,6 @@ def finish_run_folder(folder: Path, run_dir: Path, summary: dict) -> None:
     run_dir.rename(old)
     folder.rename(run_dir)
     shutil.rmtree(old)
-
-
-def _has_files(folder: Path) -> bool:
-    return folder.exists() and (folder.is_file() or any(folder.iterdir()))
 
 
 def without_resumable_changes(settings: dict) -> dict:
