@@ -5,9 +5,12 @@ Uses the run folders `make demo` leaves (seed 0 of each model on the script spli
 others; each is exported (with ONNX) into a temporary model folder first. Latencies are the
 median (p50) and 95th percentile over --repeats calls after warm-up calls, with the transcript
 given (no transcription). Throughput: clips per second of `predict_proba` over --batch clips in
-batches of 32, against the single-clip rate 1 / p50 of the API, with the features computed in the
-predicting process and with one feature worker process per CPU (`feature_workers`); and
-`predict --manifest` over as many MP3 copies of the clip, both ways, for the last model.
+batches of 32, each clip with another of the corpus's sentences (a batch of one sentence would have
+it encoded once), against the single-clip rate 1 / p50 of the API, with the features computed in
+the predicting process and with one feature worker process per CPU (`feature_workers`). For the
+last model: where a clip's time goes (its audio features, the model on one clip and per clip of a
+batch) and the batched / single ratio those parts allow on this machine; and `predict --manifest`
+over as many MP3 copies of the clip, both ways.
 
     python benchmarks/latency_benchmark.py
     python benchmarks/latency_benchmark.py --runs demo_runs/script/runs/corpus/mult/seed0 --repeats 100
@@ -34,7 +37,8 @@ import torch
 
 from audiotext.inference.batch import predict_manifest
 from audiotext.inference.export import export_model
-from audiotext.inference.recognizer import EmotionRecognizer
+from audiotext.features.workers import FeatureWorkers
+from audiotext.inference.recognizer import EmotionRecognizer, read_clip
 
 DEMO_RUNS = Path("demo_runs/script/runs/corpus")
 CLIP_SECONDS = 3.0
@@ -46,6 +50,13 @@ def three_second_clip(corpus: Path) -> tuple[np.ndarray, str]:
     test = pd.read_pickle(corpus / "test.pkl")  # our own corpus file, written by demo-corpus
     clip = np.concatenate(list(test["audio"].iloc[:4]))[: int(CLIP_SECONDS * RATE)]
     return clip, test["Sentence"].iloc[0]
+
+
+def corpus_sentences(corpus: Path, n: int) -> list[str]:
+    """n transcripts, the corpus's distinct sentences over and over."""
+    splits = [pd.read_pickle(corpus / f"{split}.pkl") for split in ("train", "dev", "test")]  # our own files
+    distinct = list(dict.fromkeys(s for split in splits for s in split["Sentence"]))
+    return [distinct[i % len(distinct)] for i in range(n)]
 
 
 def percentiles(call, repeats: int, warmup: int = 5) -> tuple[float, float]:
@@ -83,7 +94,7 @@ def served(model_dir: Path):
         server.wait()
 
 
-def measure(run: Path, out: Path, wav: Path, clip: np.ndarray, text: str, repeats: int, batch: int) -> dict:
+def measure(run: Path, out: Path, wav: Path, clip: np.ndarray, text: str, sentences: list[str], repeats: int) -> dict:
     name = run.parent.name if run.name.startswith("seed") else run.name  # compare's MODEL/seedN, or a run's own name
     model_dir = export_model(run, out / name, onnx=True)
     loads = []
@@ -108,14 +119,14 @@ def measure(run: Path, out: Path, wav: Path, clip: np.ndarray, text: str, repeat
 
         row["http_p50"], row["http_p95"] = percentiles(post, repeats)
     row["single_clips_per_s"] = 1000 / row["api_p50"]
-    clips = [{"raw": clip, "sampling_rate": RATE}] * batch
-    texts = [given] * batch
+    clips = [{"raw": clip, "sampling_rate": RATE}] * len(sentences)
+    texts = sentences if given else [None] * len(sentences)
     for workers, key in ((0, "batched"), (os.cpu_count(), "workers")):
         with EmotionRecognizer.from_pretrained(model_dir, device="cpu", feature_workers=workers) as batched:
             batched.predict_proba(clips[:64], texts[:64])  # warm-up, and the workers started
             start = time.perf_counter()
             batched.predict_proba(clips, texts, batch_size=32)
-            row[f"{key}_clips_per_s"] = batch / (time.perf_counter() - start)
+            row[f"{key}_clips_per_s"] = len(clips) / (time.perf_counter() - start)
             row[f"{key}_speedup"] = row[f"{key}_clips_per_s"] / row["single_clips_per_s"]
     return row
 
@@ -129,6 +140,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="clips in the throughput measurement")
     args = parser.parse_args()
     clip, text = three_second_clip(args.corpus)
+    sentences = corpus_sentences(args.corpus, args.batch)
     print(f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; a {CLIP_SECONDS:.0f}-second clip, "
           f"transcript given; times in ms")  # fmt: skip
     print("| model | reads text as | load (s) | API p50 / p95 | ONNX p50 / p95 | HTTP p50 / p95 | single clips/s "
@@ -138,24 +150,58 @@ def main() -> None:
         wav = Path(tmp) / "clip.wav"
         sf.write(wav, clip, RATE, subtype="PCM_16")
         for run in args.runs:
-            r = measure(run, Path(tmp), wav, clip, text, args.repeats, args.batch)
+            r = measure(run, Path(tmp), wav, clip, text, sentences, args.repeats)
             print(f"| {r['model']} ({r['kind']}) | {r['text']} | {r['load_s']:.2f} | {r['api_p50']:.1f} / {r['api_p95']:.1f} "
                   f"| {r['onnx_p50']:.1f} / {r['onnx_p95']:.1f} | {r['http_p50']:.1f} / {r['http_p95']:.1f} "
                   f"| {r['single_clips_per_s']:.0f} | {r['batched_clips_per_s']:.0f} | {r['batched_speedup']:.1f}× "
                   f"| {r['workers_clips_per_s']:.0f} | {r['workers_speedup']:.1f}× |",
                   flush=True)  # fmt: skip
-        manifest_throughput(args.runs[-1], Path(tmp), clip, text, args.batch)
+        where_the_time_goes(args.runs[-1], clip, sentences, args.repeats, r["api_p50"])
+        manifest_throughput(args.runs[-1], Path(tmp), clip, sentences)
 
 
-def manifest_throughput(run: Path, tmp: Path, clip: np.ndarray, text: str, n: int) -> None:
-    """`predict --manifest` over n copies of the clip as MP3 files (decoding them costs about as much
-    as their features), with the features computed in the predicting process and in workers."""
+def where_the_time_goes(run: Path, clip: np.ndarray, sentences: list[str], repeats: int, single_p50: float,
+                        batch: int = 32) -> None:
+    """A clip's audio features and the model's share (text features, forward pass, softmax) alone,
+    for one clip and per clip of a batch, and the most a batch can gain over the API's single clip
+    (`single_p50` ms) with them: a batch shares the model's calls, never a clip's features, and on C
+    cores at best C clips' work runs at once."""
+    recognizer = EmotionRecognizer.from_pretrained(run, device="cpu")
+    cores = os.cpu_count()
+    jobs = [({"raw": clip, "sampling_rate": RATE}, None, f"clip {i}", read_clip) for i in range(batch)]
+    in_process = FeatureWorkers(recognizer.cfg.audio)
+    features = in_process.submit(jobs)()  # [(T, F)] * batch
+    texts = [recognizer._sentence(s, s) for s in sentences[:batch]] if recognizer.reads_text else None
+
+    def model(n: int) -> float:  # ms a clip for n clips whose features are ready
+        # The recognizer's own model step, which `predict` runs after the features.
+        return percentiles(lambda: recognizer._batch_proba(n, lambda: features[:n], texts and texts[:n]), repeats)[0] / n
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    one_core = percentiles(lambda: in_process.submit(jobs[:1])(), repeats)[0]
+    batched_one_thread = model(batch)
+    torch.set_num_threads(threads)
+    single, batched = model(1), model(batch)
+    print(f"\nWhere the time of {run} goes (ms, median of {repeats}): a clip's audio features {one_core:.2f} "
+          f"(one core); the model {single:.2f} for one clip, {batched:.2f} a clip in a batch of {batch} "
+          f"({batched_one_thread:.2f} on one thread); the API's single clip {single_p50:.2f}. The most a batch can "
+          f"gain over it on {cores} cores, every core busy with features or the model and nothing else: "
+          f"{cores * single_p50 / (one_core + batched_one_thread):.1f}×; were the features free: "
+          f"{single_p50 / batched:.1f}×")
+
+
+def manifest_throughput(run: Path, tmp: Path, clip: np.ndarray, sentences: list[str]) -> None:
+    """`predict --manifest` over a copy of the clip as an MP3 file for each sentence (decoding one
+    costs about as much as its features), with the features computed in the predicting process and
+    in workers."""
     mp3 = tmp / "mp3"
     mp3.mkdir()
+    n = len(sentences)
     sf.write(mp3 / "0.mp3", clip, RATE)
     for i in range(1, n):
         shutil.copyfile(mp3 / "0.mp3", mp3 / f"{i}.mp3")
-    pd.DataFrame({"audio": [f"{i}.mp3" for i in range(n)], "text": text}).to_csv(mp3 / "clips.csv", index=False)
+    pd.DataFrame({"audio": [f"{i}.mp3" for i in range(n)], "text": sentences}).to_csv(mp3 / "clips.csv", index=False)
     rates = []
     for workers in (0, os.cpu_count()):
         with EmotionRecognizer.from_pretrained(run, device="cpu", feature_workers=workers) as recognizer:
