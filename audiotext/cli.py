@@ -378,15 +378,20 @@ def add_prepare_parsers(commands) -> None:
 def check_text_out(args: argparse.Namespace) -> None:
     """Checks a text job's --out before it trains, not when it saves: a folder holding files is
     replaced only with --overwrite, and only if it is a model folder (a fine-tuned encoder may have
-    taken hours, a mistyped path may be a folder of runs); --resume continues a stopped job."""
+    taken hours, a mistyped path may be a folder of runs), or by a stopped job that --resume
+    continues."""
     from audiotext.features.encoders import check_replaceable
+    from audiotext.training.run_folder import has_stopped_job, state_folder
 
     if args.resume and args.overwrite:
         raise SettingError("--resume continues a stopped job and --overwrite starts it again: give one of them")
     out = Path(args.out)
     if args.overwrite:
         check_replaceable(out, setting="--out")
-    elif not args.resume and holds_files(out):
+    elif holds_files(out) and not (args.resume and has_stopped_job(out)):
+        if args.resume:
+            raise SettingError(f"--resume: no stopped job writes --out {out} (none in {state_folder(out)}), "
+                               "and it already holds files: --overwrite replaces a model folder there")  # fmt: skip
         raise SettingError(f"--out {out} already holds files: --overwrite replaces a model folder there, "
                            "--resume continues a stopped job")  # fmt: skip
 

@@ -331,6 +331,11 @@ def test_a_text_job_checks_its_out_folder_before_it_trains(demo_corpus, scripts_
     assert code == 1 and printed.startswith(f"error: refusing to replace --out {filled}: it exists and is not a model")
     code, printed = cli_error("text", "pretrain", "--corpus", scripts_txt, "--out", filled, "--resume", "--overwrite")
     assert code == 2 and printed.endswith("give one of them\n")
+    # With no stopped job beside it, --resume would start one afresh and replace the folder at its end.
+    code, printed = cli_error(*finetune_args, "--resume")
+    assert code == 2 and printed == (f"error: --resume: no stopped job writes --out {filled} (none in "
+                                     f"{tmp_path / '.runs.training'}), and it already holds files: --overwrite "
+                                     "replaces a model folder there\n")  # fmt: skip
     assert [path.name for path in filled.iterdir()] == ["notes.txt"]
 
 

@@ -68,14 +68,23 @@ def claim_run_folder(run_dir: Path, cfg: RunConfig, resume: bool = False, overwr
     return run_dir
 
 
+def state_folder(out_dir: Path) -> Path:
+    """The folder beside `out_dir` where a text-encoder training job keeps its resumable states."""
+    return out_dir.parent / f".{out_dir.name}.training"
+
+
+def has_stopped_job(out_dir: Path) -> bool:
+    """Whether a text-encoder training job writing `out_dir` stopped before its end."""
+    return (state_folder(out_dir) / JOB_FILE).is_file()
+
+
 def claim_state_folder(out_dir: Path, job: dict, resume: bool) -> Path:
-    """The folder beside `out_dir` where a text-encoder training job keeps its resumable states,
-    with `job` (what it trains, from what) in job.json. `resume` continues the job found there when
-    it is this one, else names the first difference; otherwise (or when none is there) the folder
-    starts empty."""
-    folder = out_dir.parent / f".{out_dir.name}.training"
+    """`state_folder(out_dir)`, with `job` (what it trains, from what) in job.json. `resume`
+    continues the job found there when it is this one, else names the first difference; otherwise
+    (or when none is there) the folder starts empty."""
+    folder = state_folder(out_dir)
     record = folder / JOB_FILE
-    if resume and record.is_file():
+    if resume and has_stopped_job(out_dir):
         changed = first_difference(json.loads(record.read_text(encoding="utf-8")), job)
         if changed:
             raise SettingError(f"--resume: {record} was started with {changed}; resume with the same settings and "
