@@ -118,6 +118,90 @@ def test_prepare_resumes_the_same_job_and_refuses_another(clips, tmp_path, cli_e
     assert code == 1 and "holds other files" in printed and sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]
 
 
+def test_a_failed_prepare_leaves_its_folder_to_the_next_job(clips, tmp_path, cli_error):
+    # A strict run that failed kept its folder for itself: the fixed manifest was "another job".
+    missing = {"audio": "gone.wav", "text": "없음", "label": REFERENCE_LABELS[0], "speaker": "s0", "start": "", "end": ""}
+    manifest = write_manifest(tmp_path, clips, [missing])
+    table = pd.read_csv(manifest, keep_default_na=False, dtype=str)
+    pd.concat([table.iloc[12:], table.iloc[:12]]).to_csv(manifest, index=False)  # the missing file first
+    code, printed = prepare(cli_error, manifest, tmp_path / "out", "--strict")
+    assert code == 1 and "strict mode, and an input was rejected" in printed and "gone.wav (row 1)" in printed
+    assert list(rejects(tmp_path / "out")) == [1] and not list((tmp_path / "out").rglob("*.flac"))  # it stopped there
+    table.iloc[:12].to_csv(manifest, index=False)
+    assert len(run_prepare(manifest, tmp_path / "out", "--strict")) == 12
+    code, printed = prepare(cli_error, manifest, tmp_path / "out", "--seed", "1")  # a finished job stays
+    assert code == 1 and "holds another job" in printed
+
+
+def test_split_settings_are_checked_before_any_clip_is_decoded(clips, tmp_path, cli_error):
+    manifest = write_manifest(tmp_path, clips)
+    code, printed = prepare(cli_error, manifest, tmp_path / "nan", "--ratios", "nan", "0.1", "0.1")
+    assert code == 1 and "ratios must be three finite non-negative shares" in printed  # NaN gave every clip to test
+    code, printed = prepare(cli_error, manifest, tmp_path / "few", "--split-by", "speaker")
+    assert code == 1 and "needs at least 3 speakers, got 2" in printed
+    assert not (tmp_path / "nan").exists() and not (tmp_path / "few").exists()
+
+
+def test_a_split_name_that_is_a_path_is_refused(clips, tmp_path, cli_error):
+    manifest = write_manifest(tmp_path / "corpus", clips)
+    table = pd.read_csv(manifest, keep_default_na=False)
+    table["split"] = ["train"] * 8 + ["dev"] * 2 + ["test", "../escaped"]
+    table.to_csv(manifest, index=False)
+    code, printed = prepare(cli_error, manifest, tmp_path / "corpus" / "out", "--split-by", "manifest")
+    assert code == 1 and "row 12, column 'split' is '../escaped'" in printed
+    assert not (tmp_path / "corpus" / "escaped.pkl").exists() and not (tmp_path / "corpus" / "out").exists()
+
+
+def test_a_silent_clip_is_rejected_by_prepare(clips, tmp_path):
+    sf.write(tmp_path / "silence.wav", np.zeros(RATE, np.int16), RATE, subtype="PCM_16")
+    manifest = write_manifest(tmp_path, clips, [
+        {"audio": "silence.wav", "text": "조용", "label": REFERENCE_LABELS[0], "speaker": "s0", "start": "", "end": ""},
+    ])  # fmt: skip
+    run_prepare(manifest, tmp_path / "out")
+    assert rejects(tmp_path / "out")[13] == "silent: every sample is zero"
+
+
+def test_a_stray_quote_in_a_manifest_is_refused_not_merged_into_other_rows(clips, tmp_path, cli_error):
+    # pandas read a field starting with a quote as a quoted field running to the next quote: rows
+    # 5 to 7 became one row with row 7's label, and the run went on without a word.
+    table = pd.read_csv(write_manifest(tmp_path, clips), keep_default_na=False, dtype=str)
+    table.loc[4, "text"], table.loc[6, "text"] = '"Quiet', 'well" ok'
+    lines = ["\t".join(table.columns)] + ["\t".join(row) for row in table.itertuples(index=False)]
+    (tmp_path / "clips.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, printed = prepare(cli_error, tmp_path / "clips.tsv", tmp_path / "out")
+    assert code == 1 and "clips.tsv: row 5, column 'text' runs over several lines" in printed
+
+
+@pytest.mark.parametrize("content, message", [
+    ("audio,text,label\nc0.wav,행복,기쁨\n".encode("cp949"), "not UTF-8 text"),
+    (b"audio,text,label\nc0.wav,a,b\nc1.wav,a,b,extra\n", "not a well-formed table"),
+    (b"audio,text,label\nc0.wav,a,b,extra\n", "the rows hold more fields than the header names"),
+    (b"", "the file is empty"),
+    (b"audio,text,label\n", "no rows"),
+])  # fmt: skip
+def test_an_unreadable_manifest_is_named(tmp_path, cli_error, content, message):
+    (tmp_path / "clips.csv").write_bytes(content)
+    code, printed = prepare(cli_error, tmp_path / "clips.csv", tmp_path / "out")
+    assert code == 1 and printed.startswith(f"error: {tmp_path / 'clips.csv'}: {message}") and printed.count("\n") == 1
+
+
+def test_json_lines_may_hold_blank_lines_and_rows_keep_their_line_numbers(tmp_path):
+    from audiotext.data.manifest import read_manifest
+
+    rows = [json.dumps({"audio": f"c{i}.wav", "text": "a", "label": "b"}) for i in range(2)]
+    (tmp_path / "clips.jsonl").write_text(f"{rows[0]}\n\n{rows[1]}\n\n", encoding="utf-8")
+    assert read_manifest(tmp_path / "clips.jsonl")["row"].tolist() == [1, 3]
+
+
+def test_speaker_ids_are_numbers_only_when_every_one_is_a_plain_int64():
+    from audiotext.data.manifest import speaker_ids
+
+    assert speaker_ids(["7", "12", "", "-3"]) == [7, 12, -1, -3]
+    assert speaker_ids(["007", "7"]) == [0, 1]  # two speakers, not one
+    assert speaker_ids(["12345678901234567890", "1"]) == [1, 0]  # past int64: names (it overflowed)
+    assert speaker_ids(["²", "3"]) == [1, 0]  # a digit, but no number int() reads
+
+
 def test_a_transcript_without_letters_is_rejected_and_other_scripts_are_kept(clips, tmp_path):
     manifest = write_manifest(tmp_path, clips, [
         {"audio": "c0.wav", "text": "😀 …", "label": REFERENCE_LABELS[0], "speaker": "s0", "start": "0", "end": "1"},

@@ -101,7 +101,8 @@ def test_bad_inputs_are_rejected_and_the_rest_prepared(korean, speech, tmp_path)
     write_media(raw / "000" / "000-4.m2ts", speech["놀람"][1], RATE, "ac3", video=True, audio=False)
     (raw / "000" / "000-6.m2ts").unlink()
     (raw / "000" / "000-6.m2ts").symlink_to(tmp_path / "nowhere.m2ts")  # unreadable path
-    write_media(raw / "000" / "000-5.m2ts", speech["중립"][0][:800], RATE, "pcm_s16le", "matroska")  # too short
+    sounding = speech["중립"][0][np.flatnonzero(speech["중립"][0])[0] :]  # its leading zeros are no sound
+    write_media(raw / "000" / "000-5.m2ts", sounding[:800], RATE, "pcm_s16le", "matroska")  # too short
     (raw / "000" / "000-99.m2ts").write_bytes(good)  # no such script
     lines = scripts.read_text(encoding="utf-8").replace("[놀람 문장 0 입니다.]", "[ ]")  # empty transcript
     lines = lines.replace("4. 공포", "4. 기쁨")  # unknown label: scripts 7, 8

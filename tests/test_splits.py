@@ -173,9 +173,11 @@ def test_a_held_out_split_gets_a_unit_when_asked_for_and_none_when_not():
     assert assign_splits(one_label(1), "clip", ratios=(0.5, 0.25, 0.25)).tolist() == ["train"]  # train keeps its one
 
 
-@pytest.mark.parametrize("ratios", [(0, 0.5, 0.5), (0.8, -0.1, 0.3), (0.8, 0.2)])
-def test_ratios_without_train_negative_or_not_three_are_refused(ratios):
-    with pytest.raises(ValueError, match="ratios must be three non-negative shares"):
+@pytest.mark.parametrize("ratios", [(0, 0.5, 0.5), (0.8, -0.1, 0.3), (0.8, 0.2), (float("nan"), 0.1, 0.1),
+                                    (float("inf"), 1, 1)])
+def test_ratios_without_train_negative_not_finite_or_not_three_are_refused(ratios):
+    # A NaN share gave every clip to test, without a word.
+    with pytest.raises(ValueError, match="ratios must be three finite non-negative shares"):
         assign_splits(one_label(10), "clip", ratios=ratios)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,14 +63,27 @@ def read_manifest(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) 
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest file")
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        frame = _read_jsonl(path)
-    elif path.suffix.lower() in (".csv", ".tsv"):
-        # All strings: pandas would turn speaker "007" into 7 and a label "NA" into NaN.
-        sep = "\t" if path.suffix.lower() == ".tsv" else ","
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
-    else:
-        raise ManifestError(f"{path}: unknown manifest format {path.suffix!r} (expected .csv, .tsv or .jsonl)")
+    try:
+        if path.suffix.lower() in (".jsonl", ".ndjson"):
+            frame, rows = _read_jsonl(path)
+        elif path.suffix.lower() in (".csv", ".tsv"):
+            # All strings: pandas would turn speaker "007" into 7 and a label "NA" into NaN.
+            sep = "\t" if path.suffix.lower() == ".tsv" else ","
+            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
+            if not isinstance(frame.index, pd.RangeIndex):  # pandas takes a first column the header lacks as the index
+                raise ManifestError(f"{path}: the rows hold more fields than the header names ({', '.join(frame.columns)})")
+            _check_one_line_fields(frame, path)
+            rows = np.arange(1, len(frame) + 1)
+        else:
+            raise ManifestError(f"{path}: unknown manifest format {path.suffix!r} (expected .csv, .tsv or .jsonl)")
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {err.start} cannot be read as UTF-8): save it as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise ManifestError(f"{path}: the file is empty (expected a header row, then one row per clip)") from None
+    except pd.errors.ParserError as err:
+        raise ManifestError(f"{path}: not a well-formed table ({str(err).strip()})") from None
+    if frame.empty:
+        raise ManifestError(f"{path}: no rows (one row per clip is expected)")
     missing = [column for column in required if column not in frame.columns]
     if missing:
         raise ManifestError(
@@ -79,7 +93,7 @@ def read_manifest(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) 
         if column not in frame.columns:
             frame[column] = ""
     frame = frame[[c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in frame.columns]].copy()
-    frame.insert(0, "row", np.arange(1, len(frame) + 1))
+    frame.insert(0, "row", rows)
     for column in REQUIRED_COLUMNS + tuple(c for c in ("speaker", "split") if c in frame.columns):
         # None and NaN: a key absent from some JSON lines.
         frame[column] = frame[column].map(lambda v: "" if v is None or v != v else str(v).strip())
@@ -98,9 +112,25 @@ def read_manifest(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) 
     return frame
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    rows = []
+def _check_one_line_fields(frame: pd.DataFrame, path: Path) -> None:
+    """Refuses a field holding a line break: a transcript is one line, and the usual cause is a stray
+    quote (`"Quiet` opens a quoted field that runs on to the next quote, swallowing the rows between
+    into one, whose label is then another row's)."""
+    for column in frame.columns:
+        broken = frame[column].str.contains("\n|\r", regex=True)
+        if broken.any():
+            row = int(np.flatnonzero(broken.to_numpy())[0]) + 1
+            raise ManifestError(f"{path}: row {row}, column {column!r} runs over several lines: a field that starts "
+                                'with a quote (") runs on to the next one; put such a field in quotes, each '
+                                'quote inside it doubled (""), or use JSON Lines')  # fmt: skip
+
+
+def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[int]]:
+    """The objects of a JSON Lines file, and the line each came from (its row number)."""
+    rows, numbers = [], []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():  # a blank line (a trailing one, say) holds no clip
+            continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
@@ -108,7 +138,8 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
         if not isinstance(row, dict):
             raise ManifestError(f"{path}: row {number} is not a JSON object")
         rows.append(row)
-    return pd.DataFrame(rows, dtype=object)
+        numbers.append(number)
+    return pd.DataFrame(rows, dtype=object), numbers
 
 
 def _seconds(value: object, path: Path, row: int, column: str) -> float:
@@ -146,9 +177,13 @@ def read_label_set(path: str | Path) -> list[str]:
 
 
 def speaker_ids(speakers: Sequence[str]) -> list[int]:
-    """Integer ids as they are; otherwise each name's index among the sorted names; blank → -1."""
+    """Integer ids as they are; otherwise each name's index among the sorted names; blank → -1.
+
+    Ids are integers only when every one is plain ASCII digits that fit in int64 and no two are the
+    same number written differently ("007" and "7" are two speakers, "²" no number)."""
     named = sorted({s for s in speakers if s})
-    if all(s.lstrip("-").isdigit() for s in named):
+    numbers = {int(s) for s in named if re.fullmatch(r"-?[0-9]+", s) and -(2**63) <= int(s) < 2**63}
+    if len(numbers) == len(named):
         return [int(s) if s else -1 for s in speakers]
     index = {name: i for i, name in enumerate(named)}
     return [index[s] if s else -1 for s in speakers]

@@ -27,6 +27,7 @@ import csv
 import hashlib
 import json
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -40,14 +41,15 @@ from audiotext.config import REFERENCE_LABELS, AudioConfig, checked_labels
 from audiotext.data.corpus import write_reference_pickle
 from audiotext.data.manifest import LABELS_FILE, MIN_LABEL_CLIPS, read_manifest, resample, speaker_ids
 from audiotext.data.media import load_audio
-from audiotext.data.splits import assign_splits, check_leakage, split_counts
+from audiotext.data.splits import assign_splits, check_leakage, check_split_request, split_counts
 from audiotext.errors import AudiotextError, DataError
-from audiotext.features.audio import int16_samples
+from audiotext.features.audio import int16_samples, trim_zeros
 from audiotext.features.text import normalize_text
 from audiotext.io import atomic_path, file_digest, write_json
 
 AUDIO_DIR = "audio"
 JOB_FILE = "prepare.json"
+SPLITS_FILE = "splits.json"  # written last but for rejects.csv: the mark of a job that finished
 _ACTOR_DIR = re.compile(r"\d{3}")
 _VIDEO_NAME = re.compile(r"(?P<actor>\d{3})-(?P<script_id>\d+)")
 
@@ -167,6 +169,7 @@ def prepare_korean(
     clips["row"], clips["start"], clips["end"] = 0, np.nan, np.nan
     job = {"source": str(raw_dir.resolve()), "script": file_digest(script_file).hex(), "split_by": split_by,
            "ratios": list(ratios), "seed": seed, "sample_rate": sample_rate, "pickles": pickles}  # fmt: skip
+    check_split_request(clips, split_by, ratios)
     _claim_folder(Path(out_dir), job)
     return _prepare(
         clips, Path(out_dir), list(REFERENCE_LABELS), split_by, ratios, seed, strict, sample_rate, progress, rejects,
@@ -201,12 +204,19 @@ def prepare_manifest(
         blank = clips["row"][clips["split"] == ""].tolist()
         if blank:
             raise PrepareError(f"{manifest}: row {blank[0]}, column 'split' is empty (split_by=None keeps its splits)")
+        # A split becomes the file NAME.pkl in out_dir: "../x" would be written outside it.
+        for row, name in zip(clips["row"], clips["split"]):
+            if name.startswith(".") or re.search(r"[/\\\x00]", name):
+                raise PrepareError(f"{manifest}: row {row}, column 'split' is {name!r}: a split is a name for a file "
+                                   "in --out, with no '/', '\\' or leading '.'")  # fmt: skip
     clips["key"] = [_clip_key(*row) for row in zip(clips["audio_path"], clips["start"], clips["end"])]
     clips["speaker"] = speaker_ids(list(clips["speaker"])) if "speaker" in clips.columns else -1
     if labels is None:
         labels = _labels_in_use(clips, manifest, min_label_clips)
     else:
         labels = checked_labels(labels)
+    if split_by is not None:
+        check_split_request(clips, split_by, ratios)
     _claim_folder(Path(out_dir), job)
     return _prepare(
         clips, Path(out_dir), list(labels), split_by, ratios, seed, strict, sample_rate, progress, [], pickles
@@ -227,10 +237,14 @@ def _labels_in_use(clips: pd.DataFrame, manifest: Path, min_label_clips: int) ->
 
 
 def _claim_folder(out_dir: Path, job: dict) -> None:
-    """Records `job` in `out_dir`, which must be empty or hold the same job (then it resumes)."""
+    """Records `job` in `out_dir`, which must be empty, hold the same job (then it resumes), or hold
+    a job that failed or stopped before its end (then it is cleared: the manifest fixed after a
+    strict run's rejects is another job, and a folder only this tool wrote in holds nothing else)."""
     if out_dir.is_dir() and any(out_dir.iterdir()):
         recorded = json.loads((out_dir / JOB_FILE).read_text(encoding="utf-8")) if (out_dir / JOB_FILE).is_file() else None
-        if recorded != job:
+        if recorded is not None and recorded != job and not (out_dir / SPLITS_FILE).is_file():
+            shutil.rmtree(out_dir)
+        elif recorded != job:
             changed = "other files" if recorded is None else "another job (" + ", ".join(
                 k for k in job if recorded.get(k) != job[k]) + " differ)"  # fmt: skip
             raise PrepareError(f"{out_dir} holds {changed}: prepare into an empty folder, or rerun the same job to resume it")
@@ -262,6 +276,8 @@ def _prepare(
     first_of_key: dict[str, object] = {}  # clip key → the first clip of that file and segment
     first_of_samples: dict[bytes, object] = {}  # digest of the samples → the first clip holding them
     for clip in tqdm(clips.itertuples(index=False), total=len(clips), desc="extract", disable=not progress):
+        if strict and rejects:
+            break
         cached = out_dir / AUDIO_DIR / f"{clip.key}.flac"
         if not clip.text:
             reason = "empty transcript"
@@ -288,7 +304,7 @@ def _prepare(
         else:
             rejects.append(Reject(clip.audio_path, reason, clip.row or None))
     if not kept or (strict and rejects):
-        problem = "nothing usable remains" if not kept else "strict mode and some inputs were rejected"
+        problem = "strict mode, and an input was rejected" if strict and rejects else "nothing usable remains"
         _write_rejects(out_dir, rejects)
         raise PrepareError(f"{problem}\n{_rejects_summary(rejects)}")
 
@@ -307,7 +323,7 @@ def _prepare(
     _write_manifest(kept, out_dir)
     write_json(out_dir / LABELS_FILE, labels)
     write_json(
-        out_dir / "splits.json",
+        out_dir / SPLITS_FILE,
         {
             "split_by": split_by or "manifest",
             "ratios": list(ratios),
@@ -341,9 +357,11 @@ def _extract(clip, cached: Path, sample_rate: int) -> str | None:
         samples = int16_samples(resample(samples, rate, sample_rate))
     except DataError as err:  # the file's (MediaError), or float samples that are not audio in [-1, 1]
         return str(err).removeprefix(f"{clip.audio_path}: ")
-    shortest = min_samples(sample_rate)
-    if len(samples) < shortest:
-        return f"too short: {len(samples)} samples at {sample_rate} Hz, under one {shortest}-sample window"
+    shortest, sounding = min_samples(sample_rate), len(trim_zeros(samples))
+    if not sounding:
+        return "silent: every sample is zero"
+    if sounding < shortest:  # features are computed once the edge zeros are trimmed
+        return f"too short: {sounding} samples at {sample_rate} Hz once its edge zeros are trimmed, under one {shortest}-sample window"
     with atomic_path(cached) as tmp:
         sf.write(tmp, samples, sample_rate, format="FLAC", subtype="PCM_16")
     return None

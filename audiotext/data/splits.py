@@ -18,6 +18,7 @@ unit stays in train).
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -65,6 +66,20 @@ def _draw(units: np.ndarray, ratios: Sequence[float], rng: np.random.Generator) 
     return {unit: names[i] if i < len(names) else "test" for i, unit in enumerate(units.tolist())}
 
 
+def check_split_request(frame: pd.DataFrame, split_by: str, ratios: Sequence[float], speaker: str = "speaker") -> None:
+    """ValueError when `frame`'s rows cannot be split so: an unknown `split_by`, ratios that are not
+    three finite non-negative shares with train > 0, or fewer speakers than splits to give them to.
+    Checked before any clip is decoded too, since fewer rows only make it worse."""
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
+    if len(ratios) != 3 or not all(math.isfinite(r) and r >= 0 for r in ratios) or ratios[0] <= 0:
+        raise ValueError(f"ratios must be three finite non-negative shares (train, dev, test), train > 0; got {list(ratios)}")
+    if split_by == "speaker":
+        speakers, needed = frame[speaker].nunique(), sum(r > 0 for r in ratios)
+        if speakers < needed:
+            raise ValueError(f"a speaker split with ratios {tuple(ratios)} needs at least {needed} speakers, got {speakers}")
+
+
 def assign_splits(
     frame: pd.DataFrame,
     split_by: str,
@@ -75,21 +90,12 @@ def assign_splits(
     speaker: str = "speaker",
 ) -> pd.Series:
     """Each row's split ("train", "dev" or "test"), indexed like `frame`; see the module docstring."""
-    if split_by not in SPLIT_BY:
-        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
-    if len(ratios) != 3 or min(ratios) < 0 or ratios[0] <= 0:
-        raise ValueError(f"ratios must be three non-negative shares (train, dev, test), train > 0; got {ratios}")
+    check_split_request(frame, split_by, ratios, speaker)
     rng = np.random.default_rng([seed])
     labels = frame[label].to_numpy()
     if split_by == "speaker":
         speakers = frame[speaker].to_numpy()
-        units = np.unique(speakers)
-        needed = sum(r > 0 for r in ratios)
-        if len(units) < needed:
-            raise ValueError(
-                f"a speaker split with ratios {tuple(ratios)} needs at least {needed} speakers, got {len(units)}"
-            )
-        split_of = _draw(units, ratios, rng)
+        split_of = _draw(np.unique(speakers), ratios, rng)
         return pd.Series([split_of[s] for s in speakers], index=frame.index, name="split", dtype=object)
 
     assignment = np.empty(len(frame), dtype=object)
