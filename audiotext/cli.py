@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import warnings
 from dataclasses import replace
@@ -700,8 +701,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if args.manifest is not None:
         from audiotext.inference.batch import predict_manifest
 
-        out = predict_manifest(recognizer, args.manifest, args.out, split=args.split, batch_size=args.batch_size,
-                               progress=not args.quiet)  # fmt: skip
+        with recognizer:  # its feature workers stop here, not in the interpreter's exit, which can fail
+            out = predict_manifest(recognizer, args.manifest, args.out, split=args.split, batch_size=args.batch_size,
+                                   progress=not args.quiet)  # fmt: skip
         print(f"wrote {out}")
         return
     audio, text = args.audio, args.text
@@ -752,11 +754,17 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from audiotext.inference.service import create_app
 
     limits = ServiceLimits.from_mib(args.max_upload_mb, args.max_seconds)
+    if not 0 <= args.port <= 65535:
+        raise SettingError(f"--port must be in 0..65535, got {args.port}")
     recognizer = EmotionRecognizer.from_pretrained(args.model, device="cpu" if args.no_cuda else None)
     app = create_app(recognizer, max_upload_bytes=limits.max_upload_bytes, max_seconds=limits.max_seconds)
-    print(f"serving {args.model} on http://{args.host}:{args.port}/ (API: POST /predict; schema: /openapi.json)",
+    # Bound here, so that a port in use is one line (OSError) and "serving" is said only once it listens.
+    family = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0][0]
+    listening = socket.create_server((args.host, args.port), family=family)
+    port = listening.getsockname()[1]  # the port the system chose for --port 0
+    print(f"serving {args.model} on http://{args.host}:{port}/ (API: POST /predict; schema: /openapi.json)",
           flush=True)  # fmt: skip
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
 
 
 def add_serve_parser(commands) -> None:

@@ -37,13 +37,18 @@ def writable_file(path: str | os.PathLike, setting: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise SettingError(f"{setting} {path}: is a folder; name the file to write")
-    folder = path.parent
-    while not folder.exists():  # atomic_path makes the missing folders
-        folder = folder.parent
+    folder = nearest_existing(path.parent)  # atomic_path makes the missing folders
     if not folder.is_dir():
         raise SettingError(f"{setting} {path}: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise SettingError(f"{setting} {path}: cannot write into {folder} (permission denied)")
+    return path
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path`, or the nearest folder above it that exists (or file: a path under a file is no path)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
     return path
 
 

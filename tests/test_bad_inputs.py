@@ -5,6 +5,7 @@ for a setting, 1 for data), or works as documented. Nothing half-written is left
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import unicodedata
@@ -19,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from audiotext.config import REFERENCE_LABELS
-from audiotext.errors import AudiotextError
+from audiotext.errors import AudiotextError, DataError, SettingError
 from audiotext.inference.recognizer import EmotionRecognizer
 
 RATE = 48000
@@ -357,6 +358,24 @@ def test_nan_and_inf_samples_are_refused(recognizer, clips):
         samples[100] = bad
         with pytest.raises(AudiotextError, match="clip 0: the samples hold NaN or infinite values"):
             recognizer.predict(samples, text="문장", sampling_rate=RATE)
+
+
+def test_odd_arguments_and_file_names_are_refused_in_our_words_or_read(recognizer, clips, tmp_path, cli_error):
+    clip = {"raw": clips[0], "sampling_rate": RATE}
+    with pytest.raises(SettingError, match="top_k must be at least 1"):  # 0 gave no class, -1 all but one
+        recognizer.predict(clip, text="문장", top_k=0)
+    for rate in (float("nan"), "48k"):  # a bare ValueError of int() before
+        with pytest.raises(DataError, match="clip 0: an array of samples needs its sampling_rate"):
+            recognizer.predict(clips[0], text="문장", sampling_rate=rate)
+    as_bfloat16 = torch.from_numpy(clips[0] / np.float32(32768)).to(torch.bfloat16)  # NumPy has no such dtype
+    expected = recognizer.predict(as_bfloat16.float().numpy(), text="문장", sampling_rate=RATE)
+    assert recognizer.predict(as_bfloat16, text="문장", sampling_rate=RATE) == expected
+    odd_name = tmp_path / os.fsdecode(b"b\xff.wav")  # a name that is not UTF-8: libsndfile was handed it as UTF-8
+    sf.write(os.fsencode(odd_name), clips[0], RATE, subtype="PCM_16")
+    assert recognizer.predict(str(odd_name), text="문장") == recognizer.predict(clip, text="문장")
+    (tmp_path / "a_file").write_text("")
+    code, printed = cli_error("export", recognizer.source, "--out", tmp_path / "a_file" / "model")
+    assert code == 1 and printed == f"error: cannot write --out {tmp_path / 'a_file' / 'model'}: {tmp_path / 'a_file'} is a file, not a folder\n"
 
 
 def test_silence_is_refused_and_stereo_8bit_and_other_rates_are_predicted(recognizer, clips, tmp_path):

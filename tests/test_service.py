@@ -135,6 +135,11 @@ def test_bad_uploads_get_a_4xx_with_a_reason_and_the_server_goes_on(server, clip
     assert cut_form.status_code == 400 and "ends before the form's closing boundary" in cut_form.json()["detail"]
     wrong_field = httpx.post(f"{address}/predict", files={"file": ("clip.wav", path.read_bytes())})
     assert wrong_field.status_code == 422 and "it has no field 'audio'" in wrong_field.json()["detail"]
+    # A file name that is not UTF-8 made the JSON answer itself fail: a 500.
+    body = (b'--b0und\r\nContent-Disposition: form-data; name="audio"; filename="a\xff.wav"\r\n'
+            b"Content-Type: audio/wav\r\n\r\nnot audio\r\n--b0und--\r\n")  # fmt: skip
+    odd_name = httpx.post(f"{address}/predict", content=body, headers={"content-type": "multipart/form-data; boundary=b0und"})
+    assert odd_name.status_code == 415 and odd_name.json()["detail"].startswith("a\ufffd.wav: not a readable media file")
 
     assert httpx.get(f"{address}/health").json()["status"] == "ok"
     assert post(address, path.read_bytes(), text=sentence).status_code == 200
@@ -168,6 +173,14 @@ def test_a_truncated_mp3_is_refused_as_load_audio_refuses_it(server, clip, tmp_p
     answer = post(address, cut, name="cut.mp3", text=sentence)
     assert answer.status_code == 415 and answer.json()["detail"].startswith("cut.mp3: truncated: its header promises")
     assert post(address, whole, name="whole.mp3", text=sentence).status_code == 200
+
+
+def test_a_port_out_of_range_or_in_use_is_refused_in_one_line(server, trained_runs, cli_error, tmp_path):
+    code, printed = cli_error("serve", tmp_path / "no_model", "--port", "99999")  # before the model is looked for
+    assert code == 2 and printed == "error: --port must be in 0..65535, got 99999\n"
+    address, _ = server
+    code, printed = cli_error("serve", trained_runs["mult"], "--port", address.rsplit(":", 1)[1])
+    assert code == 1 and printed.startswith("error: [Errno 98] Address already in use") and printed.count("\n") == 1
 
 
 @pytest.mark.parametrize("limit", [0, float("inf"), float("nan")])

@@ -16,6 +16,7 @@ header) still read as shorter clips: their length is only known from the file's 
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -92,8 +93,10 @@ def _read_wav(path: Path, start: float | None, end: float | None, whole_segment:
     libsndfile reads a 3-second WAV in 0.07 ms, FFmpeg in 14 ms (most of it probing the format):
     that was half of a clip's prediction time. Samples and cuts are the same as `_decode`'s.
     """
+    # As bytes: soundfile encodes a str name strictly, and a name that is not UTF-8 would fail.
+    name = os.fsencode(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(name)
     except (sf.LibsndfileError, RuntimeError, OSError):
         return None  # not a file libsndfile knows: PyAV tries, and names the problem
     if info.format not in _WAV_FORMATS:
@@ -106,7 +109,7 @@ def _read_wav(path: Path, start: float | None, end: float | None, whole_segment:
     if whole_segment and last is not None and last > info.frames:
         raise MediaError(f"{path}: segment end {end} s is past the end of the file ({info.frames / info.samplerate:.3f} s)")
     dtype = "int16" if info.subtype in _INTEGER_SUBTYPES else "float32"
-    samples, rate = sf.read(str(path), start=first, stop=last, dtype=dtype, always_2d=True)  # (n, channels)
+    samples, rate = sf.read(name, start=first, stop=last, dtype=dtype, always_2d=True)  # (n, channels)
     return _mono(samples.T), rate
 
 

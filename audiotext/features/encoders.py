@@ -30,7 +30,7 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertTokenizer, Pr
 from transformers.utils import logging as hf_logging
 
 from audiotext.errors import DataError
-from audiotext.io import holds_files
+from audiotext.io import holds_files, nearest_existing
 
 LEGACY_CONFIG = "bert_config.json"
 # Masked-LM pre-training rewrites its model folder after every epoch, with this record of its
@@ -222,10 +222,13 @@ def quiet_transformers() -> Iterator[None]:
 
 
 def check_replaceable(out_dir: Path, marker: str = "config.json", setting: str | None = None) -> None:
-    """Refuses an `out_dir` that `save_directory` must not replace (see there)."""
+    """Refuses an `out_dir` that `save_directory` must not replace (see there), or cannot make."""
+    named = f"{setting} {out_dir}" if setting else str(out_dir)
     if holds_files(out_dir) and not (out_dir / marker).is_file():
-        named = f"{setting} {out_dir}" if setting else str(out_dir)
         raise FileExistsError(f"refusing to replace {named}: it exists and is not a model directory (no {marker})")
+    above = nearest_existing(out_dir.parent)
+    if not above.is_dir():
+        raise FileExistsError(f"cannot write {named}: {above} is a file, not a folder")
 
 
 def save_directory(out_dir: str | Path, write: Callable[[Path], None], marker: str = "config.json",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing
+import signal
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -94,6 +95,9 @@ _settings: tuple[AudioConfig, MFCC] | None = None  # in a worker process: its po
 
 def _start_worker(cfg: AudioConfig) -> None:
     global _settings
+    # Ctrl-C reaches the whole process group: the predicting process reports it, and stops the pool;
+    # each worker would print a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     _settings = cfg, MFCC.of(cfg)
 

@@ -204,7 +204,8 @@ async def receive_form(request: Request, folder: Path, max_bytes: int) -> tuple[
     if audio is None:
         sent = "'audio' as text, not as a file (no filename)" if b"audio" in fields else "no field 'audio'"
         raise HTTPException(422, f"the form must carry the clip as the file field 'audio'; it has {sent}")
-    name = Path(os.fsdecode(audio.file_name or b"upload")).name
+    # A name that is not UTF-8 would end up in a JSON message that cannot encode it (a 500).
+    name = Path((audio.file_name or b"upload").decode("utf-8", errors="replace")).name
     if audio.size == 0:
         raise HTTPException(400, f"{name}: the upload is empty")
     return Path(os.fsdecode(audio.actual_file_name)), name, text
