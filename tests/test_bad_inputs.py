@@ -94,6 +94,14 @@ def test_a_label_typo_is_refused_and_a_decomposed_label_is_the_same_class(clips,
     assert (prepared["label"] == REFERENCE_LABELS[0]).sum() == 2
 
 
+def test_a_named_label_that_no_clip_has_is_said(clips, tmp_path):
+    from audiotext.data.prepare import prepare_manifest
+
+    report = prepare_manifest(write_manifest(tmp_path, clips), tmp_path / "out", labels=[*REFERENCE_LABELS[:6], "calm"],
+                              ratios=(0.5, 0.25, 0.25), progress=False)  # fmt: skip
+    assert report.summary().endswith("no clip has the label(s) 'calm'")
+
+
 def test_a_truncated_wav_and_a_segment_past_the_end_are_rejected_with_the_reason(clips, tmp_path):
     manifest = write_manifest(tmp_path, clips, [
         {"audio": "cut.wav", "text": "잘림", "label": REFERENCE_LABELS[0], "speaker": "s0", "start": "", "end": ""},

@@ -80,6 +80,9 @@ class PrepareReport:
             f"({self.n_decoded} decoded, {self.n_cached} from cache)",
             self.counts.to_string(),
         ]
+        unused = [label for label in self.labels if label not in self.counts.index]
+        if unused:  # a label typed in --labels, say: a model would have a class it never sees
+            lines.append(f"no clip has the label(s) {', '.join(map(repr, unused))}")
         return "\n".join(lines + [_rejects_summary(self.rejects)] if self.rejects else lines)
 
 
