@@ -5,6 +5,7 @@ and the fine-tuned directory is a TextEncoder the cross-modal model can use."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,7 @@ from safetensors.torch import load_file
 
 from audiotext.config import REFERENCE_LABELS
 from audiotext.data.corpus import load_split
+from audiotext.errors import DataError
 from audiotext.evaluation.evaluate import evaluate_text_classifier
 from audiotext.features.text import TextEncoder, normalize_text
 from audiotext.inference.predict import predict_sentences
@@ -97,3 +99,17 @@ def test_bad_arguments_are_refused(demo_corpus, tmp_path):
         finetune(demo_corpus, None, tmp_path / "m", epochs=0, progress=False)
     with pytest.raises(ValueError, match="pooling"):
         finetune(demo_corpus, None, tmp_path / "m", epochs=1, pooling="max", progress=False)
+    # Refused before the job's state folder is made (the optimizer refused a rate of -1 after it).
+    for setting, message in [({"lr": -1.0}, "lr must be positive and finite"), ({"max_len": 0}, "max_len must leave room"),
+                             ({"clip": 0.0}, "clip must be"), ({"max_len": 1000}, r"max_len 1000 is longer .* \(512 positions\)")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            finetune(demo_corpus, None, tmp_path / "m", epochs=1, progress=False, **setting)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_cut_head_is_named(finetuned, tmp_path):
+    model_dir = Path(shutil.copytree(finetuned[0], tmp_path / "cut"))
+    head = (model_dir / HEAD_WEIGHTS).read_bytes()
+    (model_dir / HEAD_WEIGHTS).write_bytes(head[: len(head) // 2])
+    with pytest.raises(DataError, match=f"{HEAD_WEIGHTS}: not this classifier's head"):  # a SafetensorError before
+        load_text_classifier(model_dir)

@@ -11,9 +11,10 @@ from typing import Callable
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForMaskedLM, BertModel
 
+from audiotext.errors import DataError
 from audiotext.features.encoders import (
     CheckpointShapeError,
     load_text_encoder,
@@ -124,12 +125,36 @@ def test_missing_files_are_named(tmp_path, legacy_dir):
         load_text_encoder(tmp_path)
     no_weights = Path(shutil.copytree(legacy_dir, tmp_path / "no_weights"))
     (no_weights / "pytorch_model.bin").unlink()
-    with pytest.raises(FileNotFoundError, match="pytorch_model.bin or best_model.bin"):
+    with pytest.raises(DataError, match="pytorch_model.bin or best_model.bin"):
         load_text_encoder(no_weights)
     no_vocab = Path(shutil.copytree(legacy_dir, tmp_path / "no_vocab"))
     (no_vocab / "vocab.korean.rawtext.list").unlink()
-    with pytest.raises(FileNotFoundError, match="vocab"):
+    with pytest.raises(DataError, match="vocab"):
         load_text_encoder(no_vocab)
+
+
+def test_a_broken_encoder_folder_is_named_not_a_traceback(tmp_path, legacy_dir):
+    cut = Path(shutil.copytree(default_encoder_path(), tmp_path / "cut"))
+    weights = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(DataError, match=f"text encoder {cut}: cannot be loaded"):  # a SafetensorError before
+        load_text_encoder(cut)
+    other = Path(shutil.copytree(default_encoder_path(), tmp_path / "other"))
+    save_file({"unrelated": torch.zeros(1)}, other / "model.safetensors")  # loaded with a warning, as a random encoder
+    with pytest.raises(DataError, match=r"101 of the encoder's own weights are not in its checkpoint \(embeddings"):
+        load_text_encoder(other)
+    text = Path(shutil.copytree(legacy_dir, tmp_path / "text"))
+    (text / "pytorch_model.bin").write_text("not weights")
+    with pytest.raises(DataError, match=f"text encoder {text}: cannot be loaded"):  # an UnpicklingError before
+        load_text_encoder(text)
+    grown = Path(shutil.copytree(default_encoder_path(), tmp_path / "grown"))
+    vocab = (grown / "vocab.txt").read_text(encoding="utf-8")
+    (grown / "vocab.txt").write_text(vocab + "".join(f"새{i}\n" for i in range(50)), encoding="utf-8")
+    (grown / "tokenizer.json").unlink()  # rebuilt from vocab.txt: 50 tokens past the embeddings
+    with pytest.raises(CheckpointShapeError, match="the tokenizer has 30572 tokens but the model 30522 embeddings"):
+        load_text_encoder(grown)  # an IndexError in the first long enough batch before
+    with pytest.raises(ValueError, match="max_len 1000 is longer than the text encoder .* reads \\(512 positions\\)"):
+        TextEncoder(None, max_len=1000)
 
 
 def test_pickled_objects_are_refused(tmp_path, legacy_dir):
@@ -144,9 +169,9 @@ def test_save_directory_replaces_whole_and_cleans_up_on_failure(tmp_path):
         return lambda d: [(d / name).write_text("{}") for name in names]
 
     out = tmp_path / "model"
-    save_directory(out, write("config.json", "a.txt"))
-    save_directory(out, write("config.json", "b.txt"))
-    assert sorted(p.name for p in out.iterdir()) == ["b.txt", "config.json"]
+    save_directory(out, write("tokenizer_config.json", "a.txt"))
+    save_directory(out, write("tokenizer_config.json", "b.txt"))
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt", "tokenizer_config.json"]
 
     def fail(d: Path) -> None:
         (d / "c.txt").write_text("3")
@@ -155,7 +180,7 @@ def test_save_directory_replaces_whole_and_cleans_up_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         save_directory(out, fail)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
-    assert sorted(p.name for p in out.iterdir()) == ["b.txt", "config.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt", "tokenizer_config.json"]
 
 
 def test_save_directory_never_replaces_a_folder_that_is_not_a_model(tmp_path):

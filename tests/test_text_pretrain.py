@@ -329,6 +329,14 @@ def test_a_text_job_checks_its_out_folder_before_it_trains(demo_corpus, scripts_
                                      "folder there, --resume continues a stopped job\n")  # fmt: skip
     code, printed = cli_error(*finetune_args, "--overwrite")
     assert code == 1 and printed.startswith(f"error: refusing to replace --out {filled}: it exists and is not a model")
+    # A run folder (or an exported model folder) has a config.json too: --overwrite wiped it.
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "finished.json", "model.safetensors"):
+        (run / name).write_text("{}", encoding="utf-8")
+    code, printed = cli_error("text", "pretrain", "--corpus", scripts_txt, "--out", run, "--overwrite")
+    assert code == 1 and printed.startswith(f"error: refusing to replace --out {run}: it exists and is not a model")
+    assert sorted(path.name for path in run.iterdir()) == ["config.json", "finished.json", "model.safetensors"]
     code, printed = cli_error("text", "pretrain", "--corpus", scripts_txt, "--out", filled, "--resume", "--overwrite")
     assert code == 2 and printed.endswith("give one of them\n")
     # With no stopped job beside it, --resume would start one afresh and replace the folder at its end.

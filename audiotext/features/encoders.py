@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import shutil
 import uuid
 import warnings
@@ -26,16 +27,20 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from audiotext.errors import DataError
+from audiotext.errors import AudiotextError, DataError
 from audiotext.io import holds_files, nearest_existing
 
 LEGACY_CONFIG = "bert_config.json"
 # Masked-LM pre-training rewrites its model folder after every epoch, with this record of its
 # epochs: a folder whose job was stopped holds a model that loads but is not the one asked for.
 PRETRAIN_RECORD = "pretrain.json"
+# What marks a folder as a text encoder that `save_directory` may replace: run folders and exported
+# model folders have a config.json too, and a mistyped --out must not wipe them.
+ENCODER_MARKER = "tokenizer_config.json"
 LEGACY_WEIGHTS = ("pytorch_model.bin", "best_model.bin")
 LEGACY_VOCABS = ("vocab.korean.rawtext.list", "vocab.txt")
 _ETRI_VOCAB_HEADERS = ("n_iters=", "max_length=")
@@ -93,14 +98,44 @@ def load_text_encoder_with_report(
         if done < asked:
             raise DataError(f"text encoder {path}: its pre-training stopped after {done} of {asked} epochs; "
                             "finish it with the same `text pretrain` command and --resume")  # fmt: skip
-    if (path / "config.json").is_file():
-        return _load_huggingface(path, model_class)
-    if (path / LEGACY_CONFIG).is_file():
-        return _load_legacy(path, model_class)
+    try:
+        if (path / "config.json").is_file():
+            return _require_encoder_weights(*_load_huggingface(path, model_class))
+        if (path / LEGACY_CONFIG).is_file():
+            return _require_encoder_weights(*_load_legacy(path, model_class))
+    except AudiotextError:
+        raise
+    # What transformers, safetensors and torch raise for a folder they cannot read (weights cut
+    # short or of another format, a config of another kind): a traceback that never named it.
+    except (OSError, ValueError, RuntimeError, IndexError, pickle.UnpicklingError, SafetensorError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"text encoder {path}: cannot be loaded ({reason})") from None
     raise FileNotFoundError(
         f"text encoder {path} is not a model directory: it has neither a config.json (Hugging Face) "
         f"nor a {LEGACY_CONFIG} (legacy KorBERT)"
     )
+
+
+def _require_encoder_weights(tokenizer, model: PreTrainedModel, report: LoadReport) -> tuple:
+    """Refuses a checkpoint that lacks weights of the encoder itself (embeddings, layers): a head
+    may start untrained (a pooler, an MLM head), the encoder may not: its states would be noise."""
+    prefix = model.base_model_prefix + "."
+    body = [key for key in report.missing_keys
+            if key.removeprefix(prefix).startswith(("embeddings.", "encoder.")) and not key.endswith("position_ids")]  # fmt: skip
+    if body:
+        raise DataError(f"text encoder {report.path}: {len(body)} of the encoder's own weights are not in its "
+                        f"checkpoint ({_short(body, 3)}): weights of another model, or none")  # fmt: skip
+    return tokenizer, model, report
+
+
+def check_max_len(path: Path, max_len: int) -> None:
+    """Refuses a `max_len` longer than the encoder at `path` has positions for: its position table
+    would be indexed past its end, in the middle of the work."""
+    config, positions = path / "config.json" if (path / "config.json").is_file() else path / LEGACY_CONFIG, None
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # no config, not JSON: loading names that
+        positions = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
+    if isinstance(positions, int) and max_len > positions:
+        raise ValueError(f"max_len {max_len} is longer than the text encoder {path} reads ({positions} positions)")
 
 
 def _load_huggingface(path: Path, model_class) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, LoadReport]:
@@ -117,6 +152,9 @@ def _load_huggingface(path: Path, model_class) -> tuple[PreTrainedTokenizerBase,
             f"{path}: {key} has shape {tuple(found)} in the checkpoint but {tuple(expected)} in the model"
             + (f" ({len(mismatched) - 1} more tensors do not fit either)" if len(mismatched) > 1 else "")
         )
+    embeddings = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > embeddings:  # its last tokens would index past the table (an IndexError mid-run)
+        raise CheckpointShapeError(f"{path}: the tokenizer has {len(tokenizer)} tokens but the model {embeddings} embeddings")
     report = LoadReport(path, "huggingface", sorted(info["missing_keys"]), sorted(info["unexpected_keys"]))
     return tokenizer, model, report
 
@@ -126,10 +164,10 @@ def _load_legacy(path: Path, model_class) -> tuple[PreTrainedTokenizerBase, PreT
     config = BertConfig(**config_dict)
     weights = next((path / name for name in LEGACY_WEIGHTS if (path / name).is_file()), None)
     if weights is None:
-        raise FileNotFoundError(f"legacy text encoder {path}: no weights file ({' or '.join(LEGACY_WEIGHTS)})")
+        raise DataError(f"legacy text encoder {path}: no weights file ({' or '.join(LEGACY_WEIGHTS)})")
     vocab_file = next((path / name for name in LEGACY_VOCABS if (path / name).is_file()), None)
     if vocab_file is None:
-        raise FileNotFoundError(f"legacy text encoder {path}: no vocabulary file ({' or '.join(LEGACY_VOCABS)})")
+        raise DataError(f"legacy text encoder {path}: no vocabulary file ({' or '.join(LEGACY_VOCABS)})")
 
     vocab = read_vocab(vocab_file)
     # Fewer tokens than embeddings only leaves rows unused; more would index past the table.
@@ -142,7 +180,7 @@ def _load_legacy(path: Path, model_class) -> tuple[PreTrainedTokenizerBase, PreT
     model = AutoModel.from_config(config) if model_class is AutoModel else model_class(config)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
-        raise TypeError(f"{weights}: holds a {type(state).__name__}, expected a state dict of tensors")
+        raise DataError(f"{weights}: holds a {type(state).__name__}, expected a state dict of tensors")
     report = load_classic_state_dict(model, state, weights)
     model.eval()
     return tokenizer, model, report
@@ -221,7 +259,7 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def check_replaceable(out_dir: Path, marker: str = "config.json", setting: str | None = None) -> None:
+def check_replaceable(out_dir: Path, marker: str = ENCODER_MARKER, setting: str | None = None) -> None:
     """Refuses an `out_dir` that `save_directory` must not replace (see there), or cannot make."""
     named = f"{setting} {out_dir}" if setting else str(out_dir)
     if holds_files(out_dir) and not (out_dir / marker).is_file():
@@ -231,7 +269,7 @@ def check_replaceable(out_dir: Path, marker: str = "config.json", setting: str |
         raise FileExistsError(f"cannot write {named}: {above} is a file, not a folder")
 
 
-def save_directory(out_dir: str | Path, write: Callable[[Path], None], marker: str = "config.json",
+def save_directory(out_dir: str | Path, write: Callable[[Path], None], marker: str = ENCODER_MARKER,
                    setting: str | None = None) -> Path:  # fmt: skip
     """Runs `write(tmp)` into a fresh folder beside `out_dir`, then puts it in `out_dir`'s place,
     so a crash never leaves a model directory with a mix of old and new files.

@@ -26,7 +26,8 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from audiotext.features.encoders import LEGACY_CONFIG, load_text_encoder
+from audiotext.errors import DataError
+from audiotext.features.encoders import LEGACY_CONFIG, check_max_len, load_text_encoder
 from audiotext.io import folder_digest
 
 # The reference's alphabet. Whitespace is outside the class too, so one substitution also folds
@@ -67,6 +68,12 @@ def default_encoder_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
+def check_sentence_length(max_len: int) -> None:
+    """Refuses a `max_len` (tokens per sentence) without room for [CLS], a token and [SEP]."""
+    if max_len < 3:
+        raise ValueError(f"max_len must leave room for [CLS], a token and [SEP], got {max_len}")
+
+
 class TextEncoder:
     """A frozen encoder from a local Hugging Face directory (config.json, weights, tokenizer) or a
     legacy KorBERT directory (bert_config.json, pytorch_model.bin, vocabulary)."""
@@ -83,11 +90,11 @@ class TextEncoder:
             raise FileNotFoundError(
                 f"text encoder {self.path} is not a model directory with a config.json (or a legacy {LEGACY_CONFIG})"
             )
-        if max_len < 2:
-            raise ValueError(f"max_len must leave room for [CLS] and [SEP], got {max_len}")
+        check_sentence_length(max_len)
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.max_len, self.batch_size, self.device = max_len, batch_size, torch.device(device)
+        check_max_len(self.path, max_len)
         self.tokenizer, model = load_text_encoder(self.path)
         self.model = model.to(self.device).eval()
         self.model.requires_grad_(False)
@@ -95,6 +102,18 @@ class TextEncoder:
         # A fine-tuned directory may hold its training sentences' states from encoders that did
         # not see them (`finetune(cross_fit_folds=K)`): a model fed by it must train on those.
         self.out_of_fold = load_out_of_fold_states(self.path)
+        self._check_out_of_fold_lengths()
+
+    def _check_out_of_fold_lengths(self) -> None:
+        """Refuses out-of-fold states cut at another max_len than this one: its other sentences
+        would be cut otherwise, training and test features of different lengths."""
+        texts = list(self.out_of_fold)
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_len)["input_ids"] if texts else []
+        for text, tokens in zip(texts, ids):
+            if len(self.out_of_fold[text]) != len(tokens):
+                raise DataError(f"text encoder {self.path}: its out-of-fold states were cut at another max_len than "
+                                f"{self.max_len} ({text!r}: {len(self.out_of_fold[text])} steps, {len(tokens)} "
+                                "tokens at this one); read it at the max_len it was fine-tuned with")  # fmt: skip
 
     @property
     def hidden_size(self) -> int:

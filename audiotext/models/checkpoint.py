@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -186,5 +186,8 @@ def load_text_classifier(
     info = json.loads((model_dir / HEAD_CONFIG).read_text(encoding="utf-8"))
     tokenizer, encoder = load_text_encoder(model_dir)
     model = SequenceClassifier(encoder, len(info["labels"]), info["pooling"], info["dropout"])
-    model.classifier.load_state_dict(load_file(model_dir / HEAD_WEIGHTS))
+    try:
+        model.classifier.load_state_dict(load_file(model_dir / HEAD_WEIGHTS))
+    except (SafetensorError, RuntimeError) as err:  # cut short, or tensors of another head
+        raise DataError(f"{model_dir / HEAD_WEIGHTS}: not this classifier's head ({str(err).strip().splitlines()[0]})") from None
     return tokenizer, model.to(device).eval(), info

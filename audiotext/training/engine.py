@@ -85,6 +85,15 @@ class EngineSettings:
             raise ValueError(f"logging_steps and batch_chunk must be at least 1, got {self.logging_steps}, {self.batch_chunk}")
 
 
+def check_job_settings(epochs: int, batch_size: int, lr: float) -> None:
+    """ValueError for settings no training job runs with, checked before the job claims a folder
+    (a rate of -1 was refused by the optimizer, a stopped job's folder already made)."""
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be at least 1, got {epochs}, {batch_size}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be positive and finite, got {lr}")
+
+
 @dataclass
 class FitResult:
     best: dict  # dev metrics of the best epoch, with its "epoch"; {} without a dev set

@@ -38,10 +38,10 @@ from transformers import (
 )
 
 from audiotext.features.encoders import PRETRAIN_RECORD, load_text_encoder, save_directory
-from audiotext.features.text import default_encoder_path, normalize_text
+from audiotext.features.text import check_sentence_length, default_encoder_path, normalize_text
 from audiotext.io import folder_digest, json_digest
 from audiotext.runtime import on_main, processes
-from audiotext.training.engine import Engine, EngineSettings
+from audiotext.training.engine import Engine, EngineSettings, check_job_settings
 from audiotext.training.run_folder import claim_state_folder
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -192,8 +192,10 @@ def pretrain(
     (see `extend_vocabulary`). `resume` continues the job a stopped call with the same arguments
     left beside `out_dir`.
     """
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be at least 1, got {epochs}, {batch_size}")
+    check_job_settings(epochs, batch_size, lr)
+    if not 0 < mlm_probability < 1:  # 0 masks nothing, so no loss to average
+        raise ValueError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
+    check_sentence_length(max_len)
     started = time.perf_counter()
     engine = Engine(
         EngineSettings(name="pretrain", epochs=epochs, seed=seed, clip=1.0, warmup_percent=warmup_percent,

@@ -39,8 +39,9 @@ from audiotext.data.corpus import Split
 from audiotext.data.manifest import load_any_split
 from audiotext.data.transcripts import hangul_vocabulary, noisy_variants
 from audiotext.evaluation.metrics import score_logits
-from audiotext.features.encoders import load_text_encoder_with_report, save_directory
+from audiotext.features.encoders import check_max_len, load_text_encoder_with_report, save_directory
 from audiotext.features.text import (
+    check_sentence_length,
     default_encoder_path,
     last_hidden_states,
     load_out_of_fold_states,
@@ -53,7 +54,7 @@ from audiotext.io import folder_digest, json_digest
 from audiotext.models.checkpoint import save_text_classifier
 from audiotext.models.text_classifier import POOLINGS, SequenceClassifier
 from audiotext.runtime import join_processes, on_main, processes
-from audiotext.training.engine import Engine, EngineSettings
+from audiotext.training.engine import Engine, EngineSettings, check_job_settings
 from audiotext.training.run_folder import claim_state_folder
 
 
@@ -111,8 +112,10 @@ def finetune(
 
     `resume` continues the job a stopped call with the same arguments left beside `out_dir`.
     """
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be at least 1, got {epochs}, {batch_size}")
+    check_job_settings(epochs, batch_size, lr)
+    check_sentence_length(max_len)
+    if not clip > 0:
+        raise ValueError(f"clip must be a positive gradient norm, got {clip}")
     if pooling not in ("auto", *POOLINGS):
         raise ValueError(f"pooling must be 'auto' or one of {POOLINGS}, got {pooling!r}")
     if not 0 <= warmup_percent <= 1:
@@ -123,6 +126,7 @@ def finetune(
     labels = list(labels)
     settings = FinetuneSettings(epochs, lr, batch_size, warmup_percent, max_len, seed, weight_decay, clip)
     encoder_path = default_encoder_path() if encoder is None else Path(encoder)
+    check_max_len(encoder_path, max_len)
     train_split, dev_split = (
         load_any_split(data_path, name, labels, AudioConfig().sample_rate, with_audio=False) for name in ("train", "dev")
     )
