@@ -300,21 +300,29 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_test(args: argparse.Namespace) -> None:
     from audiotext.evaluation.evaluate import evaluate
     from audiotext.evaluation.metrics import format_results_table
+    from audiotext.data.manifest import require_split
     from audiotext.evaluation.report import write_run_report
+    from audiotext.inference.export import is_model_folder
     from audiotext.models.checkpoint import load_config
 
     run_dir = Path(args.run_dir) if args.run_dir else run_dir_of(args)
-    modality = load_config(run_dir)[0].model.modality
+    if is_model_folder(run_dir) and not args.eval_dir:  # its files are checked against its digests
+        raise SettingError(f"--run_dir {run_dir} is a model folder (audiotext export), where nothing may be "
+                           "added: give --eval_dir for the results")  # fmt: skip
+    cfg = load_config(run_dir)[0]
     for flag, implied in (("do_audio", "audio"), ("do_text", "text")):
-        if getattr(args, flag) and modality != implied:
-            raise SettingError(f"--{flag}: {run_dir} holds the {modality!r} model, not the {implied}-only one")
+        if getattr(args, flag) and cfg.model.modality != implied:
+            raise SettingError(f"--{flag}: {run_dir} holds the {cfg.model.modality!r} model, not the {implied}-only one")
+    for split in args.split:  # every split is found before the first is tested and its results written
+        require_split(args.data_path or cfg.data_path, split)
     rows, cache = [], feature_cache_of(args)
     for split in args.split:
         out_dir = Path(args.eval_dir) / Path(split).stem if args.eval_dir else None
         metrics = evaluate(run_dir, split, args.data_path, out_dir, batch_size=args.batch_size, no_cuda=args.no_cuda,
                            cache=cache, progress=not args.quiet, best_so_far=args.best_so_far)  # fmt: skip
         rows.append({"model": run_dir.name, "test_set": metrics["split"], "metrics": metrics})
-    write_run_report(run_dir)  # once, with every split tested
+    if not is_model_folder(run_dir):
+        write_run_report(run_dir)  # once, with every split tested
     print(format_results_table(rows, rows[0]["metrics"]["labels"]))
 
 

@@ -150,8 +150,9 @@ class TrainConfig:
             _require(getattr(self, setting) >= 1, setting, getattr(self, setting), "must be at least 1")
         for setting in ("when", "early_stop", "checkpoint_steps", "num_workers"):
             _require(getattr(self, setting) >= 0, setting, getattr(self, setting), "must be 0 or more")
-        _require(self.lr > 0, "lr", self.lr, "must be positive")
+        _require(_positive_finite(self.lr), "lr", self.lr, "must be positive and finite")
         _require(self.clip >= 0, "clip", self.clip, "must be 0 (off) or positive")
+        _require(0 <= self.seed < 2**32, "seed", self.seed, "must be in 0..2**32-1 (what NumPy seeds with)")
         _require_share("warmup_percent", self.warmup_percent, below_one=False)
         _require_share("transcript_noise", self.transcript_noise, below_one=False)
         _require_share("ema", self.ema, below_one=True)

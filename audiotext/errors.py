@@ -27,3 +27,8 @@ class TrainingInterrupted(Exception):
 class ProcessLost(AudiotextError):
     """Another process of a torchrun job stopped (killed, out of memory, its node gone): this one
     stops too, instead of waiting for it; the message says where the last checkpoint is."""
+
+
+class TrainingDiverged(AudiotextError):
+    """The training loss became NaN or infinite: the weights are no model, and the run stays
+    unfinished; the message says what to change."""

@@ -259,6 +259,8 @@ def test_wrong_columns_are_named(clips, tmp_path, cli_error):
      (["--name", "../../x"], "name = '../../x': must be a plain folder name"),
      (["--lr", "-1"], "lr = -1.0: must be positive"),
      (["--ema", "1"], "ema = 1.0: must be a share in [0, 1)"),
+     (["--optim", "LBFGS"], "optim = 'LBFGS': not supported (its step needs a closure)"),  # a traceback at the first step
+     (["--seed", "-1"], "seed = -1: must be in 0..2**32-1"),
      (["--resume", "--overwrite"], "--resume continues a run and --overwrite starts it again")],
 )  # fmt: skip
 def test_bad_settings_are_refused_before_any_feature_is_computed(demo_corpus, tmp_path, cli_error, flags, message):
@@ -266,6 +268,42 @@ def test_bad_settings_are_refused_before_any_feature_is_computed(demo_corpus, tm
     assert printed.startswith("error: " + message) and printed.count("\n") == 1, printed
     assert code == 2
     assert not any(tmp_path.iterdir())  # nothing written: not even a run folder
+
+
+def test_a_run_that_stopped_before_its_config_is_started_again(demo_corpus, tmp_path, cli_error):
+    from audiotext.training.run_folder import claim_run_folder
+
+    # Character n-grams are fitted before the features, the config saved after them: a run whose
+    # data was refused (or that was stopped) in between left a folder that --resume and --overwrite refused.
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / "char_ngrams.json").write_text("{}", encoding="utf-8")
+    assert claim_run_folder(early, None, resume=True) == early and not early.exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "char_ngrams.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "mine" / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(FileExistsError, match="not a run folder"):
+        claim_run_folder(tmp_path / "mine", None, overwrite=True)
+
+
+def test_a_diverged_run_stops_unfinished(demo_corpus, tmp_path, cli_error):
+    code, printed = cli_error("train", "--data_path", demo_corpus, "--output_dir", tmp_path, "--name", "r", *TRAIN_FAST,
+                              "--lr", "1e6", "--clip", "0")  # fmt: skip
+    assert code == 1 and "r: training diverged in epoch 1 (train loss nan)" in printed and printed.count("\n") == 1
+    assert not (tmp_path / "r" / "finished.json").exists()  # NaN weights were marked finished
+
+
+def test_test_finds_every_split_first_and_leaves_model_folders_alone(trained_runs, demo_corpus, tmp_path, cli_error):
+    run = trained_copy(trained_runs, tmp_path)
+    code, printed = cli_error("test", "--run_dir", run, "--data_path", demo_corpus, "--split", "test", "nosuch", "--quiet")
+    assert code == 1 and printed == f"error: {demo_corpus / 'nosuch.pkl'}: no such split file\n"
+    assert not (run / "eval").exists()  # test's results were written before, beside an older report
+    from audiotext.inference.export import export_model
+
+    model = export_model(run, tmp_path / "model")
+    code, printed = cli_error("test", "--run_dir", model, "--data_path", demo_corpus, "--quiet")
+    assert code == 2 and "is a model folder (audiotext export), where nothing may be added" in printed
+    assert not (model / "eval").exists()
 
 
 @pytest.mark.parametrize("dtype, message", [(np.float64, "float samples must lie in [-1, 1]"),

@@ -145,6 +145,12 @@ def test_the_moving_average_is_a_decay_per_model_and_none_for_the_others(cli_err
     assert code == 2 and "ema = 1.0: must be a share in [0, 1)" in printed
 
 
+def test_a_model_listed_twice_is_refused(cli_error):
+    # Its one run was reported as two seeds, and as an ensemble of two.
+    code, printed = cli_error("compare", "--data", "nowhere", "--models", "linear", "mult", "linear", "MULT")
+    assert code == 2 and printed == "error: models: linear, mult listed twice (mult, MULT, MulT and Transformer are one model)\n"
+
+
 def test_resume_keeps_a_trained_text_encoder_and_its_runs_until_the_encoder_changes(demo_corpora, tmp_path):
     out = tmp_path / "cmp"
     args = ["--data", str(demo_corpora["script"]), "--out", str(out), "--models", "text", "--seeds", "1",

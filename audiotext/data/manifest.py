@@ -281,6 +281,18 @@ def load_any_split(
     return load_split(resolve_split_path(data_path, split), labels)
 
 
+def require_split(data_path: str | Path, split: str) -> None:
+    """Raises what `load_any_split` would for a split that is not there, reading no clip: a command
+    naming several splits checks them all before it works on the first."""
+    if is_manifest(split):
+        if not Path(split).is_file():
+            raise ManifestError(f"{split}: no such manifest file")
+    elif is_manifest(data_path) and not str(split).endswith(".pkl"):
+        split_rows(read_manifest(data_path), Path(data_path), split)
+    elif not resolve_split_path(data_path, split).is_file():
+        raise CorpusError(f"{resolve_split_path(data_path, split)}: no such split file")
+
+
 def corpus_digest(data_path: str | Path) -> str:
     """A hex digest of what a corpus is made of: a manifest and every audio file it names, or a
     folder's split files (pickles and manifests), so that work done on it can tell it has changed."""

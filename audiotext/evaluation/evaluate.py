@@ -15,8 +15,9 @@ from audiotext.errors import DataError
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.evaluation.plots import plot_confusion_matrix
 from audiotext.features.cache import FeatureCache
+from audiotext.features.encoders import save_directory
 from audiotext.inference.predict import predict, predict_sentences, probability_columns
-from audiotext.io import atomic_path, write_json
+from audiotext.io import write_json
 from audiotext.models.checkpoint import CONFIG_FILE, load_run, load_text_classifier
 from audiotext.runtime import select_device
 
@@ -61,6 +62,9 @@ def evaluate(
     )  # fmt: skip
 
 
+METRICS_FILE = "metrics.json"
+
+
 def write_evaluation(
     out_dir: str | Path,
     targets: list[int],
@@ -73,11 +77,10 @@ def write_evaluation(
 ) -> dict:
     """Scores predictions and writes metrics.json (with `facts`), predictions.csv (id,
     `extra_columns`, prediction, p_<label> for each class when `probabilities` (N, C) are given,
-    true_value) and confusion_matrix.png into `out_dir`."""
-    out_dir = Path(out_dir)
+    true_value) and confusion_matrix.png into `out_dir`, all three or none: the folder is written
+    beside it and put in its place (an evaluation folder there is replaced, any other refused)."""
     metrics = classification_metrics(targets, predicted, labels)
     metrics.update(facts, labels=list(labels))
-    write_json(out_dir / "metrics.json", metrics)
     predictions = pd.DataFrame(
         {
             "id": range(len(targets)),
@@ -87,9 +90,13 @@ def write_evaluation(
             "true_value": [labels[i] for i in targets],
         }
     )
-    with atomic_path(out_dir / "predictions.csv") as tmp:
-        predictions.to_csv(tmp, index=False)
-    plot_confusion_matrix(metrics["confusion_matrix"], labels, out_dir / "confusion_matrix.png", title=title)
+
+    def write(folder: Path) -> None:
+        write_json(folder / METRICS_FILE, metrics)
+        predictions.to_csv(folder / "predictions.csv", index=False)
+        plot_confusion_matrix(metrics["confusion_matrix"], labels, folder / "confusion_matrix.png", title=title)
+
+    save_directory(out_dir, write, marker=METRICS_FILE, setting="the evaluation folder")
     return metrics
 
 

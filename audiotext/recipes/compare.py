@@ -115,6 +115,9 @@ class CompareSettings:
         unknown = [m for m in self.models if m not in ALL_MODELS]
         if not self.models or unknown:
             raise SettingError(f"models must be some of {', '.join(ALL_MODELS)}; got {', '.join(self.models) or 'none'}")
+        repeated = sorted({m for m in self.models if self.models.count(m) > 1})
+        if repeated:  # its one run would be counted as two seeds, and two members of its ensemble
+            raise SettingError(f"models: {', '.join(repeated)} listed twice (mult, MULT, MulT and Transformer are one model)")
         if not self.seeds:
             raise SettingError("seeds: at least one")
         if self.folds and not (self.folds >= 3 and self.split_by in FOLD_BY):

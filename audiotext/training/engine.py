@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from audiotext.errors import ProcessLost, SettingError, TrainingInterrupted
+from audiotext.errors import ProcessLost, SettingError, TrainingDiverged, TrainingInterrupted
 from audiotext.io import write_csv_rows
 from audiotext.runtime import (
     as_on_main,
@@ -327,6 +327,9 @@ class Engine:
                         raise self._interrupted(_where(checkpoint, epoch, progress.step, len(batches)))
                 bar.close()
                 row: dict = {"epoch": epoch, "train_loss": float(np.mean(progress.losses))}
+                if not math.isfinite(row["train_loss"]):  # weights gone to NaN would be kept, and marked finished
+                    raise TrainingDiverged(f"{s.name}: training diverged in epoch {epoch} (train loss "
+                                           f"{row['train_loss']}): lower --lr, or clip the gradients (--clip)")  # fmt: skip
                 improved = False
                 if evaluate is not None:
                     with _weights(model, progress.average):

@@ -146,10 +146,16 @@ def _parameter_groups(model: nn.Module, lr: float) -> list[dict]:
             {"params": list(wide), "lr": lr * WIDE_LR_SCALE}]  # fmt: skip
 
 
+# torch.optim classes the engine's plain `step()` on dense gradients cannot drive.
+UNSUPPORTED_OPTIMIZERS = {"LBFGS": "its step needs a closure", "SparseAdam": "it takes sparse gradients only"}
+
+
 def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     optimizer_class = getattr(torch.optim, name, None)
     if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
         raise SettingError(f"optim = {name!r}: not a torch.optim optimizer; use a class name such as Adam, AdamW or SGD")
+    if name in UNSUPPORTED_OPTIMIZERS:
+        raise SettingError(f"optim = {name!r}: not supported ({UNSUPPORTED_OPTIMIZERS[name]}); use Adam, AdamW or SGD")
     return optimizer_class
 
 

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from audiotext.config import RunConfig
+from audiotext.features.ngrams import NGRAMS_FILE
 from audiotext.errors import SettingError
 from audiotext.io import first_difference, holds_files, write_json
 from audiotext.models.checkpoint import (
@@ -33,6 +34,7 @@ RESUMABLE_CHANGES = {("train", "no_cuda"), ("train", "logging_steps"), ("train",
 
 
 JOB_FILE = "job.json"
+WRITTEN_BEFORE_CONFIG = {NGRAMS_FILE}  # the character n-grams, fitted before the text features
 
 
 def staging_folder(run_dir: Path) -> Path:
@@ -48,6 +50,9 @@ def claim_run_folder(run_dir: Path, cfg: RunConfig, resume: bool = False, overwr
     if resume and overwrite:
         raise SettingError("--resume continues a run and --overwrite starts it again: give one of them")
     staging = staging_folder(run_dir)
+    for folder in (staging, run_dir):
+        if _never_started(folder):
+            shutil.rmtree(folder)
     if resume:
         for folder in (staging, run_dir):
             if (folder / CONFIG_FILE).is_file() and not is_finished(folder):
@@ -107,6 +112,13 @@ def finish_run_folder(folder: Path, run_dir: Path, summary: dict) -> None:
     run_dir.rename(old)
     folder.rename(run_dir)
     shutil.rmtree(old)
+
+
+def _never_started(folder: Path) -> bool:
+    """Whether `folder` holds only what a run writes before its config.json (stopped, or refused its
+    data, that early): nothing to resume, and nothing of anyone's to keep."""
+    return folder.is_dir() and not (folder / CONFIG_FILE).exists() and holds_files(folder) and all(
+        path.name in WRITTEN_BEFORE_CONFIG for path in folder.iterdir())  # fmt: skip
 
 
 def without_resumable_changes(settings: dict) -> dict:
