@@ -639,9 +639,16 @@ def add_compare_parser(commands) -> None:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
+    if not 1000 <= args.sample_rate <= 384000:
+        raise SettingError(f"--sample_rate {args.sample_rate}: a rate of stored clips is 1000 to 384000 Hz")
     labels = args.labels.split(",") if args.labels else data_labels(args.data) or list(REFERENCE_LABELS)
     folder = Path(args.data).parent if is_manifest(args.data) else Path(args.data)
     out = writable_file(args.out or folder / f"{args.split}_stt.pkl", "--out")
+    # The corpus's own files hold the true transcripts: a recogniser's would replace them unseen.
+    if out.exists() and (out.resolve() == Path(args.data).resolve()
+                         or (out.resolve().parent == folder.resolve() and not out.name.endswith("_stt.pkl"))):  # fmt: skip
+        raise SettingError(f"--out {out} is a file of the corpus {args.data}: write the transcripts to a new file "
+                           f"(default: {args.split}_stt.pkl)")  # fmt: skip
     transcribe(args.data, args.split, out, labels, args.sample_rate, progress=not args.quiet)
 
 

@@ -110,6 +110,14 @@ def test_transcribe_writes_beside_a_manifest_and_checks_out_first(demo_corpus, t
     monkeypatch.setitem(sys.modules, "vosk", None)  # transcribing would fail: --out is checked before
     code, printed = cli_error("transcribe", "--data", manifest, "--labels", labels, "--out", manifest / "x.pkl")
     assert code == 2 and printed == f"error: --out {manifest / 'x.pkl'}: {manifest} is a file, not a folder\n"
+    # The true test transcripts were replaced by the recogniser's without a word.
+    (tmp_path / "test.pkl").write_bytes(b"the corpus's own split")
+    for out in (tmp_path / "test.pkl", manifest):
+        code, printed = cli_error("transcribe", "--data", manifest, "--labels", labels, "--out", out)
+        assert code == 2 and printed.startswith(f"error: --out {out} is a file of the corpus {manifest}")
+    assert (tmp_path / "test.pkl").read_bytes() == b"the corpus's own split"
+    code, printed = cli_error("transcribe", "--data", manifest, "--sample_rate", "1")  # an OverflowError in soxr
+    assert code == 2 and printed == "error: --sample_rate 1: a rate of stored clips is 1000 to 384000 Hz\n"
 
 
 def test_without_the_extra_the_error_says_how_to_install_it(monkeypatch, trained_runs, three_clips, tmp_path, cli_error):

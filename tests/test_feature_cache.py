@@ -21,6 +21,7 @@ from audiotext.cli import main
 from audiotext.config import REFERENCE_LABELS, AudioConfig, ModelConfig, RunConfig, TrainConfig
 from audiotext.data.corpus import load_split
 from audiotext.data.dataset import encode_split
+from audiotext.errors import DataError
 from audiotext.features.cache import FeatureCache, PackedSequences, audio_features, default_cache_dir, digest, text_states
 from audiotext.features.text import TextEncoder
 from audiotext.training.loop import train
@@ -139,6 +140,20 @@ def test_a_build_that_yields_fewer_sequences_than_promised_leaves_no_entry(tmp_p
     with pytest.raises(RuntimeError, match="expected 3 sequences, got 2"):
         cache.packed("audio", "k" * 32, 3, lambda: [np.zeros((5, 4), np.float32)] * 2, facts={}, what="test")
     assert cache.entries() == []
+
+
+def test_a_damaged_entry_is_named_and_can_be_cleared(tmp_path):
+    cache = FeatureCache(tmp_path, progress=False)
+    cache.packed("audio", "k" * 32, 2, lambda: [np.ones((5, 4)), np.ones((3, 4))], facts={}, what="test")
+    entry = tmp_path / "audio" / ("k" * 32)
+    values = (entry / "values.bin").read_bytes()
+    (entry / "values.bin").write_bytes(values[:10])  # "mmap length is greater than file size", naming nothing
+    with pytest.raises(DataError, match=f"feature cache entry {entry} is damaged .*audiotext features clear"):
+        FeatureCache.load(entry)
+    (entry / "entry.json").write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match=f"feature cache entry {entry} is damaged"):
+        cache.entries()
+    assert cache.clear() == 1 and not entry.exists()
 
 
 def test_an_entry_records_what_it_holds(tmp_path):

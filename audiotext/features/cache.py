@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from audiotext.config import AudioConfig
+from audiotext.errors import DataError
 from audiotext.features.audio import iter_audio_features
 from audiotext.features.ngrams import CharNgramEncoder
 from audiotext.features.text import TextEncoder
@@ -134,14 +135,17 @@ class FeatureCache:
 
     @staticmethod
     def load(path: Path) -> PackedSequences:
-        facts = json.loads((path / ENTRY_FILE).read_text(encoding="utf-8"))
-        offsets = np.load(path / OFFSETS_FILE, allow_pickle=False)
-        shape = (int(offsets[-1]), facts["width"])
-        values = (
-            np.memmap(path / VALUES_FILE, dtype=STORED_DTYPE, mode="r", shape=shape)
-            if shape[0]
-            else np.zeros(shape, STORED_DTYPE)  # numpy cannot map an empty file
-        )
+        try:
+            facts = json.loads((path / ENTRY_FILE).read_text(encoding="utf-8"))
+            offsets = np.load(path / OFFSETS_FILE, allow_pickle=False)
+            shape = (int(offsets[-1]), facts["width"])
+            values = (
+                np.memmap(path / VALUES_FILE, dtype=STORED_DTYPE, mode="r", shape=shape)
+                if shape[0]
+                else np.zeros(shape, STORED_DTYPE)  # numpy cannot map an empty file
+            )
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as err:  # entries are written whole: changed since
+            raise _damaged(path, err) from None
         return PackedSequences(values, offsets)
 
     def _build(self, path: Path, n: int, compute, facts: dict) -> None:
@@ -170,18 +174,24 @@ class FeatureCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def _entry_paths(self) -> list[tuple[str, Path]]:
+        return [(kind, path) for kind in KINDS for path in sorted((self.root / kind).glob("[!.]*"))
+                if (path / ENTRY_FILE).is_file()]  # fmt: skip
+
     def entries(self) -> list[EntryInfo]:
         found = []
-        for kind in KINDS:
-            for path in sorted((self.root / kind).glob("[!.]*")):
-                if (path / ENTRY_FILE).is_file():
-                    facts = json.loads((path / ENTRY_FILE).read_text(encoding="utf-8"))
-                    found.append(EntryInfo(kind, path.name, path, facts))
+        for kind, path in self._entry_paths():
+            try:
+                facts = json.loads((path / ENTRY_FILE).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                raise _damaged(path, err) from None
+            found.append(EntryInfo(kind, path.name, path, facts))
         return found
 
     def clear(self) -> int:
-        """Removes every entry (and what an interrupted build left); returns how many entries."""
-        n = len(self.entries())
+        """Removes every entry (and what an interrupted build left, and damaged entries); returns
+        how many entries."""
+        n = len(self._entry_paths())
         for kind in KINDS:
             shutil.rmtree(self.root / kind, ignore_errors=True)
         return n
@@ -189,6 +199,11 @@ class FeatureCache:
     def _say(self, message: str) -> None:
         if self.progress:
             tqdm.write(message)
+
+
+def _damaged(path: Path, err: Exception) -> DataError:
+    return DataError(f"feature cache entry {path} is damaged ({err}): remove it (or `audiotext features clear`) "
+                     "and it is computed again")  # fmt: skip
 
 
 def digest(*parts: object) -> str:
