@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 import re
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from fontTools.ttLib import TTFont
 from audiotext.config import REFERENCE_LABELS
 from audiotext.errors import SettingError
 from audiotext.evaluation.metrics import classification_metrics
-from audiotext.recipes.compare import ALL_MODELS, EMA, MODALITY_DROPOUT, CompareSettings, model_config
+from audiotext.recipes.compare import ALL_MODELS, EMA, MODALITY_DROPOUT, CompareSettings, _claim, model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,3 +170,19 @@ def test_resume_keeps_a_trained_text_encoder_and_its_runs_until_the_encoder_chan
     config.write_text(config.read_text(encoding="utf-8") + "\n", encoding="utf-8")  # the encoder is not what it was
     compare(*args, "--resume")
     assert all(now != then for now, then in zip(written(), before))  # both trained again
+
+
+def test_a_comparison_that_stopped_before_training_leaves_its_folder_to_the_next(demo_corpus, tmp_path):
+    # Folds refused (too few speakers) after compare.json was written: the corrected command was
+    # refused in that --out, and --resume named the changed setting.
+    out = tmp_path / "out"
+    (out / "folds" / "fold0").mkdir(parents=True)
+    (out / "compare.json").write_text('{"settings": {"folds": 5}}', encoding="utf-8")
+    settings = CompareSettings(labels=REFERENCE_LABELS, models=("linear",))
+    for resume in (False, True):
+        record = _claim(out, demo_corpus, settings, resume=resume, overwrite=False)
+        assert json.loads((out / "compare.json").read_text(encoding="utf-8"))["settings"] == record["settings"]
+        assert not (out / "folds").exists()
+    (out / "runs").mkdir()  # a comparison that trained is kept
+    with pytest.raises(FileExistsError, match="holds a comparison"):
+        _claim(out, demo_corpus, replace(settings, seeds=(0, 1)), resume=False, overwrite=False)

@@ -229,7 +229,8 @@ def run_comparison(
 def _claim(out: Path, data_path: Path, settings: CompareSettings, resume: bool, overwrite: bool) -> dict:
     """The comparison's record (compare.json), written before any work: `resume` continues the one
     in `out` when its settings and data are these (else an error naming what changed); `overwrite`
-    first removes what an earlier comparison left there; otherwise `out` must hold none."""
+    first removes what an earlier comparison left there; otherwise `out` must hold none, or one
+    that stopped before it trained anything."""
     if resume and overwrite:
         raise SettingError("--resume continues a comparison and --overwrite starts it again: give one of them")
     record_file = out / RECORD_FILE
@@ -240,7 +241,9 @@ def _claim(out: Path, data_path: Path, settings: CompareSettings, resume: bool, 
         "text": {},  # corpus → digest of the encoder trained on it
     }
     earlier = [name for name in (RECORD_FILE, *OUTPUTS, *WORK_FOLDERS) if (out / name).exists()]
-    if resume and record_file.is_file():
+    # Stopped before any training (its corpus or folds refused, say): nothing there to keep or resume.
+    never_started = set(earlier) <= {RECORD_FILE, "folds"}
+    if resume and record_file.is_file() and not never_started:
         stored = json.loads(record_file.read_text(encoding="utf-8"))
         changed = first_difference({k: stored.get(k) for k in record if k != "text"},
                                     {k: v for k, v in record.items() if k != "text"})  # fmt: skip
@@ -248,7 +251,7 @@ def _claim(out: Path, data_path: Path, settings: CompareSettings, resume: bool, 
             raise SettingError(f"--resume: {record_file} was made with {changed}; resume with the same settings "
                                f"and data, or --overwrite to start again")  # fmt: skip
         return {**record, "text": stored.get("text", {})}
-    if earlier and not overwrite:
+    if earlier and not overwrite and not never_started:
         why = "it was made before comparisons could resume" if resume else "--resume continues it"
         raise FileExistsError(f"{out} holds a comparison ({', '.join(earlier)}): {why}; --overwrite runs it "
                               f"again, or choose another --out")  # fmt: skip
