@@ -21,6 +21,8 @@ from audiotext.io import write_json
 from audiotext.models.checkpoint import CONFIG_FILE, load_run, load_text_classifier
 from audiotext.runtime import select_device
 
+METRICS_FILE = "metrics.json"
+
 
 def evaluate(
     run_dir: str | Path,
@@ -60,9 +62,6 @@ def evaluate(
         out_dir, targets.tolist(), predicted.tolist(), cfg.labels, title=f"{cfg.name} · {split_name}",
         probabilities=logits.softmax(-1), run_dir=str(run_dir), split=split_name, modality=cfg.model.modality,
     )  # fmt: skip
-
-
-METRICS_FILE = "metrics.json"
 
 
 def write_evaluation(

@@ -131,7 +131,8 @@ def _require_encoder_weights(tokenizer, model: PreTrainedModel, report: LoadRepo
 def check_max_len(path: Path, max_len: int) -> None:
     """Refuses a `max_len` longer than the encoder at `path` has positions for: its position table
     would be indexed past its end, in the middle of the work."""
-    config, positions = path / "config.json" if (path / "config.json").is_file() else path / LEGACY_CONFIG, None
+    config = path / "config.json" if (path / "config.json").is_file() else path / LEGACY_CONFIG
+    positions = None
     with contextlib.suppress(OSError, ValueError, AttributeError):  # no config, not JSON: loading names that
         positions = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
     if isinstance(positions, int) and max_len > positions:
