@@ -259,8 +259,9 @@ def text_states(
     if cache is None:
         return PackedSequences.from_arrays(encoder.encode(sentences, progress=progress))
     key = digest("text", FEATURE_VERSION, encoder.fingerprint, encoder.max_len, list(sentences))
+    what = "character n-grams" if isinstance(encoder, CharNgramEncoder) else "encoder states"
     return cache.packed(
         "text", key, len(sentences), lambda: encoder.encode(sentences, progress=progress),
-        facts={"what": "encoder states", "split": name, "encoder": str(encoder.path), "max_len": encoder.max_len},
-        what=f"encoder states of {name or 'sentences'} ({len(sentences)} distinct sentences)",
+        facts={"what": what, "split": name, "encoder": str(encoder.path), "max_len": encoder.max_len},
+        what=f"{what} of {name or 'sentences'} ({len(sentences)} distinct sentences)",
     )  # fmt: skip
