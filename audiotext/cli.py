@@ -774,8 +774,17 @@ def cmd_serve(args: argparse.Namespace) -> None:
     recognizer = EmotionRecognizer.from_pretrained(args.model, device="cpu" if args.no_cuda else None)
     app = create_app(recognizer, max_upload_bytes=limits.max_upload_bytes, max_seconds=limits.max_seconds)
     # Bound here, so that a port in use is one line (OSError) and "serving" is said only once it listens.
-    family = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0][0]
-    listening = socket.create_server((args.host, args.port), family=family)
+    # The protocol as getaddrinfo names it (TCP), not 0: asyncio turns Nagle's algorithm off only on
+    # sockets that say TCP, and with it on every answer waited 40 ms for the client's delayed ACK.
+    family, kind, protocol, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
+    listening = socket.socket(family, kind, protocol)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+        listening.listen()
+    except OSError:
+        listening.close()
+        raise
     port = listening.getsockname()[1]  # the port the system chose for --port 0
     print(f"serving {args.model} on http://{args.host}:{port}/ (API: POST /predict; schema: /openapi.json)",
           flush=True)  # fmt: skip
