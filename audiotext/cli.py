@@ -581,7 +581,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         ema=defaults.ema if args.ema is None else dict.fromkeys(ALL_MODELS, args.ema),
         text_features=args.text_features,
         text=TextPlan(encoder=str(Path(args.encoder).resolve()) if args.encoder else "", pretrain=pretrain,
-                      finetune=finetune, cross_fit=args.cross_fit),
+                      finetune=finetune, cross_fit=args.cross_fit, max_len=args.max_len_for_text),
         labels=tuple(labels),
     )  # fmt: skip
     result = run_comparison(args.data, args.out, settings, feature_cache_of(args), progress=not args.quiet,
@@ -630,7 +630,8 @@ def add_compare_parser(commands) -> None:
         help=f"how the deep models pool a sequence over time (default: {d.model.merge_how})")
     add_fusion_arguments(compare, d.audio, TextConfig(features=d.text_features), d.model, d.train, d.modality_dropout,
                          d.ema)  # fmt: skip
-    add("--max_len_for_text", type=int, default=48, help="tokens per sentence for pre-training and fine-tuning")
+    add("--max_len_for_text", type=int, default=48,
+        help="tokens per sentence, for pre-training, fine-tuning and the models' text features")
     add("--labels", default=None, help="comma-separated label order (default: the data's)")
     add("--no_cuda", action="store_true")
     add("--quiet", action="store_true")
@@ -645,8 +646,8 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
     folder = Path(args.data).parent if is_manifest(args.data) else Path(args.data)
     out = writable_file(args.out or folder / f"{args.split}_stt.pkl", "--out")
     # The corpus's own files hold the true transcripts: a recogniser's would replace them unseen.
-    if out.exists() and (out.resolve() == Path(args.data).resolve()
-                         or (out.resolve().parent == folder.resolve() and not out.name.endswith("_stt.pkl"))):  # fmt: skip
+    corpus_files = {folder / f"{name}.pkl" for name in ("train", "dev", "test", args.split)} | {Path(args.data)}
+    if out.exists() and out.resolve() in {path.resolve() for path in corpus_files}:
         raise SettingError(f"--out {out} is a file of the corpus {args.data}: write the transcripts to a new file "
                            f"(default: {args.split}_stt.pkl)")  # fmt: skip
     transcribe(args.data, args.split, out, labels, args.sample_rate, progress=not args.quiet)
@@ -776,7 +777,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # Bound here, so that a port in use is one line (OSError) and "serving" is said only once it listens.
     # The protocol as getaddrinfo names it (TCP), not 0: asyncio turns Nagle's algorithm off only on
     # sockets that say TCP, and with it on every answer waited 40 ms for the client's delayed ACK.
-    family, kind, protocol, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
+    found = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)
+    # A name (localhost) listens on its IPv4 address, as uvicorn did: clients try 127.0.0.1 first.
+    family, kind, protocol, _, address = next((f for f in found if f[0] == socket.AF_INET), found[0])
     listening = socket.socket(family, kind, protocol)
     try:
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

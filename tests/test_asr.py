@@ -116,6 +116,9 @@ def test_transcribe_writes_beside_a_manifest_and_checks_out_first(demo_corpus, t
         code, printed = cli_error("transcribe", "--data", manifest, "--labels", labels, "--out", out)
         assert code == 2 and printed.startswith(f"error: --out {out} is a file of the corpus {manifest}")
     assert (tmp_path / "test.pkl").read_bytes() == b"the corpus's own split"
+    (tmp_path / "asr.pkl").write_bytes(b"an earlier transcription")  # one's own output may be written again
+    code, printed = cli_error("transcribe", "--data", manifest, "--labels", labels, "--out", tmp_path / "asr.pkl")
+    assert code == 1 and printed.startswith("error: offline transcription needs the asr extra")
     code, printed = cli_error("transcribe", "--data", manifest, "--sample_rate", "1")  # an OverflowError in soxr
     assert code == 2 and printed == "error: --sample_rate 1: a rate of stored clips is 1000 to 384000 Hz\n"
 

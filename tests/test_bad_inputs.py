@@ -179,6 +179,11 @@ def test_a_stray_quote_in_a_manifest_is_refused_not_merged_into_other_rows(clips
     (tmp_path / "clips.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     code, printed = prepare(cli_error, tmp_path / "clips.tsv", tmp_path / "out")
     assert code == 1 and "clips.tsv: row 5, column 'text' runs over several lines" in printed
+    from audiotext.data.manifest import read_manifest
+
+    notes = pd.read_csv(tmp_path / "manifest.csv", keep_default_na=False, dtype=str).assign(notes="one\ntwo")
+    notes.to_csv(tmp_path / "notes.csv", index=False)  # a quoted line break in a column that is not read
+    assert len(read_manifest(tmp_path / "notes.csv")) == 12
 
 
 @pytest.mark.parametrize("content, message", [

@@ -186,3 +186,8 @@ def test_a_comparison_that_stopped_before_training_leaves_its_folder_to_the_next
     (out / "runs").mkdir()  # a comparison that trained is kept
     with pytest.raises(FileExistsError, match="holds a comparison"):
         _claim(out, demo_corpus, replace(settings, seeds=(0, 1)), resume=False, overwrite=False)
+    mine = tmp_path / "mine"  # a folds/ folder with no compare.json is no comparison's: kept
+    (mine / "folds").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="holds a comparison"):
+        _claim(mine, demo_corpus, settings, resume=False, overwrite=False)
+    assert (mine / "folds").is_dir()

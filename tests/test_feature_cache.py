@@ -150,6 +150,9 @@ def test_a_damaged_entry_is_named_and_can_be_cleared(tmp_path):
     (entry / "values.bin").write_bytes(values[:10])  # "mmap length is greater than file size", naming nothing
     with pytest.raises(DataError, match=f"feature cache entry {entry} is damaged .*audiotext features clear"):
         FeatureCache.load(entry)
+    (entry / "offsets.npy").write_bytes(b"")  # an EOFError
+    with pytest.raises(DataError, match=f"feature cache entry {entry} is damaged"):
+        FeatureCache.load(entry)
     (entry / "entry.json").write_text("", encoding="utf-8")
     with pytest.raises(DataError, match=f"feature cache entry {entry} is damaged"):
         cache.entries()

@@ -101,7 +101,7 @@ def test_bad_arguments_are_refused(demo_corpus, tmp_path):
         finetune(demo_corpus, None, tmp_path / "m", epochs=1, pooling="max", progress=False)
     # Refused before the job's state folder is made (the optimizer refused a rate of -1 after it).
     for setting, message in [({"lr": -1.0}, "lr must be positive and finite"), ({"max_len": 0}, "max_len must leave room"),
-                             ({"clip": 0.0}, "clip must be"), ({"max_len": 1000}, r"max_len 1000 is longer .* \(512 positions\)")]:  # fmt: skip
+                             ({"clip": -1.0}, r"clip must be 0 \(off\) or a gradient norm"), ({"max_len": 1000}, r"max_len 1000 is longer .* \(512 positions\)")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             finetune(demo_corpus, None, tmp_path / "m", epochs=1, progress=False, **setting)
     assert not list(tmp_path.iterdir())

@@ -144,7 +144,7 @@ class FeatureCache:
                 if shape[0]
                 else np.zeros(shape, STORED_DTYPE)  # numpy cannot map an empty file
             )
-        except (OSError, ValueError, KeyError, IndexError, TypeError) as err:  # entries are written whole: changed since
+        except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as err:  # written whole: changed since
             raise _damaged(path, err) from None
         return PackedSequences(values, offsets)
 

@@ -107,7 +107,7 @@ def load_text_encoder_with_report(
         raise
     # What transformers, safetensors and torch raise for a folder they cannot read (weights cut
     # short or of another format, a config of another kind): a traceback that never named it.
-    except (OSError, ValueError, RuntimeError, IndexError, pickle.UnpicklingError, SafetensorError) as err:
+    except (OSError, EOFError, ValueError, RuntimeError, IndexError, pickle.UnpicklingError, SafetensorError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"text encoder {path}: cannot be loaded ({reason})") from None
     raise FileNotFoundError(

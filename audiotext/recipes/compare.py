@@ -84,6 +84,9 @@ class TextPlan:
     pretrain: dict | None = None
     finetune: dict | None = None
     cross_fit: int | None = None  # folds of cross-fitting; None: 3 when test sentences are unseen, else 0
+    # Tokens per sentence, for the models' text features as for pre-training and fine-tuning: the
+    # out-of-fold states of a cross-fitted encoder are cut at it, and so must every other sentence be.
+    max_len: int = 48
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,8 @@ def run_comparison(
                 run_dir = out / "runs" / corpus_name / name / f"seed{seed}"
                 cfg = RunConfig(
                     name=name, data_path=str(corpus.resolve()), labels=labels, audio=replace(settings.audio),
-                    text=TextConfig(encoder=encoder, features=settings.text_features), model=model,
+                    text=TextConfig(encoder=encoder, features=settings.text_features, max_len_for_text=settings.text.max_len),
+                    model=model,
                     train=replace(training, seed=seed),
                 )  # fmt: skip
                 if keep_runs and is_finished(run_dir):
@@ -242,7 +246,7 @@ def _claim(out: Path, data_path: Path, settings: CompareSettings, resume: bool, 
     }
     earlier = [name for name in (RECORD_FILE, *OUTPUTS, *WORK_FOLDERS) if (out / name).exists()]
     # Stopped before any training (its corpus or folds refused, say): nothing there to keep or resume.
-    never_started = set(earlier) <= {RECORD_FILE, "folds"}
+    never_started = RECORD_FILE in earlier and set(earlier) <= {RECORD_FILE, "folds"}
     if resume and record_file.is_file() and not never_started:
         stored = json.loads(record_file.read_text(encoding="utf-8"))
         changed = first_difference({k: stored.get(k) for k in record if k != "text"},

@@ -114,8 +114,8 @@ def finetune(
     """
     check_job_settings(epochs, batch_size, lr)
     check_sentence_length(max_len)
-    if not clip > 0:
-        raise ValueError(f"clip must be a positive gradient norm, got {clip}")
+    if not clip >= 0:  # NaN too
+        raise ValueError(f"clip must be 0 (off) or a gradient norm, got {clip}")
     if pooling not in ("auto", *POOLINGS):
         raise ValueError(f"pooling must be 'auto' or one of {POOLINGS}, got {pooling!r}")
     if not 0 <= warmup_percent <= 1:
