@@ -309,6 +309,20 @@ def test_test_finds_every_split_first_and_leaves_model_folders_alone(trained_run
     code, printed = cli_error("test", "--run_dir", model, "--data_path", demo_corpus, "--quiet")
     assert code == 2 and "is a model folder (audiotext export), where nothing may be added" in printed
     assert not (model / "eval").exists()
+    # What was tested is recorded (the report said the run's own data for figures of another corpus).
+    tested = json.loads((trained_runs["audio"] / "eval" / "test" / "metrics.json").read_text(encoding="utf-8"))
+    assert Path(tested["data"]) == Path(demo_corpus)
+
+
+def test_demo_commands_refuse_a_users_corpus_and_zero_seeds(tmp_path, cli_error):
+    mine = tmp_path / "data"
+    mine.mkdir()
+    (mine / "train.pkl").write_bytes(b"my own corpus")  # demo-corpus --out data replaced it
+    code, printed = cli_error("demo-corpus", "--out", mine, "--speakers", "1")
+    assert code == 1 and "holds split pickles that are not a demo corpus" in printed
+    assert (mine / "train.pkl").read_bytes() == b"my own corpus"
+    code, printed = cli_error("demo", "--out", tmp_path / "demo", "--seeds", "0")  # it ran the default demo
+    assert code == 2 and printed == "error: --seeds must be at least 1, got 0\n" and not (tmp_path / "demo").exists()
 
 
 @pytest.mark.parametrize("dtype, message", [(np.float64, "float samples must lie in [-1, 1]"),
@@ -367,6 +381,35 @@ def test_a_spoilt_run_is_refused_by_test_naming_the_file(trained_runs, demo_corp
     code, printed = cli_error("test", "--run_dir", run, "--data_path", demo_corpus, "--quiet")
     assert code == 1 and message in printed and printed.count("\n") == 1, printed
     assert not (run / "eval").exists()
+
+
+def test_weights_of_another_run_or_a_changed_ngram_file_are_refused(trained_runs, tmp_path):
+    from audiotext.models.checkpoint import load_run
+
+    # The same model's weights from another seed, or n-grams changed beside them, loaded and answered wrongly.
+    other_seed = Path(shutil.copytree(trained_runs["linear"], tmp_path / "other_seed"))
+    config = json.loads((other_seed / "config.json").read_text(encoding="utf-8"))
+    config["train"]["seed"] += 1
+    (other_seed / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(AudiotextError, match=r"these weights are of another run \(config.json is of .*'seed'"):
+        load_run(other_seed)
+    ngrams = json.loads((trained_runs["linear"] / "char_ngrams.json").read_text(encoding="utf-8"))
+    changed = Path(shutil.copytree(trained_runs["linear"], tmp_path / "changed"))
+    vocabulary = ngrams["vocabulary"]
+    first, second = list(vocabulary)[:2]
+    vocabulary[first], vocabulary[second] = vocabulary[second], vocabulary[first]  # same size, two columns swapped
+    (changed / "char_ngrams.json").write_text(json.dumps(ngrams, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(AudiotextError, match="char_ngrams.json has changed since"):
+        load_run(changed)
+    ngrams["vocabulary"] = {k: v for k, v in vocabulary.items() if v < len(vocabulary) - 1}
+    ngrams["idf"] = ngrams["idf"][:-1]
+    (changed / "char_ngrams.json").write_text(json.dumps(ngrams, ensure_ascii=False), encoding="utf-8")
+    with safe_open(changed / "model.safetensors", framework="pt") as stored:  # weights saved before digests
+        facts, state = json.loads(stored.metadata()["audiotext"]), {k: stored.get_tensor(k) for k in stored.keys()}
+    del facts["ngrams"]
+    save_file(state, changed / "model.safetensors", metadata={"audiotext": json.dumps(facts, ensure_ascii=False)})
+    with pytest.raises(AudiotextError, match="n-grams, but the weights read .*: the n-grams of another run"):
+        load_run(changed)  # a traceback from the forward pass before
 
 
 def test_a_run_folder_never_gets_its_pickles_unpickled(trained_runs, tmp_path, cli_error):

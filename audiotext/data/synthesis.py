@@ -230,6 +230,9 @@ def build_demo_corpus(
     return build_demo_corpora({split_by: out_dir}, seed, n_speakers, workers, progress)[split_by]
 
 
+BUILD_MARK = ".demo-corpus"  # left in a folder a demo corpus is built in, from the build's start
+
+
 def build_demo_corpora(
     out_dirs: Mapping[str, str | Path],
     seed: int = 0,
@@ -245,6 +248,14 @@ def build_demo_corpora(
         raise ValueError(f"split_by must be one of {SPLIT_BY}, got {unknown or 'nothing'}")
     if not 1 <= n_speakers <= len(SPEAKER_VARIANTS):
         raise ValueError(f"n_speakers must be between 1 and {len(SPEAKER_VARIANTS)}, got {n_speakers}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in 0..2**32-1, got {seed}")
+    for folder in map(Path, out_dirs.values()):
+        # "data" is where a user's own pickles usually are: a demo corpus replaces only a demo corpus
+        # (a finished one has corpus.json, one whose build stopped the mark of its start).
+        if any(folder.glob("*.pkl")) and not ((folder / "corpus.json").is_file() or (folder / BUILD_MARK).is_file()):
+            raise FileExistsError(f"{folder} holds split pickles that are not a demo corpus (no corpus.json): "
+                                  "choose another --out")  # fmt: skip
     espeak = _espeak_executable()
     workers = workers or os.cpu_count() or 1
 
@@ -259,6 +270,8 @@ def build_demo_corpora(
     # corpus.json is written last and marks a finished build; a rebuild that stops halfway
     # must not leave an old one vouching for a mix of old and new pickles.
     for folder in out_dirs.values():
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / BUILD_MARK).touch()
         (folder / "corpus.json").unlink(missing_ok=True)
     audio = _synthesise_all(jobs, workers, progress)
 

@@ -61,6 +61,7 @@ def evaluate(
     return write_evaluation(
         out_dir, targets.tolist(), predicted.tolist(), cfg.labels, title=f"{cfg.name} · {split_name}",
         probabilities=logits.softmax(-1), run_dir=str(run_dir), split=split_name, modality=cfg.model.modality,
+        data=str(cfg.data_path),  # what was tested, which need not be what the run trained on
     )  # fmt: skip
 
 

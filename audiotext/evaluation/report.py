@@ -107,8 +107,8 @@ def write_run_report(run_dir: str | Path) -> Path:
     if evaluations:
         sections += [
             "<h2>Test figures</h2>",
-            table(["split", "n", "accuracy", "macro-F1", "weighted-F1"],
-                  [[split, m["n"], *(f"{100 * m[k]:.2f}" for k in ("accuracy", "macro_f1", "weighted_f1"))]
+            table(["split", "of", "n", "accuracy", "macro-F1", "weighted-F1"],
+                  [[split, m.get("data", "?"), m["n"], *(f"{100 * m[k]:.2f}" for k in ("accuracy", "macro_f1", "weighted_f1"))]
                    for split, m in evaluations.items()]),  # fmt: skip
             image(per_class_f1_png({split: {label: m["per_class"][label]["f1"] for label in cfg.labels}
                                     for split, m in evaluations.items()}, cfg.labels, "F1 per class"), "per-class F1"),  # fmt: skip

@@ -196,7 +196,7 @@ def model_card(run_dir: Path, cfg: RunConfig) -> str:
     for path in tested:
         metrics = json.loads(path.read_text(encoding="utf-8"))
         lines += [
-            f"### {path.parent.name} ({metrics['n']} clips)",
+            f"### {path.parent.name} ({metrics['n']} clips of `{metrics.get('data', 'the data it was tested on')}`)",
             "",
             f"accuracy {100 * metrics['accuracy']:.2f} · macro-F1 {100 * metrics['macro_f1']:.2f} · "
             f"weighted-F1 {100 * metrics['weighted_f1']:.2f}",

@@ -30,7 +30,8 @@ from audiotext.config import RunConfig
 from audiotext.errors import DataError
 from audiotext.features.encoders import load_text_encoder, save_directory
 from audiotext.features.text import save_out_of_fold_states
-from audiotext.io import atomic_path, write_csv_rows, write_json
+from audiotext.features.ngrams import NGRAMS_FILE, CharNgramEncoder
+from audiotext.io import atomic_path, file_digest, write_csv_rows, write_json
 from audiotext.models.classifiers import Dims, build_model
 from audiotext.models.text_classifier import SequenceClassifier
 
@@ -61,13 +62,23 @@ def weights_facts(cfg: RunConfig, dims: Dims) -> dict:
     }
 
 
+def run_facts(run_dir: Path, cfg: RunConfig) -> dict:
+    """Which run the weights are, recorded beside `weights_facts` and checked where recorded (runs
+    saved before they were have none): weights copied from another seed or corpus of the same model,
+    or an n-gram file changed beside them, fit the shapes and give wrong answers without a word."""
+    facts = {"run": {"name": cfg.name, "seed": cfg.train.seed, "data": cfg.data_path}}
+    if (run_dir / NGRAMS_FILE).is_file():
+        facts["ngrams"] = file_digest(run_dir / NGRAMS_FILE).hex()
+    return facts
+
+
 def save_config(run_dir: str | Path, cfg: RunConfig, dims: Dims) -> None:
     write_json(Path(run_dir) / CONFIG_FILE, {**cfg.to_dict(), "dims": dataclasses.asdict(dims)})
 
 
 def save_weights(run_dir: str | Path, model: nn.Module, cfg: RunConfig, dims: Dims) -> None:
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    facts = json.dumps(weights_facts(cfg, dims), ensure_ascii=False)
+    facts = json.dumps({**weights_facts(cfg, dims), **run_facts(Path(run_dir), cfg)}, ensure_ascii=False)
     with atomic_path(Path(run_dir) / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={FACTS_KEY: facts})
         umask = os.umask(0)
@@ -133,6 +144,15 @@ def checked_state(weights: Path, model: nn.Module, cfg: RunConfig, dims: Dims) -
                 raise CheckpointError(
                     f"{weights}: trained with {key} = {trained.get(key)!r}, but {CONFIG_FILE} says {value!r}"
                 )
+        for key, value in run_facts(weights.parent, cfg).items():
+            if key in trained and trained[key] != value:
+                what = f"{NGRAMS_FILE} has changed since" if key == "ngrams" else f"{CONFIG_FILE} is of {value}"
+                raise CheckpointError(f"{weights}: these weights are of another run ({what}; they were saved "
+                                      f"with {key} = {trained[key]!r})")  # fmt: skip
+    ngrams = weights.parent / NGRAMS_FILE
+    width = CharNgramEncoder.load(ngrams).hidden_size if dims.text_vector and ngrams.is_file() else dims.text
+    if width != dims.text:  # a convolution over the wrong width fails deep in the forward pass
+        raise CheckpointError(f"{ngrams}: {width} n-grams, but the weights read {dims.text}: the n-grams of another run")
     expected = model.state_dict()
     missing, unused = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
     if missing:

@@ -29,6 +29,7 @@ import soundfile as sf
 from audiotext.config import REFERENCE_LABELS, AudioConfig
 from audiotext.data.corpus import load_split
 from audiotext.data.synthesis import DEFAULT_SPEAKERS, STT_SPLITS, build_demo_corpora, load_demo_scripts
+from audiotext.errors import SettingError
 from audiotext.features.cache import FeatureCache
 from audiotext.inference.export import export_model
 from audiotext.io import atomic_path
@@ -63,12 +64,14 @@ def run_demo(out: str | Path, seed: int = 0, seeds: int | None = None, cache: Fe
     """Runs the demo into `out` with `seeds` seeds per model (None: DEMO_SEEDS); returns the tables
     it printed. Features come from `cache` where it has them (None: in memory). Each comparison
     starts again, or with `resume` continues where a stopped demo left it."""
+    if seeds is not None and seeds < 1:  # before the corpus is synthesised; 0 ran the default demo
+        raise SettingError(f"--seeds must be at least 1, got {seeds}")
     out = Path(out)
     started = time.perf_counter()
     corpora = _corpora(out / "corpus", seed, progress)
     tables = []
     for partition, corpus in corpora.items():
-        settings = demo_settings(seeds or DEMO_SEEDS[partition])
+        settings = demo_settings(DEMO_SEEDS[partition] if seeds is None else seeds)
         result = run_comparison(corpus, out / partition, settings, cache, progress,
                                 title=f"audiotext demo: {PARTITIONS[partition]} split", resume=resume,
                                 overwrite=not resume)  # fmt: skip
