@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import warnings
 from dataclasses import replace
@@ -767,27 +766,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from audiotext.inference.recognizer import EmotionRecognizer
-    from audiotext.inference.service import create_app
+    from audiotext.inference.service import create_app, listening_socket
 
     limits = ServiceLimits.from_mib(args.max_upload_mb, args.max_seconds)
     if not 0 <= args.port <= 65535:
         raise SettingError(f"--port must be in 0..65535, got {args.port}")
     recognizer = EmotionRecognizer.from_pretrained(args.model, device="cpu" if args.no_cuda else None)
     app = create_app(recognizer, max_upload_bytes=limits.max_upload_bytes, max_seconds=limits.max_seconds)
-    # Bound here, so that a port in use is one line (OSError) and "serving" is said only once it listens.
-    # The protocol as getaddrinfo names it (TCP), not 0: asyncio turns Nagle's algorithm off only on
-    # sockets that say TCP, and with it on every answer waited 40 ms for the client's delayed ACK.
-    found = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)
-    # A name (localhost) listens on its IPv4 address, as uvicorn did: clients try 127.0.0.1 first.
-    family, kind, protocol, _, address = next((f for f in found if f[0] == socket.AF_INET), found[0])
-    listening = socket.socket(family, kind, protocol)
-    try:
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listening.bind(address)
-        listening.listen()
-    except OSError:
-        listening.close()
-        raise
+    listening = listening_socket(args.host, args.port)  # a port in use is one line, before "serving" is said
     port = listening.getsockname()[1]  # the port the system chose for --port 0
     print(f"serving {args.model} on http://{args.host}:{port}/ (API: POST /predict; schema: /openapi.json)",
           flush=True)  # fmt: skip

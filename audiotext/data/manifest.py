@@ -72,7 +72,6 @@ def read_manifest(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) 
             frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
             if not isinstance(frame.index, pd.RangeIndex):  # pandas takes a first column the header lacks as the index
                 raise ManifestError(f"{path}: the rows hold more fields than the header names ({', '.join(frame.columns)})")
-            _check_one_line_fields(frame, path)
             rows = np.arange(1, len(frame) + 1)
         else:
             raise ManifestError(f"{path}: unknown manifest format {path.suffix!r} (expected .csv, .tsv or .jsonl)")
@@ -93,6 +92,8 @@ def read_manifest(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) 
         if column not in frame.columns:
             frame[column] = ""
     frame = frame[[c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in frame.columns]].copy()
+    if path.suffix.lower() in (".csv", ".tsv"):  # the columns read, all strings still
+        _check_one_line_fields(frame, path)
     frame.insert(0, "row", rows)
     for column in REQUIRED_COLUMNS + tuple(c for c in ("speaker", "split") if c in frame.columns):
         # None and NaN: a key absent from some JSON lines.
@@ -116,7 +117,7 @@ def _check_one_line_fields(frame: pd.DataFrame, path: Path) -> None:
     """Refuses a field holding a line break: a transcript is one line, and the usual cause is a stray
     quote (`"Quiet` opens a quoted field that runs on to the next quote, swallowing the rows between
     into one, whose label is then another row's)."""
-    for column in [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in frame.columns]:  # others are dropped
+    for column in frame.columns:
         broken = frame[column].str.contains("\n|\r", regex=True)
         if broken.any():
             row = int(np.flatnonzero(broken.to_numpy())[0]) + 1

@@ -20,6 +20,7 @@ import functools
 import importlib.util
 import io
 import os
+import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -209,3 +210,22 @@ async def receive_form(request: Request, folder: Path, max_bytes: int) -> tuple[
     if audio.size == 0:
         raise HTTPException(400, f"{name}: the upload is empty")
     return Path(os.fsdecode(audio.actual_file_name)), name, text
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on `host` (a name on its IPv4 address, as uvicorn binds one: clients
+    try 127.0.0.1 first) and `port` (0: one the system picks), for `uvicorn.Server.run(sockets=...)`.
+
+    Made with the protocol getaddrinfo names (TCP), not 0: asyncio turns Nagle's algorithm off only
+    on sockets that say TCP, and with it on every answer waited 40 ms for the client's delayed ACK."""
+    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, kind, protocol, _, address = next((f for f in found if f[0] == socket.AF_INET), found[0])
+    listening = socket.socket(family, kind, protocol)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+        listening.listen()
+    except OSError:
+        listening.close()
+        raise
+    return listening
