@@ -17,7 +17,7 @@ from audiotext.config import (
 from audiotext.data.manifest import MIN_LABEL_CLIPS, data_labels, is_manifest, read_label_set
 from audiotext.errors import AudiotextError, SettingError, TrainingInterrupted
 from audiotext.io import holds_files, writable_file
-from audiotext.runtime import leave_processes
+from audiotext.runtime import launcher_setting, leave_processes
 from audiotext.data.synthesis import DEFAULT_SPEAKERS
 
 # --model names; "mult" is stored as the modality "cross". The reference spelt it Transformer or MULT.
@@ -260,8 +260,8 @@ def _take_local_rank(local_rank: int) -> None:
     """The reference's launcher, torch.distributed.launch, passed --local_rank; torchrun sets LOCAL_RANK."""
     if local_rank < 0:
         return
-    given = os.environ.get("LOCAL_RANK")
-    if given is not None and int(given) != local_rank:
+    given = launcher_setting("LOCAL_RANK", local_rank)
+    if given != local_rank:
         raise SettingError(f"--local_rank {local_rank} differs from LOCAL_RANK={given} set by the launcher")
     os.environ["LOCAL_RANK"] = str(local_rank)
 

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from audiotext.errors import SettingError
+
 T = TypeVar("T")
 
 # How long a process waits for the others at a meeting point. Long: one process may build the
@@ -52,13 +54,25 @@ def processes() -> Processes:
     return Processes(dist.get_rank(), dist.get_world_size())
 
 
+def launcher_setting(name: str, default: int) -> int:
+    """The integer a launcher put in environment variable `name` (torchrun's WORLD_SIZE, LOCAL_RANK),
+    or `default` when it is not set."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SettingError(f"environment variable {name}={value!r} must be an integer (torchrun sets it)") from None
+
+
 def join_processes(no_cuda: bool = False) -> Processes:
     """Joins the job torchrun started (its WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and
     MASTER_PORT variables), once; without them this is the only process."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+    if launcher_setting("WORLD_SIZE", 1) > 1 and not dist.is_initialized():
         cuda = torch.cuda.is_available() and not no_cuda
         if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(launcher_setting("LOCAL_RANK", 0))
         dist.init_process_group("nccl" if cuda else "gloo", timeout=MEETING_TIMEOUT)
     return processes()
 
@@ -71,7 +85,7 @@ def leave_processes() -> None:
 def select_device(no_cuda: bool = False) -> torch.device:
     """The GPU of this process (LOCAL_RANK's under torchrun) when there is one, else the CPU."""
     if torch.cuda.is_available() and not no_cuda:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cuda", launcher_setting("LOCAL_RANK", 0))
     return torch.device("cpu")
 
 

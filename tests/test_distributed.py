@@ -135,3 +135,11 @@ def test_a_local_rank_other_than_the_launchers_is_refused(demo_corpus, tmp_path,
     monkeypatch.setenv("LOCAL_RANK", "0")
     code, printed = cli_error(*train_args(demo_corpus, tmp_path, "rank", "--local_rank", "1"))
     assert code == 2 and "--local_rank 1 differs from LOCAL_RANK=0 set by the launcher" in printed
+
+
+@pytest.mark.parametrize("variable", ["WORLD_SIZE", "LOCAL_RANK"])
+def test_a_launcher_variable_that_is_no_integer_is_named(demo_corpus, tmp_path, cli_error, monkeypatch, variable):
+    monkeypatch.setenv(variable, "two")
+    code, printed = cli_error(*train_args(demo_corpus, tmp_path, "launcher", "--local_rank", "0"))
+    assert code == 2 and f"environment variable {variable}='two' must be an integer (torchrun sets it)" in printed
+    assert not (tmp_path / "launcher").exists()
