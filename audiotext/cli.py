@@ -643,12 +643,15 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
         raise SettingError(f"--sample_rate {args.sample_rate}: a rate of stored clips is 1000 to 384000 Hz")
     labels = args.labels.split(",") if args.labels else data_labels(args.data) or list(REFERENCE_LABELS)
     folder = Path(args.data).parent if is_manifest(args.data) else Path(args.data)
-    out = writable_file(args.out or folder / f"{args.split}_stt.pkl", "--out")
     # The corpus's own files hold the true transcripts: a recogniser's would replace them unseen.
-    corpus_files = {folder / f"{name}.pkl" for name in ("train", "dev", "test", args.split)} | {Path(args.data)}
-    if out.exists() and out.resolve() in {path.resolve() for path in corpus_files}:
-        raise SettingError(f"--out {out} is a file of the corpus {args.data}: write the transcripts to a new file "
-                           f"(default: {args.split}_stt.pkl)")  # fmt: skip
+    corpus_files = [folder / f"{name}.pkl" for name in ("train", "dev", "test", args.split)] + [Path(args.data)]
+    out = writable_file(args.out or folder / f"{args.split}_stt.pkl", "--out", corpus_files,
+                        f"a file of the corpus {args.data}")  # fmt: skip
+    # A corpus may come with recogniser transcripts of its own (the reference's test_stt.pkl, made
+    # by a cloud service): replaced only when named.
+    if args.out is None and out.exists():
+        raise SettingError(f"{out} exists (the corpus's own {out.name}, or an earlier transcription): give "
+                           f"--out {out} to replace it, or --out NEW.pkl")  # fmt: skip
     transcribe(args.data, args.split, out, labels, args.sample_rate, progress=not args.quiet)
 
 
@@ -707,7 +710,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if ignored:
         raise SettingError(f"{', '.join(ignored)}: only with {'--manifest' if args.manifest is None else '--audio'}")
     if args.manifest is not None:
-        args.out = writable_file(args.out or PREDICTIONS_FILE, "--out")
+        model = Path(args.model)
+        read = [Path(args.manifest), *Path(args.manifest).glob("*.pkl"), *(model.rglob("*") if model.is_dir() else [])]
+        args.out = writable_file(args.out or PREDICTIONS_FILE, "--out", read, "the manifest, a split or a file of the model")
         args.batch_size = PREDICT_BATCH if args.batch_size is None else args.batch_size
         check_batch_size(args.batch_size, "--batch_size")
     recognizer = EmotionRecognizer.from_pretrained(args.model, device="cpu" if args.no_cuda else None,

@@ -10,7 +10,7 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from audiotext.errors import SettingError
 
@@ -30,11 +30,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def writable_file(path: str | os.PathLike, setting: str) -> Path:
+def writable_file(path: str | os.PathLike, setting: str, reads: Iterable[Path] = (), reads_are: str = "") -> Path:
     """`path` when `atomic_path` can write it; SettingError naming `setting` for a folder, a path
-    under a file or a folder this process may not write into. Checked before the work whose result
-    the file holds, so that a typo does not throw that work away."""
+    under a file, a folder this process may not write into, or one of the files the command `reads`
+    (`reads_are` says what they are: the result would replace them unseen). Checked before the work
+    whose result the file holds, so that a typo does not throw that work away."""
     path = Path(path)
+    if path.is_file() and path.resolve() in {Path(p).resolve() for p in reads}:
+        raise SettingError(f"{setting} {path} is {reads_are}, which this command reads: name a new file to write")
     if path.is_dir():
         raise SettingError(f"{setting} {path}: is a folder; name the file to write")
     folder = nearest_existing(path.parent)  # atomic_path makes the missing folders

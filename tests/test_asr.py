@@ -108,6 +108,11 @@ def test_transcribe_writes_beside_a_manifest_and_checks_out_first(demo_corpus, t
     main(["transcribe", "--data", str(manifest), "--labels", labels, "--quiet"])
     assert len(load_split(tmp_path / "test_stt.pkl", REFERENCE_LABELS)) == 2
     monkeypatch.setitem(sys.modules, "vosk", None)  # transcribing would fail: --out is checked before
+    # The corpus's own test_stt.pkl (or an earlier transcription) is replaced only when named.
+    code, printed = cli_error("transcribe", "--data", manifest, "--labels", labels)
+    assert code == 2 and printed == (f"error: {tmp_path / 'test_stt.pkl'} exists (the corpus's own test_stt.pkl, or an "
+                                     f"earlier transcription): give --out {tmp_path / 'test_stt.pkl'} to replace it, "
+                                     "or --out NEW.pkl\n")  # fmt: skip
     code, printed = cli_error("transcribe", "--data", manifest, "--labels", labels, "--out", manifest / "x.pkl")
     assert code == 2 and printed == f"error: --out {manifest / 'x.pkl'}: {manifest} is a file, not a folder\n"
     # The true test transcripts were replaced by the recogniser's without a word.

@@ -67,6 +67,9 @@ def test_normalised_text_keeps_only_letters_digits_and_three_marks_and_is_stable
         assert normalize_text(once, alphabet) == once  # idempotent
         assert once == once.strip() and "  " not in once
         assert all(c == " " or c in ".!?" or unicodedata.category(c)[0] in KEPT for c in once)
+        # a mark is kept only on a letter or a digit (or a mark on one)
+        assert all(unicodedata.category(c)[0] != "M" or (i and unicodedata.category(once[i - 1])[0] in KEPT)
+                   for i, c in enumerate(once))  # fmt: skip
     assert set(normalize_text(text, "korean").replace(" ", "")) <= set(normalize_text(text).replace(" ", ""))
 
 

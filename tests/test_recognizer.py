@@ -101,6 +101,14 @@ def test_a_list_of_clips_needs_a_list_of_transcripts_and_batches_of_one_or_more(
     clips, sentence = list(test["audio"].iloc[:2]), test["Sentence"].iloc[0]
     with pytest.raises(ValueError, match="^2 clips but one transcript: give a list of transcripts"):
         recognizer.predict(clips, text=sentence, sampling_rate=RATE)  # not one transcript per character
+    with pytest.raises(ValueError, match="^2 clips but one transcript: give a list of transcripts"):
+        recognizer.predict_proba(clips, sentence, sampling_rate=RATE)
+    for texts in ([sentence], [sentence] * 3):  # zip would have dropped a clip, or a transcript
+        with pytest.raises(ValueError, match=f"^2 clips but {len(texts)} transcripts$"):
+            recognizer.predict_proba(clips, texts, sampling_rate=RATE)
+    # A column of a corpus's DataFrame is a list of clips (or transcripts) too.
+    as_lists = recognizer.predict(clips, text=list(test["Sentence"].iloc[:2]), sampling_rate=RATE)
+    assert recognizer.predict(test["audio"].iloc[:2], text=test["Sentence"].iloc[:2], sampling_rate=RATE) == as_lists
     for size in (0, -1):
         with pytest.raises(SettingError, match=f"^batch_size must be at least 1, got {size}$"):
             recognizer.predict(clips, text=[sentence] * 2, sampling_rate=RATE, batch_size=size)
@@ -249,6 +257,13 @@ def test_predict_cli_refuses_a_batch_size_split_or_out_it_cannot_use(model_folde
     assert code == 1 and printed == f"error: {manifest}: no rows with --split 'dev'; the manifest's splits are 'test', 'train'\n"
     code, printed = cli_error("predict", model, "--manifest", manifest, "--out", manifest / "p.csv", "--quiet")
     assert code == 2 and printed == f"error: --out {manifest / 'p.csv'}: {manifest} is a file, not a folder\n"
+    # What predict reads would be replaced by its predictions: the manifest, a split, a file of the model.
+    before = manifest.read_bytes()
+    for read, data in ((manifest, manifest), (demo_corpus / "test.pkl", demo_corpus), (model / "config.json", manifest)):
+        code, printed = cli_error("predict", model, "--manifest", data, "--split", "test", "--out", read, "--quiet")
+        assert code == 2 and printed == (f"error: --out {read} is the manifest, a split or a file of the model, "
+                                          "which this command reads: name a new file to write\n")  # fmt: skip
+    assert manifest.read_bytes() == before
     # A flag the other way reads would be ignored: refused.
     code, printed = cli_error("predict", model, "--manifest", manifest, "--out", out, "--json", "--text", "좋아")
     assert code == 2 and printed == "error: --text, --json: only with --audio\n"

@@ -90,6 +90,9 @@ def test_states_are_ordinary_tensors_usable_in_training(encoder):
         ("Привет, мир!", "Привет мир!", "!"),
         ("नमस्ते दुनिया", "नमस्ते दुनिया", ""),  # vowel signs are marks (Mc, Mn): kept with their letters
         ("\u1112\u1161\u11ab\u1100\u1173\u11af", "한글", "한글"),  # decomposed (NFD) Hangul is composed first
+        ("❤️", "", ""),  # a heart and its variation selector (a mark): no word
+        ("\u0301 좋아 !\u0301", "좋아 !", "좋아 !"),  # marks on no letter or digit
+        ("a\u20dd 1\u20e3", "a\u20dd 1\u20e3", "a 1"),  # marks on a letter or a digit are theirs
     ],
 )
 def test_normalize_text_keeps_letters_and_digits_of_any_script_or_only_the_references(raw, any_script, korean):

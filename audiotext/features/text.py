@@ -34,8 +34,10 @@ from audiotext.io import folder_digest
 # tabs and newlines.
 _OUTSIDE_KOREAN = re.compile(r"[^a-zA-Z가-힣ㄱ-ㅎ0-9.!?]+")
 _KEPT_PUNCTUATION = frozenset(".!?")
-# Letters, combining marks (the vowel signs of Indic scripts, accents) and numbers, Unicode's L, M, N.
-_KEPT_CATEGORIES = frozenset("LMN")
+# Letters and numbers, Unicode's L and N; combining marks (M: the vowel signs of Indic scripts,
+# accents) only on a kept letter or number: alone, or on an emoji (the variation selector of "❤️"),
+# they would make a sentence without a word look like one.
+_KEPT_CATEGORIES = frozenset("LN")
 ALPHABET_RULES = {  # what each `normalize_text` alphabet keeps, for messages
     "any": "letters and digits of any script and . ! ?",
     "korean": "only a-z, A-Z, Hangul, digits and . ! ? (--text_alphabet korean)",
@@ -46,14 +48,19 @@ OUT_OF_FOLD_STATES = "out_of_fold_states.safetensors"
 
 
 def normalize_text(s: str, alphabet: str = "any") -> str:
-    """HTML-unescapes and composes (NFC), then turns every run of characters other than letters,
-    marks and digits of any script and . ! ? into one space. `alphabet="korean"` keeps only the
+    """HTML-unescapes and composes (NFC), then turns every run of characters other than letters
+    and digits of any script (with their combining marks) and . ! ? into one space. `alphabet="korean"` keeps only the
     reference's a-z, A-Z, Hangul syllables, consonant jamo (ㄱ-ㅎ), digits and . ! ?: other scripts,
     accented letters and vowel jamo (ㅠ) become spaces, as in the reference."""
     s = unicodedata.normalize("NFC", html.unescape(s))
     if alphabet == "korean":
         return _OUTSIDE_KOREAN.sub(" ", s).strip()
-    kept = (ch if ch in _KEPT_PUNCTUATION or unicodedata.category(ch)[0] in _KEPT_CATEGORIES else " " for ch in s)
+    kept, on_word = [], False  # on_word: the last character kept is a letter, a digit or a mark on one
+    for ch in s:
+        category = unicodedata.category(ch)[0]
+        word = category in _KEPT_CATEGORIES or (category == "M" and on_word)
+        kept.append(ch if word or ch in _KEPT_PUNCTUATION else " ")
+        on_word = word
     return " ".join("".join(kept).split())
 
 

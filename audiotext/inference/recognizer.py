@@ -138,14 +138,9 @@ class EmotionRecognizer:
     ) -> list[dict] | list[list[dict]]:
         """[{"label", "score"}] of every class (or the `top_k` best), best first; a list of such
         lists for a list of clips (and of transcripts, None where the clip is to be transcribed)."""
-        single = not isinstance(audio, (list, tuple))
-        if not single and isinstance(text, str):
-            raise DataError(f"{len(audio)} clips but one transcript: give a list of transcripts (None where a "
-                            "clip is to be transcribed), or text=None to transcribe them all")  # fmt: skip
-        clips = [audio] if single else list(audio)
-        texts = [text] if single else ([None] * len(clips) if text is None else list(text))
-        if len(texts) != len(clips):
-            raise DataError(f"{len(clips)} clips but {len(texts)} transcripts")
+        single = not is_many_clips(audio)
+        clips = [audio] if single else audio
+        texts = [text] if single else text
         ranked = [self.ranked(p, top_k) for p in self.predict_proba(clips, texts, sampling_rate, batch_size)]
         return ranked[0] if single else ranked
 
@@ -166,9 +161,16 @@ class EmotionRecognizer:
         """(N, C) class probabilities of N clips, in the order of `labels`, computed (and files
         decoded) one batch at a time. `names` (a file and row each, say) are what error messages
         call the clips; by default their path or position."""
-        texts = [None] * len(clips) if texts is None else texts
+        clips = list(clips)
+        if isinstance(texts, str):
+            raise DataError(f"{len(clips)} clips but one transcript: give a list of transcripts (None where a "
+                            "clip is to be transcribed), or no text to transcribe them all")  # fmt: skip
+        texts = [None] * len(clips) if texts is None else list(texts)
         if names is None:
             names = [str(c) if isinstance(c, (str, os.PathLike)) else f"clip {i}" for i, c in enumerate(clips)]
+        for given, what in ((texts, "transcripts"), (names, "names")):
+            if len(given) != len(clips):  # zip would drop the clips past the shorter list
+                raise DataError(f"{len(clips)} clips but {len(given)} {what}")
         batches = list(self.iter_proba(zip(clips, texts, names), sampling_rate, batch_size))
         return np.concatenate(batches) if batches else np.zeros((0, len(self.labels)), np.float32)
 
@@ -232,6 +234,14 @@ class EmotionRecognizer:
             raise DataError(f"{name}: the transcript {text!r} normalises to nothing "
                             f"(the text features keep {ALPHABET_RULES[alphabet]})")  # fmt: skip
         return sentence
+
+
+def is_many_clips(audio: Any) -> bool:
+    """Whether `predict` was given several clips: a list or tuple, or an array or pandas Series of
+    objects (paths, arrays); an array of numbers is one clip's samples."""
+    if isinstance(audio, (list, tuple)):
+        return True
+    return hasattr(audio, "dtype") and not isinstance(audio, torch.Tensor) and np.asarray(audio).dtype == object
 
 
 def check_batch_size(batch_size: int, setting: str = "batch_size") -> None:
