@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import warnings
 from dataclasses import replace
@@ -726,7 +727,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
                                    progress=not args.quiet)  # fmt: skip
         print(f"wrote {out}")
         return
-    audio, text = args.audio, args.text
+    audio, text = args.audio, args.text if recognizer.reads_text else None  # an audio-only model reads none
     if recognizer.needs_transcript(text):  # what is printed is the transcript the model reads
         samples, rate = read_clip(args.audio)  # decoded once, for the recogniser and the model
         audio = {"raw": samples, "sampling_rate": rate}
@@ -857,7 +858,7 @@ def _add_to_every_command(parser: argparse.ArgumentParser, *flags: str, **option
                 _add_to_every_command(command, *flags, **options)
 
 
-USAGE_ERROR, DATA_ERROR, INTERRUPTED = 2, 1, 130
+USAGE_ERROR, DATA_ERROR, INTERRUPTED, BROKEN_PIPE = 2, 1, 130, 141  # 128 + the signal, as a shell reports it
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -865,26 +866,46 @@ def main(argv: list[str] | None = None) -> None:
     `error: ...`, and exit with 2 for a setting, 1 for the rest; Ctrl-C exits with 130. With
     --debug every error keeps its traceback."""
     args = build_parser().parse_args(argv)
-    if int(os.environ.get("RANK", "0")) > 0:
-        # Under torchrun the main process (rank 0) alone prints results; the others would repeat them.
-        sys.stdout = open(os.devnull, "w", encoding="utf-8")
+    # SIGTERM (`kill`, `timeout`, a scheduler's preemption) stops a command as Ctrl-C does, so what
+    # it was writing is removed instead of left half-written; its default killed the process as it stood.
+    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _run(args: argparse.Namespace) -> None:
     if getattr(args, "debug", False):
+        _quiet_other_ranks()
         args.func(args)
         leave_processes()
         return
     warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     try:
+        _quiet_other_ranks()
         args.func(args)
         leave_processes()
     except TrainingInterrupted as err:
         _exit(INTERRUPTED, f"interrupted: {err} (the same command with --resume continues it)", err)
     except KeyboardInterrupt:
         _exit(INTERRUPTED, "interrupted")
+    except BrokenPipeError:
+        # The reader of our output went away (`| head`): nothing to tell it. Python would complain
+        # again flushing stdout at exit, so stdout is pointed at nothing first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(BROKEN_PIPE) from None
     except SettingError as err:
         _exit(USAGE_ERROR, f"error: {err}", err)
     except (AudiotextError, ValueError, OSError) as err:
         # Every such error names its file, row or flag and what is wrong.
         _exit(DATA_ERROR, f"error: {err}", err)
+
+
+def _quiet_other_ranks() -> None:
+    if launcher_setting("RANK", 0) > 0:
+        # Under torchrun the main process (rank 0) alone prints results; the others would repeat them.
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")
 
 
 def _exit(code: int, message: str, err: BaseException | None = None) -> None:

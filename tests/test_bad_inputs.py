@@ -349,8 +349,10 @@ def trained_copy(trained_runs, tmp_path: Path) -> Path:
      ("corrupt", "model.safetensors: not a readable safetensors file"),
      ("labels", "trained with labels = "),
      ("sample_rate", "trained with audio = "),
-     ("layers", "missing), which the 'audio' model of config.json needs"),  # config.json asks for a second layer
-     ("merge_how", "the model of config.json needs ("),  # statistics pooling: a head twice as wide
+     ("layers", "trained with model.layers = 1 (now 2) in config.json"),
+     ("merge_how", "trained with model.merge_how = \"average\" (now \"stats\") in config.json"),
+     ("attn_mask", "trained with model.attn_mask = true (now false) in config.json"),  # the same shapes
+     ("num_heads", "trained with model.num_heads = 5 (now 4) in config.json"),
      ("extra_tensor", "tensor 'extra' (1 in all) is not part of the 'audio' model"),
      ("no_dims", "no 'dims' (model widths)")],
 )  # fmt: skip
@@ -376,7 +378,7 @@ def test_a_spoilt_run_is_refused_by_test_naming_the_file(trained_runs, demo_corp
         elif spoil == "no_dims":
             del stored["dims"]
         else:
-            stored["model"][spoil] = {"layers": 2, "merge_how": "stats"}[spoil]
+            stored["model"][spoil] = {"layers": 2, "merge_how": "stats", "attn_mask": False, "num_heads": 4}[spoil]
         config.write_text(json.dumps(stored, ensure_ascii=False), encoding="utf-8")
     code, printed = cli_error("test", "--run_dir", run, "--data_path", demo_corpus, "--quiet")
     assert code == 1 and message in printed and printed.count("\n") == 1, printed
@@ -410,6 +412,28 @@ def test_weights_of_another_run_or_a_changed_ngram_file_are_refused(trained_runs
     save_file(state, changed / "model.safetensors", metadata={"audiotext": json.dumps(facts, ensure_ascii=False)})
     with pytest.raises(AudiotextError, match="n-grams, but the weights read .*: the n-grams of another run"):
         load_run(changed)  # a traceback from the forward pass before
+
+
+def test_a_changed_text_encoder_or_text_setting_of_a_run_is_refused(trained_runs, tmp_path):
+    from audiotext.features.text import default_encoder_path
+    from audiotext.models.checkpoint import load_run
+
+    # `text finetune --out ENC --overwrite` after training on ENC: the run read other states without a word.
+    run, encoder = tmp_path / "mult", tmp_path / "encoder"
+    shutil.copytree(trained_runs["mult"], run)
+    shutil.copytree(default_encoder_path(), encoder)  # the packaged MiniLM the run was trained on, as a folder
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    config["text"]["encoder"] = str(encoder)
+    (run / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    assert load_run(run)[0].text.encoder == str(encoder)  # the same files: the same encoder
+    with open(encoder / "config.json", "a", encoding="utf-8") as f:
+        f.write("\n")
+    with pytest.raises(AudiotextError, match=f"another run \\(the text encoder {encoder} has changed since;"):
+        load_run(run)
+    config["text"]["encoder"], config["text"]["alphabet"] = "", "korean"  # another normalisation of the same text
+    (run / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(AudiotextError, match='trained with text.alphabet = "any" \\(now "korean"\\) in config.json'):
+        load_run(run)
 
 
 def test_a_run_folder_never_gets_its_pickles_unpickled(trained_runs, tmp_path, cli_error):

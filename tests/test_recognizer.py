@@ -5,6 +5,10 @@ import json
 import multiprocessing
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -194,6 +198,17 @@ def test_predict_cli_table_json_and_manifest(model_folders, demo_corpus, tmp_pat
 
     main(["predict", model, "--audio", str(tmp_path / "0.wav"), "--text", rows[0]["text"]])
     assert f"prediction: {printed['label']}" in capsys.readouterr().out
+    # An audio-only model reads no transcript: none is shown as if it had.
+    main(["predict", str(model_folders["audio"]), "--audio", str(tmp_path / "0.wav"), "--text", "무서워", "--json"])
+    assert json.loads(capsys.readouterr().out)["text"] is None
+    main(["predict", str(model_folders["audio"]), "--audio", str(tmp_path / "0.wav"), "--text", "무서워"])
+    assert "무서워" not in capsys.readouterr().out
+    # A reader that goes away (`| head -0`) is no error of ours: no "error: [Errno 32] Broken pipe".
+    process = subprocess.Popen([sys.executable, "-m", "audiotext.cli", "predict", model, "--audio",
+                                str(tmp_path / "0.wav"), "--text", rows[0]["text"]],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process.stdout.close()
+    assert process.wait(timeout=120) == 141 and process.stderr.read() == ""
 
     main(["predict", model, "--manifest", str(tmp_path / "clips.csv"), "--out", str(tmp_path / "p.csv"), "--quiet"])
     table = pd.read_csv(tmp_path / "p.csv")
@@ -270,3 +285,36 @@ def test_predict_cli_refuses_a_batch_size_split_or_out_it_cannot_use(model_folde
     code, printed = cli_error("predict", model, "--audio", tmp_path / "0.wav", "--out", out, "--feature_workers", "2")
     assert code == 2 and printed == "error: --out, --feature_workers: only with --manifest\n"
     assert not out.exists()
+
+
+def test_sigterm_during_export_stops_it_like_ctrl_c_and_leaves_nothing_half_written(trained_runs, tmp_path):
+    # `timeout`, `kill` or a scheduler: SIGTERM killed the process mid-write and left .model.<hex>.tmp/ behind.
+    process = subprocess.Popen([sys.executable, "-m", "audiotext.cli", "export", str(trained_runs["mult"]), "--out",
+                                str(tmp_path / "model"), "--onnx"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not any(tmp_path.glob(".model.*.tmp")):  # the folder being written
+        assert process.poll() is None and time.monotonic() < deadline, "export ended before it was stopped"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and err == "interrupted\n", err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_at_another_rate_gets_the_features_training_gave_it(demo_corpus, tmp_path):
+    from audiotext.config import AudioConfig
+    from audiotext.data.manifest import load_any_split
+    from audiotext.features.audio import MFCC, clip_features, resample
+    from audiotext.features.workers import job_features
+    from audiotext.inference.recognizer import read_clip
+
+    # Training reads a manifest's files at the corpus's rate (48 kHz), then trims and resamples; predict
+    # resampled straight from 16 kHz and trimmed there: other features (0.004 in a probability).
+    clip = resample(pd.read_pickle(demo_corpus / "test.pkl")["audio"].iloc[0], RATE, 16000)
+    silent_edges = np.concatenate([np.zeros(800), clip, np.zeros(800)])
+    sf.write(tmp_path / "c.wav", silent_edges, 16000, subtype="PCM_16")
+    pd.DataFrame({"audio": ["c.wav"], "text": ["좋아"], "label": ["행복"], "split": ["test"]}).to_csv(tmp_path / "m.csv", index=False)
+    cfg = AudioConfig(features="mfcc+prosody", resample_rate=8000)
+    trained_on = clip_features(load_any_split(tmp_path / "m.csv", "test", ["행복"], cfg.sample_rate).audio[0], cfg)
+    predicted_from = job_features((str(tmp_path / "c.wav"), None, "c.wav", read_clip), cfg, MFCC.of(cfg))
+    assert np.array_equal(predicted_from, trained_on)

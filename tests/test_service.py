@@ -1,6 +1,7 @@
 """`audiotext serve`'s app: the real FastAPI app on uvicorn at 127.0.0.1, asked over real HTTP
 about real demo clips, good and bad."""
 
+import logging
 import socket
 import tempfile
 import threading
@@ -140,9 +141,38 @@ def test_bad_uploads_get_a_4xx_with_a_reason_and_the_server_goes_on(server, clip
             b"Content-Type: audio/wav\r\n\r\nnot audio\r\n--b0und--\r\n")  # fmt: skip
     odd_name = httpx.post(f"{address}/predict", content=body, headers={"content-type": "multipart/form-data; boundary=b0und"})
     assert odd_name.status_code == 415 and odd_name.json()["detail"].startswith("a\ufffd.wav: not a readable media file")
+    # The sender's file name is only a name: a NUL byte in its extension was a 500, a long one a 400.
+    for filename in (b"clip.w\x00av", b"clip." + b"a" * 300):
+        body = (b'--b0und\r\nContent-Disposition: form-data; name="text"\r\n\r\n' + sentence.encode() +
+                b'\r\n--b0und\r\nContent-Disposition: form-data; name="audio"; filename="' + filename +
+                b'"\r\nContent-Type: audio/wav\r\n\r\n' + path.read_bytes() + b"\r\n--b0und--\r\n")  # fmt: skip
+        named = httpx.post(f"{address}/predict", content=body, headers={"content-type": "multipart/form-data; boundary=b0und"})
+        assert named.status_code == 200 and named.json()["text"] == sentence, named.text
+    # A transcript sent as a file part (requests' files={"text": ...}) was ignored and the clip transcribed.
+    as_file = httpx.post(f"{address}/predict", files={"audio": ("clip.wav", path.read_bytes()), "text": ("text", sentence.encode())})
+    assert as_file.status_code == 200 and as_file.json()["text"] == sentence and not as_file.json()["transcribed"]
+    # Two transcripts: the first was kept without a word, even an empty one.
+    twice = httpx.post(f"{address}/predict", files={"audio": ("clip.wav", path.read_bytes())}, data={"text": ["", sentence]})
+    assert twice.status_code == 422 and twice.json()["detail"] == "the form has 2 fields 'text': send one clip and one transcript"
 
     assert httpx.get(f"{address}/health").json()["status"] == "ok"
     assert post(address, path.read_bytes(), text=sentence).status_code == 200
+    assert not list(uploads.iterdir())
+
+
+def test_a_client_that_goes_away_mid_upload_leaves_no_traceback_and_no_file(server, clip, uploads, caplog):
+    address, _ = server
+    path, sentence = clip
+    host, port = address.removeprefix("http://").split(":")
+    form = httpx.Request("POST", f"{address}/predict", files={"audio": ("clip.wav", path.read_bytes())}, data={"text": sentence})
+    body = form.read()
+    with caplog.at_level(logging.ERROR):
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            conn.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {form.headers['content-type']}\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])  # fmt: skip
+            time.sleep(0.5)  # the server is reading the upload
+        assert post(address, path.read_bytes(), text=sentence).status_code == 200  # and goes on serving
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
     assert not list(uploads.iterdir())
 
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soxr
 from tqdm import tqdm
 
 from audiotext.data.corpus import CorpusError, Split, load_split, resolve_split_path
 from audiotext.data.media import MediaError, load_audio
+from audiotext.features.audio import resample_keeping_dtype
 from audiotext.io import file_digest, folder_digest
 
 REQUIRED_COLUMNS = ("audio", "text", "label")
@@ -262,7 +262,7 @@ class ManifestClips(Sequence[np.ndarray]):
             clip, rate = load_audio(self.paths[i], *self.segments[i])
         except MediaError as err:
             raise ManifestError(f"{self.manifest}: row {self.rows[i]}, column 'audio': {err}") from None
-        return resample(clip, rate, self.sample_rate)
+        return resample_keeping_dtype(clip, rate, self.sample_rate)
 
     def identity(self, i: int) -> bytes:
         """What clip i's samples are made of: the bytes of its file, its segment and the rate it is
@@ -312,9 +312,3 @@ def has_split(data_path: str | Path, split: str) -> bool:
         return "split" in frame.columns and bool((frame["split"] == split).any())
     return resolve_split_path(data_path, split).is_file()
 
-
-def resample(clip: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
-    """soxr's high-quality resampling; int16 in, int16 out."""
-    if rate == target_rate:
-        return clip
-    return soxr.resample(clip, rate, target_rate)

@@ -39,11 +39,11 @@ from tqdm import tqdm
 
 from audiotext.config import REFERENCE_LABELS, AudioConfig, checked_labels
 from audiotext.data.corpus import write_reference_pickle
-from audiotext.data.manifest import LABELS_FILE, MIN_LABEL_CLIPS, read_manifest, resample, speaker_ids
+from audiotext.data.manifest import LABELS_FILE, MIN_LABEL_CLIPS, read_manifest, speaker_ids
 from audiotext.data.media import load_audio
 from audiotext.data.splits import assign_splits, check_leakage, check_split_request, split_counts
 from audiotext.errors import AudiotextError, DataError
-from audiotext.features.audio import int16_samples, trim_zeros
+from audiotext.features.audio import int16_samples, resample_keeping_dtype, trim_zeros
 from audiotext.features.text import normalize_text
 from audiotext.io import atomic_path, file_digest, write_json
 
@@ -357,7 +357,7 @@ def _extract(clip, cached: Path, sample_rate: int) -> str | None:
     start, end = (None if np.isnan(t) else float(t) for t in (clip.start, clip.end))
     try:
         samples, rate = load_audio(clip.audio_path, start, end)
-        samples = int16_samples(resample(samples, rate, sample_rate))
+        samples = int16_samples(resample_keeping_dtype(samples, rate, sample_rate))
     except DataError as err:  # the file's (MediaError), or float samples that are not audio in [-1, 1]
         return str(err).removeprefix(f"{clip.audio_path}: ")
     shortest, sounding = min_samples(sample_rate), len(trim_zeros(samples))

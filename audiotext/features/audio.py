@@ -88,6 +88,14 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return soxr.resample(audio, orig_sr, target_sr, quality="HQ")
 
 
+def resample_keeping_dtype(clip: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """soxr's high-quality resampling in the clip's own dtype (int16 in, int16 out): how the clips
+    of a corpus are read at its rate, before their features."""
+    if rate == target_rate:
+        return clip
+    return soxr.resample(clip, rate, target_rate)
+
+
 def trim_zeros(audio: np.ndarray) -> np.ndarray:
     """Strips the runs of exact-zero samples at both ends; zeros inside the clip are speech."""
     # argmax of a boolean array stops at the first True: 0.04 ms for a 3-second clip at 48 kHz,

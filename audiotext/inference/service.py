@@ -20,6 +20,7 @@ import functools
 import importlib.util
 import io
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -32,6 +33,7 @@ from pydantic import BaseModel
 from python_multipart import create_form_parser
 from python_multipart.multipart import MultipartState
 from python_multipart.exceptions import FormParserError
+from starlette.requests import ClientDisconnect
 
 import audiotext
 from audiotext.config import ServiceLimits
@@ -173,14 +175,15 @@ async def receive_form(request: Request, folder: Path, max_bytes: int) -> tuple[
         raise HTTPException(413, f"upload too large: {int(declared)} bytes, the limit is {max_bytes}")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HTTPException(415, "send a multipart/form-data form with the clip in the field 'audio'")
-    fields, files = {}, []
+    fields, files = {}, []  # fields: name → every value sent under it
     try:
         parser = create_form_parser(
             request.headers,
-            lambda field: fields.setdefault(field.field_name, field.value),
+            lambda field: fields.setdefault(field.field_name, []).append(field.value),
             files.append,
-            # Every byte of a file goes straight into `folder`: nothing is spooled anywhere else.
-            config={"UPLOAD_DIR": str(folder), "UPLOAD_KEEP_EXTENSIONS": True, "UPLOAD_DELETE_TMP": False,
+            # Every byte of a file goes straight into `folder`: nothing is spooled anywhere else. The
+            # sender's extension is not kept here (a NUL byte in it was a 500, a long one an OSError).
+            config={"UPLOAD_DIR": str(folder), "UPLOAD_KEEP_EXTENSIONS": False, "UPLOAD_DELETE_TMP": False,
                     "MAX_MEMORY_FILE_SIZE": 0},
         )  # fmt: skip
         received = 0
@@ -194,22 +197,37 @@ async def receive_form(request: Request, folder: Path, max_bytes: int) -> tuple[
         # part would otherwise read as a form without it.
         if parser.parser.state != MultipartState.END:
             raise HTTPException(400, "malformed form: the body ends before the form's closing boundary (cut short?)")
-        text = fields.get(b"text")
-        text = None if text is None else text.decode("utf-8")
-    except (FormParserError, UnicodeDecodeError) as err:
+    except ClientDisconnect:  # no one to answer; said so that the server's log has no traceback
+        raise HTTPException(400, "the client went away before its form was complete") from None
+    except FormParserError as err:
         raise HTTPException(400, f"malformed form: {err}") from None
     finally:
         for file in files:
             file.close()
-    audio = next((file for file in files if file.field_name == b"audio"), None)
-    if audio is None:
+    audio = [file for file in files if file.field_name == b"audio"]
+    # A transcript sent as a file part (what `requests` makes of files={"text": "..."}) is read too.
+    texts = fields.get(b"text", []) + [Path(os.fsdecode(f.actual_file_name)).read_bytes() for f in files
+                                       if f.field_name == b"text"]  # fmt: skip
+    if not audio:
         sent = "'audio' as text, not as a file (no filename)" if b"audio" in fields else "no field 'audio'"
         raise HTTPException(422, f"the form must carry the clip as the file field 'audio'; it has {sent}")
+    for field, sent in (("audio", audio), ("text", texts)):
+        if len(sent) > 1:  # all but one would be ignored
+            raise HTTPException(422, f"the form has {len(sent)} fields '{field}': send one clip and one transcript")
+    try:
+        text = texts[0].decode("utf-8") if texts else None
+    except UnicodeDecodeError as err:
+        raise HTTPException(400, f"malformed form: the field 'text' is not UTF-8 ({err})") from None
     # A name that is not UTF-8 would end up in a JSON message that cannot encode it (a 500).
-    name = Path((audio.file_name or b"upload").decode("utf-8", errors="replace")).name
-    if audio.size == 0:
+    name = Path((audio[0].file_name or b"upload").decode("utf-8", errors="replace")).name
+    if audio[0].size == 0:
         raise HTTPException(400, f"{name}: the upload is empty")
-    return Path(os.fsdecode(audio.actual_file_name)), name, text
+    path = Path(os.fsdecode(audio[0].actual_file_name))
+    # The sender's extension, when it is one, helps PyAV tell a format from its first bytes.
+    suffix = Path(name).suffix
+    if re.fullmatch(r"\.[A-Za-z0-9]{1,10}", suffix):
+        path = path.rename(path.with_name(path.name + suffix))
+    return path, name, text
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

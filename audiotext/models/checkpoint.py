@@ -27,11 +27,12 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from audiotext.config import RunConfig
+from audiotext.data.loading import reads_ngrams
 from audiotext.errors import DataError
 from audiotext.features.encoders import load_text_encoder, save_directory
-from audiotext.features.text import save_out_of_fold_states
+from audiotext.features.text import default_encoder_path, save_out_of_fold_states
 from audiotext.features.ngrams import NGRAMS_FILE, CharNgramEncoder
-from audiotext.io import atomic_path, file_digest, write_csv_rows, write_json
+from audiotext.io import atomic_path, file_digest, first_difference, folder_digest, write_csv_rows, write_json
 from audiotext.models.classifiers import Dims, build_model
 from audiotext.models.text_classifier import SequenceClassifier
 
@@ -65,11 +66,30 @@ def weights_facts(cfg: RunConfig, dims: Dims) -> dict:
 def run_facts(run_dir: Path, cfg: RunConfig) -> dict:
     """Which run the weights are, recorded beside `weights_facts` and checked where recorded (runs
     saved before they were have none): weights copied from another seed or corpus of the same model,
-    or an n-gram file changed beside them, fit the shapes and give wrong answers without a word."""
-    facts = {"run": {"name": cfg.name, "seed": cfg.train.seed, "data": cfg.data_path}}
+    a model or text setting edited in config.json (heads, the causal mask, the alphabet), or an
+    n-gram file or text encoder changed beside them (a `text finetune --overwrite` of the encoder the
+    run was trained on) fit the shapes and give wrong answers without a word."""
+    facts = {
+        "run": {"name": cfg.name, "seed": cfg.train.seed, "data": cfg.data_path},
+        "model": dataclasses.asdict(cfg.model),
+        "text": {"alphabet": cfg.text.alphabet, "max_len_for_text": cfg.text.max_len_for_text},
+    }
     if (run_dir / NGRAMS_FILE).is_file():
         facts["ngrams"] = file_digest(run_dir / NGRAMS_FILE).hex()
+    encoder = encoder_folder(run_dir, cfg.text.encoder)
+    if cfg.model.modality != "audio" and not reads_ngrams(cfg) and encoder.is_dir():  # a missing one is named on loading
+        facts["encoder"] = folder_digest(encoder)
     return facts
+
+
+def encoder_folder(run_dir: Path, encoder: str) -> Path:
+    """The text encoder a run's config.json names: the packaged MiniLM for "", a model folder's own
+    copy for a path relative to the folder."""
+    if not encoder:
+        return default_encoder_path()
+    if not Path(encoder).is_absolute() and (run_dir / encoder).is_dir():
+        return run_dir / encoder
+    return Path(encoder)
 
 
 def save_config(run_dir: str | Path, cfg: RunConfig, dims: Dims) -> None:
@@ -99,8 +119,8 @@ def load_config(run_dir: str | Path) -> tuple[RunConfig, Dims]:
     except TypeError as err:  # a setting this version does not know, or one it needs that is missing
         raise ValueError(f"{path}: {err}; was it written by another version of audiotext?") from None
     # A model folder keeps its text encoder inside itself, named relative to the folder.
-    if cfg.text.encoder and not Path(cfg.text.encoder).is_absolute() and (Path(run_dir) / cfg.text.encoder).is_dir():
-        cfg.text.encoder = str(Path(run_dir) / cfg.text.encoder)
+    if cfg.text.encoder and (inside := encoder_folder(Path(run_dir), cfg.text.encoder)) != Path(cfg.text.encoder):
+        cfg.text.encoder = str(inside)
     return cfg, dims
 
 
@@ -145,10 +165,16 @@ def checked_state(weights: Path, model: nn.Module, cfg: RunConfig, dims: Dims) -
                     f"{weights}: trained with {key} = {trained.get(key)!r}, but {CONFIG_FILE} says {value!r}"
                 )
         for key, value in run_facts(weights.parent, cfg).items():
-            if key in trained and trained[key] != value:
-                what = f"{NGRAMS_FILE} has changed since" if key == "ngrams" else f"{CONFIG_FILE} is of {value}"
-                raise CheckpointError(f"{weights}: these weights are of another run ({what}; they were saved "
-                                      f"with {key} = {trained[key]!r})")  # fmt: skip
+            if key not in trained or trained[key] == value:
+                continue
+            if key in ("model", "text"):
+                raise CheckpointError(f"{weights}: trained with {first_difference(trained[key], value, key)} "
+                                      f"in {CONFIG_FILE}")  # fmt: skip
+            what = {"ngrams": f"{NGRAMS_FILE} has changed since",
+                    "encoder": f"the text encoder {encoder_folder(weights.parent, cfg.text.encoder)} has changed since",
+                    "run": f"{CONFIG_FILE} is of {value}"}[key]  # fmt: skip
+            raise CheckpointError(f"{weights}: these weights are of another run ({what}; they were saved "
+                                  f"with {key} = {trained[key]!r})")  # fmt: skip
     ngrams = weights.parent / NGRAMS_FILE
     width = CharNgramEncoder.load(ngrams).hidden_size if dims.text_vector and ngrams.is_file() else dims.text
     if width != dims.text:  # a convolution over the wrong width fails deep in the forward pass
