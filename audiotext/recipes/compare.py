@@ -9,9 +9,9 @@ folds), with the uncertainty a choice between methods needs.
    sentence (their fine-tuned states would already know the label).
 3. Every listed model with every seed, on the same cached features and the one engine; each run is
    tested on `test` (and `test_stt`).
-4. Per test set and model: mean ± std over seeds and a 95% bootstrap interval over test clips of
-   accuracy, macro-F1 and weighted-F1; per-class F1; a paired randomisation test of the best model
-   (by mean macro-F1) against each other one. A model trained with several seeds is also scored as
+4. Per test set and model: mean ± std over seeds and a 95% bootstrap interval over test sentences
+   of accuracy, macro-F1 and weighted-F1; per-class F1; a paired randomisation test of the model
+   best on dev (by mean dev macro-F1 of its runs) against each other one. A model trained with several seeds is also scored as
    their ensemble (mean class probabilities), one more model in every table. Written to
    comparison.md, comparison.csv and report.html, and printed.
 
@@ -39,14 +39,14 @@ import pandas as pd
 
 from audiotext.config import FUSING, AudioConfig, ModelConfig, RunConfig, TextConfig, TrainConfig, modality_of
 from audiotext.data.folds import write_fold_corpora
-from audiotext.data.splits import FOLD_BY
+from audiotext.data.splits import FOLD_BY, sentence_units
 from audiotext.data.manifest import corpus_digest, has_split, load_any_split
 from audiotext.errors import SettingError
 from audiotext.evaluation.evaluate import evaluate, evaluate_text_classifier
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.evaluation.plots import confusion_pair_png, learning_curves_png, per_class_f1_png
 from audiotext.evaluation.report import REPORT_FILE, image, read_epoch_log, table, write_report, write_run_report
-from audiotext.evaluation.statistics import METRICS, Estimate, estimate, paired_test, resample_indices
+from audiotext.evaluation.statistics import METRICS, Estimate, estimate, paired_test, resample_weights
 from audiotext.features.cache import FeatureCache
 from audiotext.io import atomic_path, first_difference, folder_digest, write_csv_rows, write_json
 from audiotext.models.checkpoint import CONFIG_FILE, EPOCH_LOG, FINISHED_FILE, is_finished
@@ -68,7 +68,6 @@ TEST_SETS = ("test", "test_stt")
 RESAMPLES = 1000
 # The reference model of the paired tests is the best on the test set itself; picked there, its
 # lead is what a lucky draw of clips would also give the top of many models, so say so.
-PICKED_ON_TEST = "picked as the best on these clips, so its p-values lean its way: a p near 0.05 is no proof"
 METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}
 RECORD_FILE = "compare.json"
 OUTPUTS = ("results.csv", "comparison.md", "comparison.csv", REPORT_FILE)  # written when every run is done
@@ -177,14 +176,15 @@ def run_comparison(
     # (model, test set) → corpus → per seed: class probabilities (N, C)
     predictions: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {}
     truths: dict[str, list[np.ndarray]] = {}
+    sentences: dict[str, list[str]] = {}  # test set → each clip's transcript, whose clips are resampled together
     examples: dict[str, Path] = {}  # model → one run folder, for its learning curves
     runs: list[dict] = []  # each run's best dev figures, for results.csv
     for corpus_name, corpus in corpora.items():
         test_sets = [s for s in TEST_SETS if has_split(corpus, s)]
         for test_set in test_sets:
-            truths.setdefault(test_set, []).append(
-                load_any_split(corpus, test_set, labels, settings.audio.sample_rate, with_audio=False).labels
-            )
+            split = load_any_split(corpus, test_set, labels, settings.audio.sample_rate, with_audio=False)
+            truths.setdefault(test_set, []).append(split.labels)
+            sentences.setdefault(test_set, []).extend(split.sentences)
         encoder, trained_before = _text_encoder(corpus, out / "text" / corpus_name, settings, labels, test_sets,
                                                 predictions, progress, record["text"].get(corpus_name), resume)  # fmt: skip
         if encoder != settings.text.encoder and not trained_before:
@@ -216,11 +216,16 @@ def run_comparison(
                 write_run_report(run_dir)  # once, with every test set
                 examples.setdefault(name, run_dir)
 
+    # The reference of the paired tests is chosen on dev, as any choice is: picked on test, its
+    # p-values would lean its way.
+    on_dev = {name: float(np.mean([r["dev_macro_f1"] for r in runs if r["model"] == name])) for name in settings.models}
+    reference = max(on_dev, key=on_dev.get)
     summary, sections, tables = [], [], []
     for test_set, per_corpus in truths.items():
         y_true = np.concatenate(per_corpus)
         models = _with_ensembles({m: _stack(p) for (m, t), p in predictions.items() if t == test_set})
-        rows, text, section = _summarise(test_set, y_true, models, labels)
+        groups = sentence_units(pd.Series(sentences[test_set])).to_numpy()
+        rows, text, section = _summarise(test_set, y_true, groups, models, labels, (reference, on_dev[reference]))
         summary += rows
         tables.append(text)
         sections.append(section)
@@ -349,24 +354,28 @@ def _with_ensembles(probabilities: dict[str, np.ndarray]) -> dict[str, np.ndarra
     return predictions
 
 
-def _summarise(test_set: str, y_true: np.ndarray, models: dict[str, np.ndarray], labels: list[str]):
-    """Rows of comparison.csv, the Markdown tables and the report section of one test set."""
+def _summarise(test_set: str, y_true: np.ndarray, groups: np.ndarray, models: dict[str, np.ndarray], labels: list[str],
+               reference: tuple[str, float]):  # fmt: skip
+    """Rows of comparison.csv, the Markdown tables and the report section of one test set: `groups`
+    (N,) names each clip's sentence, `reference` the model the others are tested against and its
+    dev macro-F1."""
     n_classes = len(labels)
-    indices = resample_indices(len(y_true), RESAMPLES)
-    estimates = {m: {k: estimate(y_true, p, n_classes, k, indices) for k in METRICS} for m, p in models.items()}
+    weights = resample_weights(groups, RESAMPLES)
+    estimates = {m: {k: estimate(y_true, p, n_classes, k, weights) for k in METRICS} for m, p in models.items()}
     per_seed = {m: [classification_metrics(y_true, seed, labels) for seed in p] for m, p in models.items()}
     per_class = {
         m: {label: float(np.mean([seed["per_class"][label]["f1"] for seed in seeds])) for label in labels}
         for m, seeds in per_seed.items()
     }
-    best = max(estimates, key=lambda m: estimates[m]["macro_f1"].mean)
+    best, on_dev = reference
     # Seeds of a model trained once (the fine-tuned classifier) repeat its predictions, so it pairs with any model.
     seeds = max(len(p) for p in models.values())
     tests = {
         m: paired_test(y_true, np.broadcast_to(models[best], (seeds, len(y_true))),
-                       np.broadcast_to(p, (seeds, len(y_true))), n_classes)
+                       np.broadcast_to(p, (seeds, len(y_true))), n_classes, groups=groups)
         for m, p in models.items() if m != best
     }  # fmt: skip
+    chosen = f"the model best on dev (macro-F1 {100 * on_dev:.2f}, mean over its runs)"
 
     def cell(e: Estimate, runs: int) -> str:
         spread = f" ± {100 * e.std:.2f}" if runs > 1 else ""  # one run has no spread over seeds
@@ -378,12 +387,13 @@ def _summarise(test_set: str, y_true: np.ndarray, models: dict[str, np.ndarray],
     class_header = ["model", *(f"F1 {label}" for label in labels)]
     class_body = [[m, *(f"{100 * per_class[m][label]:.1f}" for label in labels)] for m in ranked]
     test_header = ["model", f"macro-F1 of {best} minus it", "p (paired randomisation)"]
-    test_body = [[m, f"{100 * t.difference:+.2f}", f"{t.p_value:.4f}"] for m, t in sorted(tests.items(), key=lambda x: x[1].difference)]
+    # Two digits: p comes from random swaps, and its third digit from the swaps drawn.
+    test_body = [[m, f"{100 * t.difference:+.2f}", f"{t.p_value:.2g}"] for m, t in sorted(tests.items(), key=lambda x: x[1].difference)]
 
     text = "\n".join([
         f"### {test_set} ({len(y_true)} clips)", "", _markdown(header, body), "",
         "Per-class F1, mean over seeds:", "", _markdown(class_header, class_body), "",
-        f"Paired tests of the best model ({best}; {PICKED_ON_TEST}):", "", _markdown(test_header, test_body),
+        f"Paired tests of {best}, {chosen}:", "", _markdown(test_header, test_body),
     ])  # fmt: skip
     confusions = "".join(
         image(confusion_pair_png(np.sum([seed["confusion_matrix"] for seed in per_seed[m]], axis=0), labels,
@@ -393,10 +403,10 @@ def _summarise(test_set: str, y_true: np.ndarray, models: dict[str, np.ndarray],
     )  # fmt: skip
     section = "\n".join([
         f"<h2>{html.escape(test_set)} ({len(y_true)} clips)</h2>",
-        table(header, body, bold_rows=[0]),
+        table(header, body, bold_rows=[ranked.index(best)]),
         "<h3>Per-class F1 (mean over seeds)</h3>", table(class_header, class_body),
         image(per_class_f1_png(per_class, labels, f"F1 per class · {test_set}"), "per-class F1"),
-        f"<h3>Paired tests of the best model, {html.escape(best)}</h3>", f"<p>{PICKED_ON_TEST}.</p>",
+        f"<h3>Paired tests of {html.escape(best)}</h3>", f"<p>{html.escape(best)} is {chosen}.</p>",
         table(test_header, test_body),
         "<h3>Confusion matrices (summed over seeds)</h3>", confusions,
     ])  # fmt: skip
@@ -426,8 +436,10 @@ def _markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def _write_outputs(out: Path, title: str, settings: CompareSettings, summary, tables, sections) -> None:
     folds = f"{settings.folds} folds by {settings.split_by}" if settings.folds else "the corpus's own split"
     facts = (f"Models {', '.join(settings.models)}; seeds {', '.join(map(str, settings.seeds))}; {folds}. "
-             "Intervals: 95% percentile bootstrap of the seed mean over test clips "
-             f"({RESAMPLES} resamples). Paired tests: approximate randomisation, two-sided. "
+             "Intervals: 95% percentile bootstrap of the seed mean over the test sentences, the clips of a "
+             f"transcript resampled together (on test_stt, the recognised transcripts; {RESAMPLES} resamples). "
+             "Paired tests: approximate randomisation, two-sided, swapping whole sentences, of the model best "
+             "on dev against each other (in bold). "
              "'(ensemble of N)': a model's N seeds as one model, the class of highest mean probability.")  # fmt: skip
     with atomic_path(out / "comparison.md") as tmp:
         tmp.write_text(f"# {title}\n\n{facts}\n\n" + "\n\n".join(tables) + "\n", encoding="utf-8")
