@@ -49,9 +49,10 @@ OUT_OF_FOLD_STATES = "out_of_fold_states.safetensors"
 
 def normalize_text(s: str, alphabet: str = "any") -> str:
     """HTML-unescapes and composes (NFC), then turns every run of characters other than letters
-    and digits of any script (with their combining marks) and . ! ? into one space. `alphabet="korean"` keeps only the
-    reference's a-z, A-Z, Hangul syllables, consonant jamo (ㄱ-ㅎ), digits and . ! ?: other scripts,
-    accented letters and vowel jamo (ㅠ) become spaces, as in the reference."""
+    and digits of any script (with their combining marks) and . ! ? into one space.
+    `alphabet="korean"` keeps only the reference's a-z, A-Z, Hangul syllables, consonant jamo
+    (ㄱ-ㅎ), digits and . ! ?: other scripts, accented letters and vowel jamo (ㅠ) become spaces,
+    as in the reference."""
     s = unicodedata.normalize("NFC", html.unescape(s))
     if alphabet == "korean":
         return _OUTSIDE_KOREAN.sub(" ", s).strip()

@@ -11,9 +11,9 @@ folds), with the uncertainty a choice between methods needs.
    tested on `test` (and `test_stt`).
 4. Per test set and model: mean ± std over seeds and a 95% bootstrap interval over test sentences
    of accuracy, macro-F1 and weighted-F1; per-class F1; a paired randomisation test of the model
-   best on dev (by mean dev macro-F1 of its runs) against each other one. A model trained with several seeds is also scored as
-   their ensemble (mean class probabilities), one more model in every table. Written to
-   comparison.md, comparison.csv and report.html, and printed.
+   best on dev (by mean dev macro-F1 of its runs) against each other one. A model trained with
+   several seeds is also scored as their ensemble (mean class probabilities), one more model in
+   every table. Written to comparison.md, comparison.csv and report.html, and printed.
 
 Layout of `out`: compare.json, [folds/fold<i>/], text/<corpus>/{pretrained,finetuned}/,
 runs/<corpus>/<model>/seed<s>/, results.csv, comparison.{md,csv}, report.html.
@@ -66,8 +66,6 @@ EMA = {"mult": 0.995}
 FINETUNED = "text (fine-tuned)"  # the fine-tuned classifier itself: one run per corpus, not per seed
 TEST_SETS = ("test", "test_stt")
 RESAMPLES = 1000
-# The reference model of the paired tests is the best on the test set itself; picked there, its
-# lead is what a lucky draw of clips would also give the top of many models, so say so.
 METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1"}
 RECORD_FILE = "compare.json"
 OUTPUTS = ("results.csv", "comparison.md", "comparison.csv", REPORT_FILE)  # written when every run is done
