@@ -248,7 +248,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = config_from_args(args)
     _take_local_rank(args.local_rank)
-    results_csv = args.results_csv or Path(args.output_dir) / "results.csv"
+    # Checked before training: a folder there, or a path under a file, failed once the run was done.
+    writable_file(Path(args.output_dir) / "results.csv", "--output_dir")
+    results_csv = writable_file(args.results_csv or Path(args.output_dir) / "results.csv", "--results_csv")
     summary = train(cfg, run_dir_of(args), results_csv=results_csv, cache=feature_cache_of(args),
                     progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)  # fmt: skip
     print(
@@ -315,6 +317,11 @@ def cmd_test(args: argparse.Namespace) -> None:
             raise SettingError(f"--{flag}: {run_dir} holds the {cfg.model.modality!r} model, not the {implied}-only one")
     for split in args.split:  # every split is found before the first is tested and its results written
         require_split(args.data_path or cfg.data_path, split)
+    named = [Path(split).stem for split in args.split]  # each one's results go to eval/<name>
+    if len(set(named)) < len(named):
+        twice = sorted({name for name in named if named.count(name) > 1})
+        raise SettingError(f"--split: {named.count(twice[0])} splits named {twice[0]!r} would be written to one "
+                           f"folder, the last over the others: test them one at a time, each with its own --eval_dir")  # fmt: skip
     rows, cache = [], feature_cache_of(args)
     for split in args.split:
         out_dir = Path(args.eval_dir) / Path(split).stem if args.eval_dir else None

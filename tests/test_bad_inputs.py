@@ -69,15 +69,28 @@ def run_prepare(manifest: Path, out: Path, *flags: str):
 
 def test_duplicate_rows_and_identical_samples_are_kept_once(clips, tmp_path):
     sf.write(tmp_path / "copy.wav", clips[0], RATE, subtype="PCM_16")
+    # A copy padded with 10 ms of silence has the same features (they trim edge zeros): it went unseen.
+    sf.write(tmp_path / "padded.wav", np.concatenate([np.zeros(480, np.int16), clips[1]]), RATE, subtype="PCM_16")
     manifest = write_manifest(tmp_path, clips, [
         {"audio": "c3.wav", "text": "다시", "label": REFERENCE_LABELS[1], "speaker": "s1", "start": "", "end": ""},
         {"audio": "copy.wav", "text": "복사", "label": REFERENCE_LABELS[0], "speaker": "s0", "start": "", "end": ""},
+        {"audio": "padded.wav", "text": "여백", "label": REFERENCE_LABELS[0], "speaker": "s1", "start": "", "end": ""},
     ])  # fmt: skip
     prepared = run_prepare(manifest, tmp_path / "out")
     reasons = rejects(tmp_path / "out")
     assert reasons[13].startswith("the same file and segment as row 4")
     assert reasons[14].startswith("the same samples as row 1")
+    assert reasons[15].startswith("the same samples as row 2")
     assert len(prepared) == 12
+
+
+def test_a_rerun_of_prepare_decodes_a_file_changed_since_again(clips, tmp_path):
+    manifest = write_manifest(tmp_path, clips)
+    run_prepare(manifest, tmp_path / "out")
+    sf.write(tmp_path / "c0.wav", clips[5], RATE, subtype="PCM_16")  # another recording under the same name
+    prepared = run_prepare(manifest, tmp_path / "out")  # the same job: it resumes
+    first = prepared[prepared["audio"].str.startswith("audio/c0-")]["audio"].item()
+    assert np.array_equal(sf.read(tmp_path / "out" / first, dtype="int16")[0], clips[5])  # the old clip was kept
 
 
 def test_a_label_typo_is_refused_and_a_decomposed_label_is_the_same_class(clips, tmp_path, cli_error):
@@ -148,7 +161,13 @@ def test_split_settings_are_checked_before_any_clip_is_decoded(clips, tmp_path, 
     assert code == 1 and "ratios must be three finite non-negative shares" in printed  # NaN gave every clip to test
     code, printed = prepare(cli_error, manifest, tmp_path / "few", "--split-by", "speaker")
     assert code == 1 and "needs at least 3 speakers, got 2" in printed
-    assert not (tmp_path / "nan").exists() and not (tmp_path / "few").exists()
+    # Rows without a speaker passed for a third speaker, dealt whole to one split.
+    table = pd.read_csv(manifest, keep_default_na=False)
+    table.loc[8:, "speaker"] = ""
+    table.to_csv(tmp_path / "blank.csv", index=False)
+    code, printed = prepare(cli_error, tmp_path / "blank.csv", tmp_path / "blank", "--split-by", "speaker")
+    assert code == 1 and "a speaker split needs each clip's speaker; 4 have none (row 9, 10, 11, 12)" in printed
+    assert not (tmp_path / "nan").exists() and not (tmp_path / "few").exists() and not (tmp_path / "blank").exists()
 
 
 def test_a_split_name_that_is_a_path_is_refused(clips, tmp_path, cli_error):
@@ -312,6 +331,37 @@ def test_test_finds_every_split_first_and_leaves_model_folders_alone(trained_run
     # What was tested is recorded (the report said the run's own data for figures of another corpus).
     tested = json.loads((trained_runs["audio"] / "eval" / "test" / "metrics.json").read_text(encoding="utf-8"))
     assert Path(tested["data"]) == Path(demo_corpus)
+    from audiotext.cli import main
+
+    # Two splits of one name were both written to eval/test, the last over the first, without a word.
+    (tmp_path / "other").mkdir()
+    shutil.copy(demo_corpus / "dev.pkl", tmp_path / "other" / "test.pkl")
+    code, printed = cli_error("test", "--run_dir", run, "--data_path", demo_corpus, "--split", "test",
+                              tmp_path / "other" / "test.pkl", "--quiet")  # fmt: skip
+    assert code == 2 and "--split: 2 splits named 'test' would be written to one folder" in printed
+    assert not (run / "eval").exists()
+    main(["test", "--run_dir", str(run), "--split", str(tmp_path / "other" / "test.pkl"), "--quiet"])
+    tested = json.loads((run / "eval" / "test" / "metrics.json").read_text(encoding="utf-8"))
+    assert Path(tested["data"]) == tmp_path / "other" / "test.pkl"  # the file tested, not the run's data
+    # A manifest of several splits given as one split scored its training rows as test clips.
+    table = pd.DataFrame({"audio": ["a.wav", "b.wav"], "text": ["가", "나"], "label": REFERENCE_LABELS[:2],
+                          "split": ["train", "test"]})  # fmt: skip
+    table.to_csv(tmp_path / "all.csv", index=False)
+    code, printed = cli_error("test", "--run_dir", run, "--split", tmp_path / "all.csv", "--quiet")
+    assert code == 1 and f"all.csv holds the splits test, train: name one (--data_path {tmp_path / 'all.csv'} --split NAME)" in printed
+
+
+def test_an_output_dir_under_a_file_or_a_results_csv_that_is_a_folder_is_refused_before_training(
+    demo_corpus, tmp_path, cli_error
+):
+    (tmp_path / "file").write_text("not a folder", encoding="utf-8")
+    code, printed = cli_error("train", "--data_path", demo_corpus, "--output_dir", tmp_path / "file" / "runs", *TRAIN_FAST)
+    assert code == 2 and printed.startswith(f"error: --output_dir {tmp_path / 'file' / 'runs' / 'results.csv'}: ")
+    # The whole run trained and was marked finished, then `[Errno 21] Is a directory` named no flag.
+    code, printed = cli_error("train", "--data_path", demo_corpus, "--output_dir", tmp_path / "runs", *TRAIN_FAST,
+                              "--results_csv", tmp_path)  # fmt: skip
+    assert code == 2 and printed == f"error: --results_csv {tmp_path}: is a folder; name the file to write\n"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_demo_commands_refuse_a_users_corpus_and_zero_seeds(tmp_path, cli_error):

@@ -200,7 +200,7 @@ def test_a_resume_refuses_a_state_from_other_settings_or_data(tmp_path):
         resumable_fit(checkpoint, SETTINGS, break_at=5)
     with pytest.raises(ValueError, match=r"resume.safetensors: saved with other training settings \(seed differ\)"):
         resumable_fit(checkpoint, EngineSettings(**{**SETTINGS.__dict__, "seed": 4}))
-    with pytest.raises(ValueError, match=r"resume.safetensors: saved on other training data \(other clips, labels or"):
+    with pytest.raises(ValueError, match=r"resume.safetensors: saved on other training or dev data \(other clips, labels or"):
         resumable_fit(checkpoint, SETTINGS, data_seed=6)  # as many clips and batches, other features
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     with pytest.raises(ValueError, match="resume.safetensors: not a readable training state"):

@@ -136,3 +136,19 @@ def test_a_finished_run_is_replaced_only_with_overwrite_and_then_whole(demo_corp
     main(["test", "--data_path", str(demo_corpus), "--output_dir", str(tmp_path), "--name", "run", "--quiet"])
     same_run(uninterrupted, run)
     assert sorted(os.listdir(tmp_path)) == ["results.csv", "run"]
+
+
+@pytest.mark.slow
+def test_a_resume_refuses_a_dev_set_changed_since_the_run_stopped(demo_corpus, tmp_path, cli_error):
+    # Its best epoch would have been chosen across the figures of two dev sets.
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("train", "dev", "test"):
+        (corpus / f"{split}.pkl").write_bytes((demo_corpus / f"{split}.pkl").read_bytes())
+    process = start(train_args(corpus, tmp_path, "run", "--checkpoint_steps", "1"))
+    wait_for_step(process, tmp_path / "run" / "resume.safetensors", 1, 1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (corpus / "dev.pkl").write_bytes((demo_corpus / "test.pkl").read_bytes())  # another dev set
+    code, printed = cli_error(*train_args(corpus, tmp_path, "run", "--resume"))
+    assert code == 1 and "resume.safetensors: saved on other training or dev data" in printed, printed

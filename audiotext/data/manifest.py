@@ -276,6 +276,7 @@ def load_any_split(
     """A split from any source: `split` names a split of `data_path` (a folder of pickles, or a
     manifest with a split column), or is a .pkl file or a manifest of its own."""
     if is_manifest(split):
+        _require_one_split(split)
         return load_manifest_split(split, None, labels, sample_rate, with_audio=with_audio)
     if is_manifest(data_path) and not str(split).endswith(".pkl"):
         return load_manifest_split(data_path, split, labels, sample_rate, with_audio=with_audio)
@@ -288,10 +289,20 @@ def require_split(data_path: str | Path, split: str) -> None:
     if is_manifest(split):
         if not Path(split).is_file():
             raise ManifestError(f"{split}: no such manifest file")
+        _require_one_split(split)
     elif is_manifest(data_path) and not str(split).endswith(".pkl"):
         split_rows(read_manifest(data_path), Path(data_path), split)
     elif not resolve_split_path(data_path, split).is_file():
         raise CorpusError(f"{resolve_split_path(data_path, split)}: no such split file")
+
+
+def _require_one_split(manifest: str | Path) -> None:
+    """Refuses a manifest given as a split of its own whose split column names several: every row
+    of it, the training rows too, would be scored as one test set."""
+    frame = read_manifest(manifest)
+    if "split" in frame.columns and frame["split"].nunique() > 1:
+        splits = ", ".join(sorted(set(frame["split"])))
+        raise ManifestError(f"{manifest} holds the splits {splits}: name one (--data_path {manifest} --split NAME)")
 
 
 def corpus_digest(data_path: str | Path) -> str:

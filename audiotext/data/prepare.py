@@ -5,7 +5,8 @@ videos and the script file); `prepare_manifest` reads any manifest (`audiotext.d
 Both write into `out_dir`:
 
 - `audio/{clip}.flac`: each clip's audio track, mono int16 at `sample_rate`, the cache a rerun
-  resumes from (a clip already there at that rate is not decoded again; delete the folder to redo it);
+  resumes from (a clip already there at that rate, from a file of the same size and modification
+  time, is not decoded again);
 - `train.pkl`, `dev.pkl`, `test.pkl`: the reference's pickles (person_ix, audio int16, Sentence, Emotion);
 - `manifest.csv` (audio, text, label, speaker, split; audio pointing into `audio/`), `labels.json`,
   `splits.json` (how the partition was drawn, counts per label, clips per split), `rejects.csv`
@@ -26,6 +27,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -255,8 +257,14 @@ def _claim_folder(out_dir: Path, job: dict) -> None:
 
 
 def _clip_key(audio_path: str, start: float, end: float) -> str:
-    """A cache name unique to the file and segment, readable by its file name."""
-    digest = hashlib.sha1(f"{Path(audio_path).resolve()}|{start}|{end}".encode()).hexdigest()[:12]
+    """A cache name unique to the file, its version and the segment, readable by its file name. The
+    version (size, modification time) keeps a rerun from reusing a clip whose file changed since."""
+    try:
+        stat = os.stat(audio_path)
+        version = f"{stat.st_size}|{stat.st_mtime_ns}"
+    except OSError:  # missing or unreadable: rejected when it is extracted
+        version = "unreadable"
+    digest = hashlib.sha1(f"{Path(audio_path).resolve()}|{start}|{end}|{version}".encode()).hexdigest()[:12]
     return f"{re.sub(r'[^0-9A-Za-z_-]+', '_', Path(audio_path).stem)[:40]}-{digest}"
 
 
@@ -348,8 +356,9 @@ def _named(clip) -> str:
 
 
 def _samples_digest(flac: Path) -> bytes:
-    """What a clip is made of: its decoded samples, whatever file or container they came in."""
-    return hashlib.blake2b(sf.read(flac, dtype="int16")[0].tobytes(), digest_size=16).digest()
+    """What a clip is made of: its decoded samples, whatever file or container they came in, without
+    the zeros at its ends, which the features trim too (a copy padded with silence is the same clip)."""
+    return hashlib.blake2b(trim_zeros(sf.read(flac, dtype="int16")[0]).tobytes(), digest_size=16).digest()
 
 
 def _extract(clip, cached: Path, sample_rate: int) -> str | None:

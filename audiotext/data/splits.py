@@ -75,9 +75,20 @@ def check_split_request(frame: pd.DataFrame, split_by: str, ratios: Sequence[flo
     if len(ratios) != 3 or not all(math.isfinite(r) and r >= 0 for r in ratios) or ratios[0] <= 0:
         raise ValueError(f"ratios must be three finite non-negative shares (train, dev, test), train > 0; got {list(ratios)}")
     if split_by == "speaker":
+        require_speakers(frame, speaker, "a speaker split")
         speakers, needed = frame[speaker].nunique(), sum(r > 0 for r in ratios)
         if speakers < needed:
             raise ValueError(f"a speaker split with ratios {tuple(ratios)} needs at least {needed} speakers, got {speakers}")
+
+
+def require_speakers(frame: pd.DataFrame, speaker: str, what: str) -> None:
+    """Refuses rows without a speaker (-1) in a split by speaker: together they would pass for one
+    speaker, counted towards the minimum and dealt to one split whoever they are."""
+    unknown = frame[speaker] == -1
+    if unknown.any():
+        rows = frame["row"][unknown] if "row" in frame.columns else frame.index[unknown] + 1
+        shown = ", ".join(map(str, list(rows)[:5])) + (", ..." if unknown.sum() > 5 else "")
+        raise ValueError(f"{what} needs each clip's speaker; {int(unknown.sum())} have none (row {shown})")
 
 
 def assign_splits(
@@ -156,6 +167,8 @@ def assign_folds(
     """
     if split_by not in FOLD_BY:
         raise ValueError(f"folds are split by one of {FOLD_BY}, got {split_by!r}")
+    if split_by == "speaker":
+        require_speakers(frame, speaker, "folds by speaker")
     column = frame[speaker] if split_by == "speaker" else sentence_units(frame[sentence])
     units = np.unique(column.to_numpy())
     if not 3 <= k <= len(units):

@@ -61,7 +61,8 @@ def evaluate(
     return write_evaluation(
         out_dir, targets.tolist(), predicted.tolist(), cfg.labels, title=f"{cfg.name} · {split_name}",
         probabilities=logits.softmax(-1), run_dir=str(run_dir), split=split_name, modality=cfg.model.modality,
-        data=str(cfg.data_path),  # what was tested, which need not be what the run trained on
+        # What was tested, which need not be what the run trained on: a split file of its own, or the data's split.
+        data=str(split) if is_manifest(split) or str(split).endswith(".pkl") else str(cfg.data_path),
     )  # fmt: skip
 
 

@@ -404,8 +404,10 @@ class Engine:
             raise TrainingStateError(f"{path}: saved with {saved.get('batches_per_epoch')} batches per epoch, the data "
                                      f"now gives {data['batches_per_epoch']}: the training data changed")  # fmt: skip
         if saved.get("digest") != data["digest"]:
-            raise TrainingStateError(f"{path}: saved on other training data (other clips, labels or features in as "
-                                     "many batches): resume on the data the run started with, or start it again")  # fmt: skip
+            raise TrainingStateError(f"{path}: saved on other training or dev data (other clips, labels or features in "
+                                     "as many batches; the feature cache keeps features as float16, so turning it on "
+                                     "or off changes them too): resume on the data and cache setting the run started "
+                                     "with, or start it again")  # fmt: skip
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])

@@ -105,7 +105,8 @@ def train(
         epoch_log=folder / EPOCH_LOG,
         checkpoint=folder / RESUME_FILE,
         data_order=batch_order(train_loader),
-        data_digest=train_data.fingerprint(),
+        # dev too: the best epoch is chosen across every epoch's dev figures, which must be of one dev set.
+        data_digest=f"train {train_data.fingerprint()}, dev {dev_data.fingerprint()}",
     )
     best = fit.best
     summary = {
