@@ -86,9 +86,11 @@ def require_speakers(frame: pd.DataFrame, speaker: str, what: str) -> None:
     speaker, counted towards the minimum and dealt to one split whoever they are."""
     unknown = frame[speaker] == -1
     if unknown.any():
-        rows = frame["row"][unknown] if "row" in frame.columns else frame.index[unknown] + 1
-        shown = ", ".join(map(str, list(rows)[:5])) + (", ..." if unknown.sum() > 5 else "")
-        raise ValueError(f"{what} needs each clip's speaker; {int(unknown.sum())} have none (row {shown})")
+        where = ""
+        if "row" in frame.columns:  # a manifest's rows
+            rows = list(frame["row"][unknown])
+            where = " (row " + ", ".join(map(str, rows[:5])) + (", ...)" if len(rows) > 5 else ")")
+        raise ValueError(f"{what} needs each clip's speaker; {int(unknown.sum())} have none{where}")
 
 
 def assign_splits(
