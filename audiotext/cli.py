@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import signal
 import sys
+import threading
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -874,7 +876,12 @@ def main(argv: list[str] | None = None) -> None:
     --debug every error keeps its traceback."""
     args = build_parser().parse_args(argv)
     # SIGTERM (`kill`, `timeout`, a scheduler's preemption) stops a command as Ctrl-C does, so what
-    # it was writing is removed instead of left half-written; its default killed the process as it stood.
+    # it was writing is removed instead of left half-written; its default killed the process as it
+    # stood. `serve` is left to uvicorn, which shuts down cleanly on it and then dies of it (143),
+    # as service managers expect. Signals can be set from the main thread only.
+    if args.func is cmd_serve or threading.current_thread() is not threading.main_thread():
+        _run(args)
+        return
     previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         _run(args)
@@ -897,7 +904,9 @@ def _run(args: argparse.Namespace) -> None:
         _exit(INTERRUPTED, f"interrupted: {err} (the same command with --resume continues it)", err)
     except KeyboardInterrupt:
         _exit(INTERRUPTED, "interrupted")
-    except BrokenPipeError:
+    except BrokenPipeError as err:
+        if not _output_reader_gone():
+            _exit(DATA_ERROR, f"error: {err}", err)  # another pipe than our output
         # The reader of our output went away (`| head`): nothing to tell it. Python would complain
         # again flushing stdout at exit, so stdout is pointed at nothing first.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -907,6 +916,16 @@ def _run(args: argparse.Namespace) -> None:
     except (AudiotextError, ValueError, OSError) as err:
         # Every such error names its file, row or flag and what is wrong.
         _exit(DATA_ERROR, f"error: {err}", err)
+
+
+def _output_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end is closed: such a pipe polls as an error."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError):  # no file descriptor (a captured stdout)
+        return False
 
 
 def _quiet_other_ranks() -> None:

@@ -90,7 +90,7 @@ def test_a_rerun_of_prepare_decodes_a_file_changed_since_again(clips, tmp_path):
     sf.write(tmp_path / "c0.wav", clips[5], RATE, subtype="PCM_16")  # another recording under the same name
     prepared = run_prepare(manifest, tmp_path / "out")  # the same job: it resumes
     first = prepared[prepared["audio"].str.startswith("audio/c0-")]["audio"].item()
-    assert np.array_equal(sf.read(tmp_path / "out" / first, dtype="int16")[0], clips[5])  # the old clip was kept
+    assert np.array_equal(sf.read(tmp_path / "out" / first, dtype="int16")[0], clips[5])  # not the old clip
 
 
 def test_a_label_typo_is_refused_and_a_decomposed_label_is_the_same_class(clips, tmp_path, cli_error):
@@ -348,7 +348,7 @@ def test_test_finds_every_split_first_and_leaves_model_folders_alone(trained_run
                           "split": ["train", "test"]})  # fmt: skip
     table.to_csv(tmp_path / "all.csv", index=False)
     code, printed = cli_error("test", "--run_dir", run, "--split", tmp_path / "all.csv", "--quiet")
-    assert code == 1 and f"all.csv holds the splits test, train: name one (--data_path {tmp_path / 'all.csv'} --split NAME)" in printed
+    assert code == 1 and f"all.csv holds the splits 'test', 'train': name one (--data_path {tmp_path / 'all.csv'} --split NAME)" in printed
 
 
 def test_an_output_dir_under_a_file_or_a_results_csv_that_is_a_folder_is_refused_before_training(

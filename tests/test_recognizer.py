@@ -94,6 +94,9 @@ def test_integer_samples_are_scaled_by_their_range_and_int16_values_stored_wider
     clip = pd.read_pickle(demo_corpus / "test.pkl")["audio"].iloc[0]
     as_int16 = recognizer.predict(clip, sampling_rate=RATE)
     assert recognizer.predict(clip.astype(np.int32) * 65536, sampling_rate=RATE) == as_int16  # 32-bit PCM
+    # soxr takes no int8 or float16: such clips at another rate than the corpus's were a TypeError.
+    for narrow in ((clip // 256).astype(np.int8), (clip / 32768).astype(np.float16)):
+        assert recognizer.predict(narrow[::3], sampling_rate=RATE // 3)[0]["label"] in recognizer.labels
     for wide in (clip.astype(np.int32), np.asarray(clip.tolist()), np.stack([clip, clip], axis=1).astype(np.int64)):
         with pytest.raises(ValueError, match=rf"^clip 0: {wide.dtype} samples must use {wide.dtype}'s range, these peak"):
             recognizer.predict(wide, sampling_rate=RATE)

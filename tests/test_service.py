@@ -151,6 +151,8 @@ def test_bad_uploads_get_a_4xx_with_a_reason_and_the_server_goes_on(server, clip
     # A transcript sent as a file part (requests' files={"text": ...}) was ignored and the clip transcribed.
     as_file = httpx.post(f"{address}/predict", files={"audio": ("clip.wav", path.read_bytes()), "text": ("text", sentence.encode())})
     assert as_file.status_code == 200 and as_file.json()["text"] == sentence and not as_file.json()["transcribed"]
+    empty_file = httpx.post(f"{address}/predict", files={"audio": ("clip.wav", path.read_bytes()), "text": ("t.txt", b"")})
+    assert empty_file.status_code == 200 and empty_file.json()["transcribed"]  # blank: transcribed; a 500 before
     # Two transcripts: the first was kept without a word, even an empty one.
     twice = httpx.post(f"{address}/predict", files={"audio": ("clip.wav", path.read_bytes())}, data={"text": ["", sentence]})
     assert twice.status_code == 422 and twice.json()["detail"] == "the form has 2 fields 'text': send one clip and one transcript"

@@ -301,7 +301,7 @@ def _require_one_split(manifest: str | Path) -> None:
     of it, the training rows too, would be scored as one test set."""
     frame = read_manifest(manifest)
     if "split" in frame.columns and frame["split"].nunique() > 1:
-        splits = ", ".join(sorted(set(frame["split"])))
+        splits = ", ".join(map(repr, sorted(set(frame["split"]))))
         raise ManifestError(f"{manifest} holds the splits {splits}: name one (--data_path {manifest} --split NAME)")
 
 

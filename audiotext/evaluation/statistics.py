@@ -38,14 +38,18 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, metric: str, 
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    y_true, y_pred, weights = np.broadcast_arrays(np.asarray(y_true), np.asarray(y_pred), 1 if weights is None else weights)
+    y_true, y_pred = np.broadcast_arrays(np.asarray(y_true), np.asarray(y_pred))
+    if weights is not None:
+        y_true, y_pred, weights = np.broadcast_arrays(y_true, y_pred, weights)
     if metric == "accuracy":
-        return (weights * (y_true == y_pred)).sum(axis=-1) / weights.sum(axis=-1)
+        right = y_true == y_pred
+        return right.mean(axis=-1) if weights is None else (weights * right).sum(axis=-1) / weights.sum(axis=-1)
     classes = np.arange(n_classes)
-    is_true = (y_true[..., None] == classes) * weights[..., None]  # (..., N, C): weighted counts
-    is_pred = (y_pred[..., None] == classes) * weights[..., None]
-    hits = np.minimum(is_true, is_pred).sum(axis=-2)  # (..., C)
-    support, predicted = is_true.sum(axis=-2), is_pred.sum(axis=-2)
+    is_true = y_true[..., None] == classes  # (..., N, C)
+    is_pred = y_pred[..., None] == classes
+    # Booleans summed unless weighted: the paired test's thousands of swaps stay a third of the memory.
+    count = (lambda x: x.sum(axis=-2)) if weights is None else (lambda x: (x * weights[..., None]).sum(axis=-2))
+    hits, support, predicted = count(is_true & is_pred), count(is_true), count(is_pred)  # (..., C) each
     denominator = support + predicted
     f1 = np.divide(2 * hits, denominator, out=np.zeros(hits.shape), where=denominator > 0)
     if metric == "macro_f1":
@@ -65,7 +69,7 @@ def resample_weights(groups: Sequence, resamples: int, seed: int = 0) -> np.ndar
     ids = group_ids(groups)
     n_groups = ids.max(initial=-1) + 1
     drawn = np.random.default_rng(seed).integers(0, n_groups, size=(resamples, n_groups))  # (R, G)
-    counts = np.zeros((resamples, n_groups), dtype=np.int64)
+    counts = np.zeros((resamples, n_groups), dtype=np.int32)
     np.add.at(counts, (np.arange(resamples)[:, None], drawn), 1)
     return counts[:, ids]
 

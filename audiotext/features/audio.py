@@ -90,9 +90,12 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 
 def resample_keeping_dtype(clip: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     """soxr's high-quality resampling in the clip's own dtype (int16 in, int16 out): how the clips
-    of a corpus are read at its rate, before their features."""
+    of a corpus are read at its rate, before their features. A dtype soxr does not take (int8,
+    int64, float16) is resampled as float32 samples in [-1, 1]."""
     if rate == target_rate:
         return clip
+    if clip.dtype not in (np.int16, np.int32, np.float32, np.float64):
+        return resample(clip, rate, target_rate)
     return soxr.resample(clip, rate, target_rate)
 
 

@@ -206,8 +206,10 @@ async def receive_form(request: Request, folder: Path, max_bytes: int) -> tuple[
             file.close()
     audio = [file for file in files if file.field_name == b"audio"]
     # A transcript sent as a file part (what `requests` makes of files={"text": "..."}) is read too.
-    texts = fields.get(b"text", []) + [Path(os.fsdecode(f.actual_file_name)).read_bytes() for f in files
-                                       if f.field_name == b"text"]  # fmt: skip
+    texts = fields.get(b"text", []) + [
+        Path(os.fsdecode(f.actual_file_name)).read_bytes() if f.actual_file_name else b""  # an empty part is never written
+        for f in files if f.field_name == b"text"
+    ]  # fmt: skip
     if not audio:
         sent = "'audio' as text, not as a file (no filename)" if b"audio" in fields else "no field 'audio'"
         raise HTTPException(422, f"the form must carry the clip as the file field 'audio'; it has {sent}")

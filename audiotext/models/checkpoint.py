@@ -76,9 +76,10 @@ def run_facts(run_dir: Path, cfg: RunConfig) -> dict:
     }
     if (run_dir / NGRAMS_FILE).is_file():
         facts["ngrams"] = file_digest(run_dir / NGRAMS_FILE).hex()
-    encoder = encoder_folder(run_dir, cfg.text.encoder)
-    if cfg.model.modality != "audio" and not reads_ngrams(cfg) and encoder.is_dir():  # a missing one is named on loading
-        facts["encoder"] = folder_digest(encoder)
+    if cfg.model.modality != "audio" and not reads_ngrams(cfg):
+        encoder = encoder_folder(run_dir, cfg.text.encoder)
+        if encoder.is_dir():  # a missing one is named when it is loaded
+            facts["encoder"] = folder_digest(encoder)
     return facts
 
 

@@ -437,7 +437,7 @@ def _write_outputs(out: Path, title: str, settings: CompareSettings, summary, ta
              "Intervals: 95% percentile bootstrap of the seed mean over the test sentences, the clips of a "
              f"transcript resampled together (on test_stt, the recognised transcripts; {RESAMPLES} resamples). "
              "Paired tests: approximate randomisation, two-sided, swapping whole sentences, of the model best "
-             "on dev against each other (in bold). "
+             "on dev (in bold in report.html) against each other. "
              "'(ensemble of N)': a model's N seeds as one model, the class of highest mean probability.")  # fmt: skip
     with atomic_path(out / "comparison.md") as tmp:
         tmp.write_text(f"# {title}\n\n{facts}\n\n" + "\n\n".join(tables) + "\n", encoding="utf-8")

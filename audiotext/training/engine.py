@@ -406,8 +406,9 @@ class Engine:
         if saved.get("digest") != data["digest"]:
             raise TrainingStateError(f"{path}: saved on other training or dev data (other clips, labels or features in "
                                      "as many batches; the feature cache keeps features as float16, so turning it on "
-                                     "or off changes them too): resume on the data and cache setting the run started "
-                                     "with, or start it again")  # fmt: skip
+                                     "or off changes them too; or saved by an earlier audiotext, which recorded the training "
+                                     "data only): resume on the data and cache setting the run started with, or start "
+                                     "it again")  # fmt: skip
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
