@@ -82,10 +82,7 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """float32 copy of a mono clip at `target_sr`; integer samples are scaled to [-1, 1]."""
     if orig_sr <= 0 or target_sr <= 0:
         raise DataError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
-    audio = float_samples(audio).astype(np.float32, copy=False)
-    if orig_sr == target_sr:
-        return audio
-    return soxr.resample(audio, orig_sr, target_sr, quality="HQ")
+    return resample_keeping_dtype(float_samples(audio).astype(np.float32, copy=False), orig_sr, target_sr)
 
 
 def resample_keeping_dtype(clip: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
@@ -96,7 +93,7 @@ def resample_keeping_dtype(clip: np.ndarray, rate: int, target_rate: int) -> np.
         return clip
     if clip.dtype not in (np.int16, np.int32, np.float32, np.float64):
         return resample(clip, rate, target_rate)
-    return soxr.resample(clip, rate, target_rate)
+    return soxr.resample(clip, rate, target_rate, quality="HQ")
 
 
 def trim_zeros(audio: np.ndarray) -> np.ndarray:
