@@ -84,6 +84,25 @@ def test_duplicate_rows_and_identical_samples_are_kept_once(clips, tmp_path):
     assert len(prepared) == 12
 
 
+def test_a_segment_overlapping_a_kept_segment_of_its_file_is_left_out(clips, tmp_path):
+    # Two overlapping segments of one recording, split by clip, could put the same speech in train and test.
+    sf.write(tmp_path / "long.wav", np.concatenate(clips[:4]), RATE, subtype="PCM_16")
+    segments = [("0", "1"), ("1", "2"), ("1.5", "2.5"), ("", ""), ("", "0.5"), ("2.5", "")]
+    manifest = write_manifest(tmp_path, clips, [
+        {"audio": "long.wav", "text": f"구간 {i}", "label": REFERENCE_LABELS[0], "speaker": "s0", "start": start, "end": end}
+        for i, (start, end) in enumerate(segments)
+    ])  # fmt: skip
+    prepared = run_prepare(manifest, tmp_path / "out")
+    reasons = rejects(tmp_path / "out")
+    long = tmp_path / "long.wav"
+    assert reasons == {
+        15: f"its segment (1.5 s to 2.5 s) overlaps that of row 14 ({long}) (1 s to 2 s): two splits could share that audio",
+        16: f"its segment (0 s to the end) overlaps that of row 13 ({long}) (0 s to 1 s): two splits could share that audio",
+        17: f"its segment (0 s to 0.5 s) overlaps that of row 13 ({long}) (0 s to 1 s): two splits could share that audio",
+    }
+    assert sorted(prepared["text"][prepared["text"].str.startswith("구간")]) == ["구간 0", "구간 1", "구간 5"]
+
+
 def test_a_rerun_of_prepare_decodes_a_file_changed_since_again(clips, tmp_path):
     manifest = write_manifest(tmp_path, clips)
     run_prepare(manifest, tmp_path / "out")

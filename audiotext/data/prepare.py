@@ -14,7 +14,8 @@ Both write into `out_dir`:
 
 A folder is prepared by one job only: a rerun of the same job resumes it, anything else is refused,
 so no split file of another job is left beside this one's. Duplicate clips (the same file and
-segment, or the same samples) are kept once, so no copy lands in two splits.
+segment, or the same samples) are kept once, and a segment overlapping a kept segment of the same
+file is left out, so no copy or shared stretch of audio lands in two splits.
 
 Every file is written beside its target and renamed into place, so an interrupted run leaves
 nothing half-written. Bad inputs are left out and reported; the run fails only when nothing usable
@@ -24,8 +25,10 @@ only one split's clips are in memory at once (while its pickle is written).
 
 from __future__ import annotations
 
+import bisect
 import csv
 import hashlib
+import math
 import json
 import os
 import re
@@ -286,6 +289,7 @@ def _prepare(
     kept, n_decoded, n_cached = [], 0, 0
     first_of_key: dict[str, object] = {}  # clip key → the first clip of that file and segment
     first_of_samples: dict[bytes, object] = {}  # digest of the samples → the first clip holding them
+    kept_segments: dict[str, _Segments] = {}  # resolved file → its kept clips' segments
     for clip in tqdm(clips.itertuples(index=False), total=len(clips), desc="extract", disable=not progress):
         if strict and rejects:
             break
@@ -298,6 +302,9 @@ def _prepare(
             reason = f"unknown label {clip.label!r} (known: {', '.join(labels)})"
         elif clip.key in first_of_key:
             reason = f"the same file and segment as {_named(first_of_key[clip.key])}"
+        elif (overlapped := _segments_of(kept_segments, clip).overlapping(clip)) is not None:
+            reason = (f"its segment ({_Segments.text(clip)}) overlaps that of {_named(overlapped)} "
+                      f"({_Segments.text(overlapped)}): two splits could share that audio")  # fmt: skip
         elif cached.exists() and sf.info(cached).samplerate == sample_rate:
             n_cached, reason = n_cached + 1, None
         else:
@@ -311,6 +318,7 @@ def _prepare(
             else:
                 first_of_samples[samples] = clip
         if reason is None:
+            _segments_of(kept_segments, clip).add(clip)
             kept.append(clip)
         else:
             rejects.append(Reject(clip.audio_path, reason, clip.row or None))
@@ -349,6 +357,45 @@ def _prepare(
     if progress:
         print(report.summary())
     return report
+
+
+class _Segments:
+    """The kept segments of one file, disjoint and sorted by start, so that whether a new segment
+    overlaps one of them is a look at its two neighbours (a long recording can hold thousands)."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self.spans: list[tuple[float, float, object]] = []  # (start, end, clip), seconds
+
+    @staticmethod
+    def span(clip) -> tuple[float, float]:
+        """(start, end) in seconds; a missing start is the file's beginning, a missing end its end."""
+        return (0.0 if math.isnan(clip.start) else clip.start, math.inf if math.isnan(clip.end) else clip.end)
+
+    @classmethod
+    def text(cls, clip) -> str:
+        start, end = cls.span(clip)
+        return f"{start:g} s to " + ("the end" if math.isinf(end) else f"{end:g} s")
+
+    def overlapping(self, clip):
+        """A kept clip whose segment shares time with `clip`'s (touching ends share none), or None."""
+        start, end = self.span(clip)
+        i = bisect.bisect_right(self.starts, start)
+        if i and self.spans[i - 1][1] > start:
+            return self.spans[i - 1][2]
+        if i < len(self.spans) and self.spans[i][0] < end:
+            return self.spans[i][2]
+        return None
+
+    def add(self, clip) -> None:
+        start, end = self.span(clip)
+        i = bisect.bisect_right(self.starts, start)
+        self.starts.insert(i, start)
+        self.spans.insert(i, (start, end, clip))
+
+
+def _segments_of(kept: dict[str, _Segments], clip) -> _Segments:
+    return kept.setdefault(str(Path(clip.audio_path).resolve()), _Segments())
 
 
 def _named(clip) -> str:
