@@ -15,8 +15,12 @@ import numpy as np
 import pandas as pd
 
 from audiotext.config import REFERENCE_LABELS
+from audiotext.data.manifest import load_any_split
 from audiotext.data.splits import sentence_units
 from audiotext.evaluation.statistics import paired_test
+from audiotext.recipes.compare import spoken_sentences
+
+SAMPLE_RATE = 48000  # the demo corpus's
 
 
 def probabilities(runs: Path, model: str, test_set: str, seeds: int) -> np.ndarray:  # (S, N, C)
@@ -33,9 +37,12 @@ def main() -> None:
     runs = args.demo / "script" / "runs" / "corpus"
     print("| test set | a | b | macro-F1 a - b | p, sentences swapped | p, clips swapped |\n|---|---|---|---:|---:|---:|")
     for test_set in ("test", "test_stt"):
-        split = pd.read_pickle(args.demo / "corpus" / "script" / f"{test_set}.pkl")  # our own corpus file
-        y_true = np.array([REFERENCE_LABELS.index(label) for label in split["Emotion"]])
-        groups = sentence_units(split["Sentence"]).to_numpy()
+        corpus = args.demo / "corpus" / "script"
+        split = load_any_split(corpus, test_set, REFERENCE_LABELS, SAMPLE_RATE)
+        y_true = split.labels
+        # As `compare` groups them: test_stt's clips by the sentence of the test clip they are.
+        spoken = spoken_sentences(corpus, split, REFERENCE_LABELS, SAMPLE_RATE) if test_set == "test_stt" else split.sentences
+        groups = sentence_units(pd.Series(spoken)).to_numpy()
         seeded = {m: probabilities(runs, m, test_set, args.seeds) for m in ("mult", "linear", "audio")}
         predictions = {**{m: p.argmax(-1) for m, p in seeded.items()},
                        **{f"{m} (ensemble)": p.mean(0).argmax(-1)[None] for m, p in seeded.items()}}  # fmt: skip

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from audiotext.evaluation.metrics import classification_metrics
-from audiotext.evaluation.statistics import METRICS, estimate, paired_test, resample_weights, scores
+from audiotext.evaluation.statistics import METRICS, estimate, holm, paired_test, resample_weights, scores
 
 LABELS = list("abcde")
 
@@ -92,3 +92,12 @@ def test_a_paired_test_by_sentence_swaps_whole_sentences():
     assert by_clip.difference == by_sentence.difference > 0
     assert by_clip.p_value < by_sentence.p_value  # 2**24 swap patterns against 2**8
     assert by_sentence.p_value == pytest.approx(2 / 2**8, abs=0.01)  # exact: only all-or-none of 8 is as extreme
+
+
+def test_holm_adjusts_the_smallest_p_most_and_keeps_the_order():
+    # Sorted 0.01, 0.02, 0.03, 0.5 times 4, 3, 2, 1: 0.04, 0.06, 0.06, 0.5 (0.03 * 2 lifted to 0.06).
+    adjusted = holm([0.5, 0.01, 0.03, 0.02])
+    assert adjusted == pytest.approx([0.5, 0.04, 0.06, 0.06])
+    assert holm([0.4, 0.3]) == pytest.approx([0.6, 0.6])  # capped by the running maximum, never over 1
+    assert holm([0.9, 0.8]).max() == 1.0
+    assert len(holm([])) == 0

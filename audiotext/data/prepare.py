@@ -48,7 +48,7 @@ from audiotext.data.manifest import LABELS_FILE, MIN_LABEL_CLIPS, read_manifest,
 from audiotext.data.media import load_audio
 from audiotext.data.splits import assign_splits, check_leakage, check_split_request, split_counts
 from audiotext.errors import AudiotextError, DataError
-from audiotext.features.audio import int16_samples, resample_keeping_dtype, trim_zeros
+from audiotext.features.audio import int16_samples, resample_keeping_dtype, samples_digest, trim_zeros
 from audiotext.features.text import normalize_text
 from audiotext.io import atomic_path, file_digest, write_json
 
@@ -312,7 +312,7 @@ def _prepare(
             n_decoded += reason is None
         if reason is None:
             first_of_key[clip.key] = clip
-            samples = _samples_digest(cached)
+            samples = samples_digest(sf.read(cached, dtype="int16")[0])  # whatever file or container it came in
             if samples in first_of_samples:
                 reason = f"the same samples as {_named(first_of_samples[samples])}"
             else:
@@ -400,12 +400,6 @@ def _segments_of(kept: dict[str, _Segments], clip) -> _Segments:
 
 def _named(clip) -> str:
     return f"row {clip.row} ({clip.audio_path})" if clip.row else clip.audio_path
-
-
-def _samples_digest(flac: Path) -> bytes:
-    """What a clip is made of: its decoded samples, whatever file or container they came in, without
-    the zeros at its ends, which the features trim too (a copy padded with silence is the same clip)."""
-    return hashlib.blake2b(trim_zeros(sf.read(flac, dtype="int16")[0]).tobytes(), digest_size=16).digest()
 
 
 def _extract(clip, cached: Path, sample_rate: int) -> str | None:

@@ -133,3 +133,16 @@ def paired_test(
         differences = scores(y_true, a, n_classes, metric).mean(-1) - scores(y_true, b, n_classes, metric).mean(-1)
         extreme += int((np.abs(differences) >= abs(observed) - 1e-12).sum())
     return PairedTest(observed, (1 + extreme) / (1 + permutations))
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment of the p-values of a family of tests (Holm 1979): rejecting every
+    adjusted p below alpha keeps the chance of any false rejection in the family under alpha, where
+    the raw p-values of 7 tests would each have alpha's chance. The k-th smallest p is multiplied by
+    (m - k + 1), then made non-decreasing in that order, and capped at 1."""
+    p_values = np.asarray(p_values, dtype=float)
+    order = np.argsort(p_values, kind="stable")
+    scaled = p_values[order] * np.arange(len(p_values), 0, -1)
+    adjusted = np.empty_like(p_values)
+    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return adjusted

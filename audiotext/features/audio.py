@@ -12,6 +12,7 @@ C cepstral coefficients (n_mfcc). A 1-D waveform goes through the same code with
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from typing import Callable, Iterator, Sequence
 
@@ -105,6 +106,12 @@ def trim_zeros(audio: np.ndarray) -> np.ndarray:
     if not nonzero.size or not nonzero[first]:
         return audio[:0]
     return audio[first : len(audio) - int(nonzero[::-1].argmax())]
+
+
+def samples_digest(samples: np.ndarray) -> bytes:
+    """What a clip is made of: a digest of its samples without the zeros at its ends, which the
+    features trim too (a copy padded with silence is the same clip)."""
+    return hashlib.blake2b(np.ascontiguousarray(trim_zeros(samples)).tobytes(), digest_size=16).digest()
 
 
 class MFCC(nn.Module):

@@ -11,7 +11,8 @@ folds), with the uncertainty a choice between methods needs.
    tested on `test` (and `test_stt`).
 4. Per test set and model: mean ± std over seeds and a 95% bootstrap interval over test sentences
    of accuracy, macro-F1 and weighted-F1; per-class F1; a paired randomisation test of the model
-   best on dev (by mean dev macro-F1 of its runs) against each other one. A model trained with
+   best on dev (by mean dev macro-F1 of its runs) against each other one, its p also Holm-adjusted
+   over the table's tests. A model trained with
    several seeds is also scored as their ensemble (mean class probabilities), one more model in
    every table. Written to comparison.md, comparison.csv and report.html, and printed.
 
@@ -40,13 +41,15 @@ import pandas as pd
 from audiotext.config import FUSING, AudioConfig, ModelConfig, RunConfig, TextConfig, TrainConfig, modality_of
 from audiotext.data.folds import write_fold_corpora
 from audiotext.data.splits import FOLD_BY, sentence_units
+from audiotext.data.corpus import Split
 from audiotext.data.manifest import corpus_digest, has_split, load_any_split
 from audiotext.errors import SettingError
 from audiotext.evaluation.evaluate import evaluate, evaluate_text_classifier
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.evaluation.plots import confusion_pair_png, learning_curves_png, per_class_f1_png
 from audiotext.evaluation.report import REPORT_FILE, image, read_epoch_log, table, write_report, write_run_report
-from audiotext.evaluation.statistics import METRICS, Estimate, estimate, paired_test, resample_weights
+from audiotext.evaluation.statistics import METRICS, Estimate, estimate, holm, paired_test, resample_weights
+from audiotext.features.audio import samples_digest
 from audiotext.features.cache import FeatureCache
 from audiotext.io import atomic_path, first_difference, folder_digest, write_csv_rows, write_json
 from audiotext.models.checkpoint import CONFIG_FILE, EPOCH_LOG, FINISHED_FILE, is_finished
@@ -174,15 +177,17 @@ def run_comparison(
     # (model, test set) → corpus → per seed: class probabilities (N, C)
     predictions: dict[tuple[str, str], dict[str, list[np.ndarray]]] = {}
     truths: dict[str, list[np.ndarray]] = {}
-    sentences: dict[str, list[str]] = {}  # test set → each clip's transcript, whose clips are resampled together
+    sentences: dict[str, list[str]] = {}  # test set → each clip's sentence, whose clips are resampled together
     examples: dict[str, Path] = {}  # model → one run folder, for its learning curves
     runs: list[dict] = []  # each run's best dev figures, for results.csv
     for corpus_name, corpus in corpora.items():
         test_sets = [s for s in TEST_SETS if has_split(corpus, s)]
         for test_set in test_sets:
-            split = load_any_split(corpus, test_set, labels, settings.audio.sample_rate, with_audio=False)
+            heard = test_set == "test_stt"
+            split = load_any_split(corpus, test_set, labels, settings.audio.sample_rate, with_audio=heard)
             truths.setdefault(test_set, []).append(split.labels)
-            sentences.setdefault(test_set, []).extend(split.sentences)
+            spoken = spoken_sentences(corpus, split, labels, settings.audio.sample_rate) if heard else split.sentences
+            sentences.setdefault(test_set, []).extend(spoken)
         encoder, trained_before = _text_encoder(corpus, out / "text" / corpus_name, settings, labels, test_sets,
                                                 predictions, progress, record["text"].get(corpus_name), resume)  # fmt: skip
         if encoder != settings.text.encoder and not trained_before:
@@ -324,6 +329,17 @@ def _test_text_classifier(finetuned: Path, corpus: Path, folder: Path, labels, t
         _collect(predictions, FINETUNED, test_set, folder.name, _probabilities(finetuned / "eval" / test_set, labels))
 
 
+def spoken_sentences(corpus: Path, heard: Split, labels: Sequence[str], sample_rate: int) -> list[str]:
+    """The sentence each clip of a recognised test set (test_stt) reads: that of the clip of `test`
+    with the same samples, where there is one, else what the recogniser heard. Grouped by what was
+    heard, the three voices of a sentence would be resampled as nearly independent clips."""
+    if not has_split(corpus, "test"):
+        return heard.sentences
+    test = load_any_split(corpus, "test", labels, sample_rate)
+    said = {samples_digest(clip): sentence for clip, sentence in zip(test.audio, test.sentences)}
+    return [said.get(samples_digest(clip), sentence) for clip, sentence in zip(heard.audio, heard.sentences)]
+
+
 def _probabilities(eval_dir: Path, labels: Sequence[str]) -> np.ndarray:
     """(N, C): the class probabilities of predictions.csv, columns in the order of `labels`."""
     return pd.read_csv(eval_dir / "predictions.csv")[[f"p_{label}" for label in labels]].to_numpy()
@@ -373,6 +389,7 @@ def _summarise(test_set: str, y_true: np.ndarray, groups: np.ndarray, models: di
                        np.broadcast_to(p, (seeds, len(y_true))), n_classes, groups=groups)
         for m, p in models.items() if m != best
     }  # fmt: skip
+    adjusted = dict(zip(tests, holm([t.p_value for t in tests.values()])))
     chosen = f"the model best on dev (macro-F1 {100 * on_dev:.2f}, mean over its runs)"
 
     def cell(e: Estimate, runs: int) -> str:
@@ -384,9 +401,10 @@ def _summarise(test_set: str, y_true: np.ndarray, groups: np.ndarray, models: di
     body = [[m, len(models[m]), *(cell(estimates[m][k], len(models[m])) for k in METRICS)] for m in ranked]
     class_header = ["model", *(f"F1 {label}" for label in labels)]
     class_body = [[m, *(f"{100 * per_class[m][label]:.1f}" for label in labels)] for m in ranked]
-    test_header = ["model", f"macro-F1 of {best} minus it", "p (paired randomisation)"]
+    test_header = ["model", f"macro-F1 of {best} minus it", "p (paired randomisation)", f"p, Holm over the {len(tests)} tests"]
     # Two digits: p comes from random swaps, and its third digit from the swaps drawn.
-    test_body = [[m, f"{100 * t.difference:+.2f}", f"{t.p_value:.2g}"] for m, t in sorted(tests.items(), key=lambda x: x[1].difference)]
+    test_body = [[m, f"{100 * t.difference:+.2f}", f"{t.p_value:.2g}", f"{adjusted[m]:.2g}"]
+                 for m, t in sorted(tests.items(), key=lambda x: x[1].difference)]  # fmt: skip
 
     text = "\n".join([
         f"### {test_set} ({len(y_true)} clips)", "", _markdown(header, body), "",
@@ -413,7 +431,8 @@ def _summarise(test_set: str, y_true: np.ndarray, groups: np.ndarray, models: di
          "ci_low": e.low, "ci_high": e.high,
          # The paired test is of macro-F1 only.
          "paired_difference": tests[m].difference if m in tests and k == "macro_f1" else None,
-         "paired_p": tests[m].p_value if m in tests and k == "macro_f1" else None}
+         "paired_p": tests[m].p_value if m in tests and k == "macro_f1" else None,
+         "paired_p_holm": adjusted[m] if m in tests and k == "macro_f1" else None}
         for m in ranked for k, e in estimates[m].items()
     ]  # fmt: skip
     return rows, text, section
@@ -435,9 +454,10 @@ def _write_outputs(out: Path, title: str, settings: CompareSettings, summary, ta
     folds = f"{settings.folds} folds by {settings.split_by}" if settings.folds else "the corpus's own split"
     facts = (f"Models {', '.join(settings.models)}; seeds {', '.join(map(str, settings.seeds))}; {folds}. "
              "Intervals: 95% percentile bootstrap of the seed mean over the test sentences, the clips of a "
-             f"transcript resampled together (on test_stt, the recognised transcripts; {RESAMPLES} resamples). "
+             f"sentence resampled together (on test_stt, the sentence of the test clip with the same samples; {RESAMPLES} resamples). "
              "Paired tests: approximate randomisation, two-sided, swapping whole sentences, of the model best "
-             "on dev (in bold in report.html) against each other. "
+             "on dev (in bold in report.html) against each other, with p also Holm-adjusted over a table's tests "
+             "(the chance of any false finding among them). "
              "'(ensemble of N)': a model's N seeds as one model, the class of highest mean probability.")  # fmt: skip
     with atomic_path(out / "comparison.md") as tmp:
         tmp.write_text(f"# {title}\n\n{facts}\n\n" + "\n\n".join(tables) + "\n", encoding="utf-8")
