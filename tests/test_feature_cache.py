@@ -22,13 +22,11 @@ from audiotext.config import REFERENCE_LABELS, AudioConfig, ModelConfig, RunConf
 from audiotext.data.corpus import load_split
 from audiotext.data.dataset import encode_split
 from audiotext.errors import DataError
-from audiotext.features.cache import FeatureCache, PackedSequences, audio_features, default_cache_dir, digest, text_states
+from audiotext.features.cache import FeatureCache, PackedSequences, as_stored, audio_features, default_cache_dir, digest, text_states
 from audiotext.features.text import TextEncoder
 from audiotext.training.loop import train
 
 AUDIO = AudioConfig(resample_rate=8000)
-# float16 keeps 11 significant bits: a relative error of at most 2^-11.
-FLOAT16_RTOL = 2.0**-11
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +48,13 @@ def test_cached_features_equal_those_computed_in_memory(dev, encoder, tmp_path):
     cached = encode_split(dev, AUDIO, encoder, use_audio=True, cache=cache, progress=False)
     fresh = encode_split(dev, AUDIO, encoder, use_audio=True, cache=None, progress=False)
     assert isinstance(cached.audio.values, np.memmap) and cached.audio.values.dtype == np.float16
-    assert np.array_equal(cached.audio.lengths(), fresh.audio.lengths())
-    assert np.array_equal(cached.text.lengths(), fresh.text.lengths())
+    # In memory they are float16 too: an uncached run trains on the very values a cached one does.
+    assert fresh.audio.values.dtype == fresh.text.values.dtype == np.float16
+    assert np.array_equal(cached.audio.values, fresh.audio.values) and np.array_equal(cached.text.values, fresh.text.values)
+    assert cached.fingerprint() == fresh.fingerprint()  # so a run resumes with the cache turned on or off
     for i in range(len(fresh)):
         (a, t, y), (a0, t0, y0) = cached[i], fresh[i]
-        torch.testing.assert_close(a, a0, rtol=FLOAT16_RTOL, atol=1e-6)
-        torch.testing.assert_close(t, t0, rtol=FLOAT16_RTOL, atol=1e-6)
-        assert y == y0
+        assert a.dtype == t.dtype == torch.float32 and torch.equal(a, a0) and torch.equal(t, t0) and y == y0
 
 
 def test_an_unchanged_rerun_and_test_stt_after_test_reuse_the_entries(demo_corpus, encoder, tmp_path, capsys):
@@ -298,10 +296,10 @@ def test_packed_sequences_keep_each_sequence_and_give_the_mean_and_std_of_every_
     arrays = [rng.normal(3.0, 2.0, size=(n, 4)) for n in (5, 1, 0, 9)]
     packed = PackedSequences.from_arrays(arrays)
     assert len(packed) == 4 and packed.lengths().tolist() == [5, 1, 0, 9] and packed.width == 4
-    assert packed.values.dtype == np.float32
+    assert packed.values.dtype == np.float16  # as a cache entry stores them
     for i, array in enumerate(arrays):
-        assert torch.equal(packed[i], torch.from_numpy(array.astype(np.float32)))
-    steps = np.concatenate(arrays).astype(np.float32).astype(np.float64)
+        assert torch.equal(packed[i], torch.from_numpy(as_stored(array)))
+    steps = np.concatenate(arrays).astype(np.float16).astype(np.float64)
     for chunk in (1 << 18, 4):  # all at once, and in chunks that cut through sequences
         mean, std = packed.mean_std(chunk=chunk)
         np.testing.assert_allclose(mean, steps.mean(0), rtol=1e-12)
@@ -311,7 +309,7 @@ def test_packed_sequences_keep_each_sequence_and_give_the_mean_and_std_of_every_
     mean, std = PackedSequences.from_arrays([[[5.0, 1.0]], [[5.0, 2.0]], [[5.0, 3.0]]]).mean_std()
     assert std.tolist() == [0.0, 1.0]  # a constant column has no spread, whatever rounding says
     empty = PackedSequences.from_arrays([])
-    assert len(empty) == 0 and empty.values.shape == (0, 0) and empty.values.dtype == np.float32
+    assert len(empty) == 0 and empty.values.shape == (0, 0) and empty.values.dtype == np.float16
     for offsets in ([0, 2], [1, 3], [0, 2, 1, 3]):  # short of the end, past the start, going back
         with pytest.raises(ValueError, match="offsets do not cut 3 steps"):
             PackedSequences(np.zeros((3, 2)), np.array(offsets))

@@ -226,14 +226,16 @@ def test_predict_cli_table_json_and_manifest(model_folders, demo_corpus, tmp_pat
     assert len(in_one_process) == len(test)
     main(["predict", model, "--manifest", str(demo_corpus), "--split", "test", "--out", str(tmp_path / "w.csv"),
           "--quiet", "--feature_workers", "2", "--batch_size", "8"])  # fmt: skip
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "w.csv"), in_one_process, atol=2e-6)
+    # Workers compute MFCCs on one thread, this process on several: sums in another order differ in
+    # the last float32 bit, which can move a value to the next float16 (the features are stored as such).
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "w.csv"), in_one_process, atol=1e-5)
 
     code, printed = cli_error("predict", model, "--manifest", tmp_path / "clips.csv", "--feature_workers", "-1")
     assert code == 2 and printed.strip() == "error: feature_workers must be 0 or more, got -1"
 
     main(["predict", model, "--manifest", str(tmp_path / "clips.csv"), "--out", str(tmp_path / "pw.csv"), "--quiet",
           "--feature_workers", "2"])  # fmt: skip
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "pw.csv"), table, atol=2e-6)  # files decoded in the workers
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "pw.csv"), table, atol=1e-5)  # files decoded in the workers
 
     (tmp_path / "1.wav").unlink()
     for workers in ("0", "2"):

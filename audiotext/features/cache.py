@@ -13,9 +13,11 @@ memory-mapped), `offsets.npy` (where each sequence starts; int64, loaded without
 into place when complete, so a build killed halfway leaves nothing that passes for an entry.
 
 float16 keeps a value to a relative error of 2^-11 (4.9e-4): MFCCs of -600..+100 dB-units move by
-at most 0.3, under the spread between clips, and encoder states (|x| < 20) by under 0.01; a model
-trains on the stored values whether the entry was just built or found, so a cold and a warm run
-give the same figures.
+at most 0.3, under the spread between clips, and encoder states (|x| < 20) by under 0.01. Features
+computed in memory (no cache) are kept as float16 too, and prediction rounds its features alike
+(`as_stored`): a model sees the same values whether an entry was just built, found, or not used,
+so a cold, a warm and an uncached run give the same figures, and a clip predicted alone the
+probabilities `audiotext test` wrote for it.
 
 Shape legend: N sequences, T_i steps of sequence i, F values per step.
 """
@@ -56,9 +58,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "audiotext" / "features")
 
 
+def as_stored(values: np.ndarray) -> np.ndarray:
+    """float32 `values` rounded as a cache entry keeps them (STORED_DTYPE)."""
+    return np.asarray(values).astype(STORED_DTYPE).astype(np.float32)
+
+
 class PackedSequences:
-    """N variable-length sequences (T_i, F) stored end to end in one (sum T_i, F) array, in memory or
-    memory-mapped from a cache entry; an item comes out as a float32 tensor."""
+    """N variable-length sequences (T_i, F) stored end to end in one (sum T_i, F) STORED_DTYPE array,
+    in memory or memory-mapped from a cache entry; an item comes out as a float32 tensor."""
 
     def __init__(self, values: np.ndarray, offsets: np.ndarray) -> None:
         if offsets[0] != 0 or offsets[-1] != len(values) or np.any(np.diff(offsets) < 0):
@@ -67,9 +74,9 @@ class PackedSequences:
 
     @classmethod
     def from_arrays(cls, arrays: Sequence[np.ndarray | torch.Tensor]) -> "PackedSequences":
-        arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
+        arrays = [np.asarray(a, dtype=STORED_DTYPE) for a in arrays]
         offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int64)
-        return cls(np.concatenate(arrays) if arrays else np.zeros((0, 0), np.float32), offsets)
+        return cls(np.concatenate(arrays) if arrays else np.zeros((0, 0), STORED_DTYPE), offsets)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

@@ -10,8 +10,8 @@ of samples with `sampling_rate` (any rate; mono, or channels that are mixed down
 pipeline's {"raw": array, "sampling_rate": rate}. A model that reads text and is given none
 transcribes the clip offline (`audiotext.data.asr`, the `asr` extra).
 
-Features are computed exactly as for training and testing (`features.audio.clip_features`), so a
-test clip gets the probabilities `audiotext test` wrote for it.
+Features are computed exactly as for training and testing (`features.audio.clip_features`, rounded
+as the feature cache stores them), so a test clip gets the probabilities `audiotext test` wrote for it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from audiotext.data.loading import text_encoder_for
 from audiotext.data.media import load_audio
 from audiotext.errors import DataError, SettingError
 from audiotext.features.audio import check_samples, float_samples
+from audiotext.features.cache import as_stored
 from audiotext.features.text import ALPHABET_RULES, normalize_text
 from audiotext.features.workers import FeatureWorkers, Reader
 from audiotext.inference.export import export_model, is_model_folder, verify_model_folder
@@ -217,13 +218,13 @@ class EmotionRecognizer:
 
     @torch.inference_mode()
     def _batch_proba(self, size: int, features, sentences: list[str] | None) -> np.ndarray:
-        audio = [None] * size if features is None else [torch.from_numpy(f) for f in features()]
+        # Rounded as training and `audiotext test` stored them (`as_stored`): the same values, the same probabilities.
+        audio = [None] * size if features is None else [torch.from_numpy(as_stored(f)) for f in features()]
         if self.onnx is not None:
             return self.onnx.probabilities(audio, sentences)
         text = [None] * size
         if sentences is not None:
-            text = [torch.as_tensor(np.asarray(states), dtype=torch.float32)
-                    for states in self.text_encoder.encode(sentences, progress=False)]  # fmt: skip
+            text = [torch.from_numpy(as_stored(states)) for states in self.text_encoder.encode(sentences, progress=False)]
         logits = forward(self.model, pad_streams(audio, text), self.device)  # (B, C)
         return logits.float().softmax(-1).cpu().numpy()
 

@@ -405,10 +405,9 @@ class Engine:
                                      f"now gives {data['batches_per_epoch']}: the training data changed")  # fmt: skip
         if saved.get("digest") != data["digest"]:
             raise TrainingStateError(f"{path}: saved on other training or dev data (other clips, labels or features in "
-                                     "as many batches; the feature cache keeps features as float16, so turning it on "
-                                     "or off changes them too; or saved by an earlier audiotext, which recorded the training "
-                                     "data only): resume on the data and cache setting the run started with, or start "
-                                     "it again")  # fmt: skip
+                                     "as many batches; or saved by an earlier audiotext, which recorded the training "
+                                     "data only, or kept features without the cache as float32): resume on the data "
+                                     "the run started with, or start it again")  # fmt: skip
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
