@@ -404,6 +404,10 @@ def check_text_out(args: argparse.Namespace) -> None:
     if args.resume and args.overwrite:
         raise SettingError("--resume continues a stopped job and --overwrite starts it again: give one of them")
     out = Path(args.out)
+    if args.encoder is not None and _overlap(Path(args.encoder), out):
+        # The job replaces --out at its first save: a job stopped after it could neither resume nor start again.
+        raise SettingError(f"--out {out} is (or holds, or lies in) the --encoder {args.encoder} the job starts from: "
+                           "write the new encoder to another folder")  # fmt: skip
     if args.overwrite:
         check_replaceable(out, setting="--out")
     elif holds_files(out) and not (args.resume and has_stopped_job(out)):
@@ -412,6 +416,11 @@ def check_text_out(args: argparse.Namespace) -> None:
                                "and it already holds files: --overwrite replaces a model folder there")  # fmt: skip
         raise SettingError(f"--out {out} already holds files: --overwrite replaces a model folder there, "
                            "--resume continues a stopped job")  # fmt: skip
+
+
+def _overlap(a: Path, b: Path) -> bool:
+    a, b = a.resolve(), b.resolve()
+    return a.is_relative_to(b) or b.is_relative_to(a)
 
 
 def cmd_text_pretrain(args: argparse.Namespace) -> None:

@@ -243,6 +243,9 @@ def test_json_lines_may_hold_blank_lines_and_rows_keep_their_line_numbers(tmp_pa
     rows = [json.dumps({"audio": f"c{i}.wav", "text": "a", "label": "b"}) for i in range(2)]
     (tmp_path / "clips.jsonl").write_text(f"{rows[0]}\n\n{rows[1]}\n\n", encoding="utf-8")
     assert read_manifest(tmp_path / "clips.jsonl")["row"].tolist() == [1, 3]
+    # A byte order mark, as Windows editors write, made row 1 "not valid JSON" (a CSV read past it).
+    (tmp_path / "bom.jsonl").write_text(f"\ufeff{rows[0]}\n", encoding="utf-8")
+    assert read_manifest(tmp_path / "bom.jsonl")["audio"].tolist() == ["c0.wav"]
 
 
 def test_speaker_ids_are_numbers_only_when_every_one_is_a_plain_int64():

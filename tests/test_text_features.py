@@ -93,6 +93,8 @@ def test_states_are_ordinary_tensors_usable_in_training(encoder):
         ("❤️", "", ""),  # a heart and its variation selector (a mark): no word
         ("\u0301 좋아 !\u0301", "좋아 !", "좋아 !"),  # marks on no letter or digit
         ("a\u20dd 1\u20e3", "a\u20dd 1\u20e3", "a 1"),  # marks on a letter or a digit are theirs
+        ("망쳤잖아！ ＡＢＣ１２？ 끝。", "망쳤잖아! ABC12? 끝.", "망쳤잖아! ABC12? 끝."),  # full-width forms as ASCII
+        ("안녕\u200b하세요\u00ad요 \ufeff네", "안녕하세요요 네", "안녕하세요요 네"),  # invisible format characters go
     ],
 )
 def test_normalize_text_keeps_letters_and_digits_of_any_script_or_only_the_references(raw, any_script, korean):

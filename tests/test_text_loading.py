@@ -227,3 +227,24 @@ def test_a_korean_syllable_vocabulary_keeps_its_syllables_and_capitals_make_it_c
     cased = write_tiny_legacy(tmp_path / "cased", [*special, "Hello", "hello"])
     tokenizer, _ = load_text_encoder(cased)
     assert tokenizer.tokenize("Hello hello HELLO") == ["Hello", "hello", "[UNK]"]
+
+
+def test_a_folder_whose_tokenizer_cannot_read_its_own_words_is_refused(tmp_path):
+    # transformers loads both without a word; every sentence would then encode as [UNK]s.
+    no_tokenizer = tmp_path / "no_tokenizer"
+    no_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (no_tokenizer / name).symlink_to(default_encoder_path() / name)
+    with pytest.raises(DataError, match="no_tokenizer: its tokenizer holds no word, only 5 special tokens"):
+        TextEncoder(no_tokenizer)
+
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "행", "##복", "무", "##서", "너", "때", "문", "다", "hello"]
+    korean = tmp_path / "korean"
+    BertModel(BertConfig(vocab_size=len(tokens), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=16, max_position_embeddings=32)).save_pretrained(korean)  # fmt: skip
+    (korean / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    # Without tokenizer_config.json: lower-casing and accent stripping (NFD) break 행 into jamo.
+    with pytest.raises(DataError, match=r"korean: its tokenizer reads 6 of 7 of its own words as \[UNK\] \(e\.g\. '행'"):
+        TextEncoder(korean, max_len=16)
+    (korean / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False, "strip_accents": False}))
+    assert TextEncoder(korean, max_len=16).tokenizer.tokenize("행복 hello") == ["행", "##복", "hello"]

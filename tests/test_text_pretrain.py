@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -222,6 +223,20 @@ def test_read_corpus_takes_text_and_pickles_distinct_and_normalised(demo_corpus,
     assert len(from_pickle) == len(set(from_pickle)) > 10
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         read_corpus([tmp_path / "missing.txt"])
+    # A manifest gives its text column: line by line, its header, file names and labels were text too.
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text("audio,text,label\nfear.wav,제발 불 좀 켜 줘.,공포\nb.wav,좋아!,행복\n", encoding="utf-8")
+    assert read_corpus([manifest]) == ["제발 불 좀 켜 줘.", "좋아!"]
+
+
+def test_transcript_noise_mishears_decomposed_hangul_as_composed():
+    # NFD, as macOS writes it: jamo with no syllable to confuse, so the noise changed only spacing.
+    sentences = ["정말 고마워요 오늘 너무 행복해요", "무서워 왜 이렇게 늦었어", "다 망쳤잖아 너 때문에"]
+    decomposed = [unicodedata.normalize("NFD", s) for s in sentences]
+    assert hangul_vocabulary(decomposed) == hangul_vocabulary(sentences) != frozenset()
+    vocabulary = hangul_vocabulary(decomposed)
+    for nfd, nfc in zip(decomposed, sentences):
+        assert noisy_variants(nfd, vocabulary) == noisy_variants(nfc, vocabulary)
 
 
 def test_wordpiece_learning_is_deterministic_and_breaks_ties_alphabetically():
@@ -345,6 +360,10 @@ def test_a_text_job_checks_its_out_folder_before_it_trains(demo_corpus, scripts_
                                      f"{tmp_path / '.runs.training'}), and it already holds files: --overwrite "
                                      "replaces a model folder there\n")  # fmt: skip
     assert [path.name for path in filled.iterdir()] == ["notes.txt"]
+    # Continued in place, a job stopped after its first save had replaced the encoder it resumes from.
+    code, printed = cli_error("text", "pretrain", "--corpus", scripts_txt, "--encoder", run, "--out", run, "--overwrite")
+    assert code == 2 and printed == (f"error: --out {run} is (or holds, or lies in) the --encoder {run} the job "
+                                     "starts from: write the new encoder to another folder\n")  # fmt: skip
 
 
 def test_cross_fitting_needs_two_folds_with_every_label(scratch, demo_corpus, tmp_path):

@@ -129,7 +129,8 @@ def _check_one_line_fields(frame: pd.DataFrame, path: Path) -> None:
 def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[int]]:
     """The objects of a JSON Lines file, and the line each came from (its row number)."""
     rows, numbers = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    # utf-8-sig: a byte order mark, as Windows editors write, would make row 1 invalid JSON (pandas skips it in a CSV).
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():  # a blank line (a trailing one, say) holds no clip
             continue
         try:

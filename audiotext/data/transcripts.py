@@ -9,6 +9,7 @@ errors apply to any script.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from typing import Iterable
 
 import numpy as np
@@ -16,7 +17,13 @@ import numpy as np
 
 def hangul_vocabulary(sentences: Iterable[str]) -> frozenset[str]:
     """The Hangul syllables of `sentences`: those a recogniser's language model would write."""
-    return frozenset(char for sentence in sentences for char in sentence if is_hangul(char))
+    return frozenset(char for sentence in sentences for char in composed(sentence) if is_hangul(char))
+
+
+def composed(text: str) -> str:
+    """`text` in NFC: decomposed Hangul (NFD, as macOS writes file names and some editors text) is a
+    run of jamo with no syllable to mishear."""
+    return unicodedata.normalize("NFC", text)
 
 
 # Hangul syllable = 0xAC00 + (initial * 21 + medial) * 28 + final.
@@ -64,6 +71,7 @@ def recogniser_transcript(sentence: str, vocabulary: frozenset[str], rng: np.ran
     Misheard syllables are similar-sounding ones from `vocabulary`: a recognizer's language model
     writes syllables it knows, not arbitrary jamo combinations such as 홒.
     """
+    sentence = composed(sentence)
     if rng.random() < STT_VERBATIM:
         return sentence
     chars = list(sentence)
@@ -96,6 +104,6 @@ def noisy_variants(sentence: str, vocabulary: frozenset[str]) -> list[str]:
     every run: a cross-fitted text encoder stores their states from the encoder that did not learn
     the sentence, as it does the sentence's own (a transcript drawn afresh would be encoded by one
     that learnt a sentence one syllable away, and tell the model its label)."""
-    seed = int.from_bytes(hashlib.sha256(sentence.encode("utf-8")).digest()[:8], "little")
+    seed = int.from_bytes(hashlib.sha256(composed(sentence).encode("utf-8")).digest()[:8], "little")
     return [recogniser_transcript(sentence, vocabulary, np.random.default_rng([seed, k]))
             for k in range(NOISY_VARIANTS)]  # fmt: skip

