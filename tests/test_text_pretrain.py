@@ -6,6 +6,7 @@ gives."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import signal
@@ -27,7 +28,9 @@ from sklearn.model_selection import StratifiedKFold
 
 from audiotext.cli import main
 
-from audiotext.config import REFERENCE_LABELS, ModelConfig, RunConfig
+from audiotext.config import REFERENCE_LABELS, AudioConfig, ModelConfig, RunConfig
+from audiotext.data.corpus import CorpusError
+from audiotext.data.dataset import encode_split
 from audiotext.data.loading import load_encoded
 from audiotext.data.manifest import load_any_split
 from audiotext.data.synthesis import load_demo_scripts
@@ -43,7 +46,9 @@ from audiotext.features.text import (
     normalize_text,
     save_out_of_fold_states,
 )
+from audiotext.inference.export import export_model
 from audiotext.inference.predict import predict_sentences
+from audiotext.inference.recognizer import EmotionRecognizer
 from audiotext.models.text_classifier import SequenceClassifier
 from audiotext.training.masked_lm import (
     extend_vocabulary,
@@ -331,6 +336,43 @@ def test_transcript_noise_on_a_cross_fitted_encoder_reads_only_out_of_fold_state
     save_out_of_fold_states(older, {s: t for s, t in stored.items() if s in sentences})
     with pytest.raises(DataError, match=r"older is cross-fitted but holds no out-of-fold states of the recogniser"):
         load_encoded(cfg, "train", TextEncoder(older, max_len=32), progress=False, transcript_noise=0.3)
+
+
+def test_another_alphabet_than_fine_tuning_read_is_refused_where_it_would_miss_out_of_fold_states(cross_fitted, demo_corpora, tmp_path):
+    # Keyed as the 'any' alphabet reads a sentence, its state was missed under 'korean' (which drops
+    # vowel jamo such as ㅠ): the final encoder, which learnt the label, encoded it instead.
+    jamo = tmp_path / "jamo"
+    shutil.copytree(cross_fitted, jamo)
+    train = load_any_split(demo_corpora["script"], "train", REFERENCE_LABELS, 48000, with_audio=False)
+    first = train.sentences[0]
+    inside = next(i for i in range(1, len(first)) if first[i - 1].isalpha() and first[i].isalpha())
+    crying = first[:inside] + "ㅠ" + first[inside:]  # 'korean' splits the word at the ㅠ it drops
+    stored = load_out_of_fold_states(cross_fitted)
+    save_out_of_fold_states(jamo, {**stored, normalize_text(crying): TextEncoder(cross_fitted, max_len=32).encode([crying])[0]})
+    split = dataclasses.replace(train, sentences=[crying, *train.sentences[1:]])
+    assert normalize_text(crying, "korean") not in stored
+    encoder = TextEncoder(jamo, max_len=32)
+    with pytest.raises(CorpusError, match=r"train.pkl: row 0: the text encoder .*jamo is cross-fitted on sentences as "
+                                          r"--text_alphabet any reads them; .* use --text_alphabet any with it"):  # fmt: skip
+        encode_split(split, AudioConfig(), encoder, use_audio=False, progress=False, alphabet="korean")
+    assert len(encode_split(split, AudioConfig(), encoder, use_audio=False, progress=False)) == len(train)
+    assert encoder.n_encoded == 0  # every training sentence from its out-of-fold state
+
+
+def test_onnx_refuses_a_training_sentence_of_a_cross_fitted_encoder_and_agrees_on_others(cross_fitted, demo_corpora, tmp_path):
+    # The graph runs the final encoder; PyTorch reads a training sentence's out-of-fold state: they differed.
+    corpus = demo_corpora["script"]
+    main(["train", "--data_path", str(corpus), "--output_dir", str(tmp_path), "--name", "txt", "--do_text",
+          "--bert_model_path", str(cross_fitted), "--max_len_for_text", "32", "--num_epochs", "1", "--quiet"])  # fmt: skip
+    model = export_model(tmp_path / "txt", tmp_path / "model", onnx=True)
+    in_torch = EmotionRecognizer.from_pretrained(model, device="cpu")
+    in_onnx = EmotionRecognizer.from_pretrained(model, backend="onnx")
+    clip = {"raw": np.zeros(4800, np.int16), "sampling_rate": 48000}  # a text model only checks it
+    trained_on = load_any_split(corpus, "train", REFERENCE_LABELS, 48000, with_audio=False).sentences[0]
+    with pytest.raises(DataError, match=f"{trained_on!r} is a training sentence of the cross-fitted text encoder"):
+        in_onnx.predict(clip, text=trained_on)
+    unseen = load_any_split(corpus, "test", REFERENCE_LABELS, 48000, with_audio=False).sentences[0]
+    np.testing.assert_allclose(in_onnx.predict_proba([clip], [unseen]), in_torch.predict_proba([clip], [unseen]), atol=1e-4)
 
 
 def test_a_text_job_checks_its_out_folder_before_it_trains(demo_corpus, scripts_txt, tmp_path, cli_error):

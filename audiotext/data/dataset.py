@@ -105,6 +105,8 @@ def encode_split(
         except ValueError as err:
             raise CorpusError(str(err)) from None
     normalised = [normalize_text(s, alphabet) for s in split.sentences]
+    if alphabet != "any" and getattr(text_encoder, "out_of_fold", None):
+        _require_out_of_fold_alphabet(split, normalised, text_encoder)
     distinct, text_index = np.unique(np.asarray(normalised, dtype=object), return_inverse=True)
     text = None
     if text_encoder is not None:
@@ -116,6 +118,20 @@ def encode_split(
             )
         text = text_states(list(distinct), text_encoder, cache, progress, name=split.name)
     return EncodedSplit(torch.as_tensor(split.labels), audio, text, text_index)
+
+
+def _require_out_of_fold_alphabet(split: Split, normalised: list[str], encoder: TextEncoder) -> None:
+    """A cross-fitted encoder's out-of-fold states are keyed by sentences as the 'any' alphabet
+    reads them (fine-tuning reads them so): a training sentence another alphabet reads otherwise
+    would miss its state and be encoded by the final encoder, which learnt its label."""
+    for i, sentence in enumerate(split.sentences):
+        as_fine_tuned = normalize_text(sentence)
+        if normalised[i] not in encoder.out_of_fold and as_fine_tuned in encoder.out_of_fold:
+            raise CorpusError(
+                f"{split.where(i)}: the text encoder {encoder.path} is cross-fitted on sentences as --text_alphabet any "
+                f"reads them; {as_fine_tuned!r} would read as {normalised[i]!r}, which it holds no out-of-fold state of "
+                "(its features would come from the encoder that learnt its label): use --text_alphabet any with it"
+            )
 
 
 def collate(items: Sequence[tuple]) -> dict[str, torch.Tensor]:

@@ -30,6 +30,8 @@ from torch import nn
 from audiotext.config import RunConfig
 from audiotext.data.dataset import pad_streams
 from audiotext.data.loading import reads_ngrams
+from audiotext.errors import DataError
+from audiotext.features.cache import as_stored
 from audiotext.features.ngrams import CharNgramEncoder
 from audiotext.features.text import TextEncoder, normalize_text, pad_token_ids
 
@@ -115,13 +117,20 @@ class OnnxClassifier:
         text = [None] * len(audio)
         feeds = {}
         if sentences is not None and isinstance(self.text_encoder, TextEncoder):
+            sentences = [normalize_text(s) for s in sentences]
+            held_out = next((s for s in sentences if s in self.text_encoder.out_of_fold), None)
+            if held_out is not None:
+                # The graph runs the final encoder, which learnt this sentence's label; PyTorch reads
+                # the out-of-fold state the model trained on. Refused rather than answered otherwise.
+                raise DataError(f"{held_out!r} is a training sentence of the cross-fitted text encoder "
+                                f"{self.text_encoder.path}: its out-of-fold features are not in the ONNX graph; "
+                                "predict it with the PyTorch backend")  # fmt: skip
             tokenizer = self.text_encoder.tokenizer
-            ids = tokenizer([normalize_text(s) for s in sentences], truncation=True,
-                            max_length=self.text_encoder.max_len)["input_ids"]  # fmt: skip
+            ids = tokenizer(sentences, truncation=True, max_length=self.text_encoder.max_len)["input_ids"]
             padded = pad_token_ids(tokenizer, ids)  # (B, L)
             feeds = {"input_ids": padded["input_ids"].numpy(), "attention_mask": padded["attention_mask"].numpy()}
         elif sentences is not None:
-            text = [torch.from_numpy(v) for v in self.text_encoder.encode(sentences)]  # (1, V) each
+            text = [torch.from_numpy(as_stored(v)) for v in self.text_encoder.encode(sentences)]  # (1, V) each
         batch = pad_streams(audio, text)
         feeds.update({name: batch[name].numpy() for name in ("audio", "audio_mask", "text", "text_mask")
                       if name in self.inputs})  # fmt: skip
