@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import select
@@ -910,7 +911,9 @@ def _run(args: argparse.Namespace) -> None:
         args.func(args)
         leave_processes()
     except TrainingInterrupted as err:
-        _exit(INTERRUPTED, f"interrupted: {err} (the same command with --resume continues it)", err)
+        # --overwrite with --resume is refused: the hint must not keep it.
+        resume = "--resume in place of --overwrite" if getattr(args, "overwrite", False) else "--resume"
+        _exit(INTERRUPTED, f"interrupted: {err} (the same command with {resume} continues it)", err)
     except KeyboardInterrupt:
         _exit(INTERRUPTED, "interrupted")
     except BrokenPipeError as err:
@@ -947,6 +950,9 @@ def _exit(code: int, message: str, err: BaseException | None = None) -> None:
     # In a torchrun job, an error of the main process is raised in all; the main one reports it.
     if not getattr(err, "replicated", False):
         print(message, file=sys.stderr)
+    # Left joined, a torchrun process could abort at exit ("terminate called without an active exception").
+    with contextlib.suppress(Exception):
+        leave_processes()
     raise SystemExit(code)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,7 +21,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from audiotext.errors import SettingError
+from audiotext.errors import ProcessLost, SettingError
+from audiotext.io import first_difference
 
 T = TypeVar("T")
 
@@ -97,7 +99,31 @@ def seed_everything(seed: int) -> None:
 
 def wait_for_all() -> None:
     if processes().several:
-        dist.barrier()
+        try:
+            dist.barrier()
+        except RuntimeError as err:  # the other process stopped (an error it reported, Ctrl-C, a kill)
+            if not is_lost_process(err):
+                raise
+            raise process_lost(err, "it stopped before training") from None
+
+
+def is_lost_process(err: RuntimeError) -> bool:
+    """Whether torch.distributed failed because a peer went away (gloo and NCCL raise RuntimeErrors
+    that say so in words, not types)."""
+    text = str(err)
+    return isinstance(err, dist.DistError) or any(
+        mark in text for mark in ("Connection closed by peer", "Connection reset", "NCCL", "gloo", "Broken pipe")
+    )
+
+
+def process_lost(err: RuntimeError, saved: str) -> ProcessLost:
+    """The one-line error of a process whose peer went away (instead of gloo's traceback); `saved`
+    says what there is to resume from."""
+    share = processes()
+    # "Read error [127.0.0.1]:55998: Connection reset by peer" of gloo's
+    # "[.../pair.cc:537] Read error [127.0.0.1]:55998: Connection reset by peer. This is typically ...".
+    cause = re.sub(r"^\[[^\]]*\]\s*", "", str(err).strip().splitlines()[0]).split(". ")[0]
+    return ProcessLost(f"process {share.rank} of {share.world_size}: another process of this job stopped ({cause}); {saved}")
 
 
 # Objects below pass between this job's own processes (torch.distributed pickles them on the way),
@@ -131,6 +157,24 @@ def on_main(make: Callable[[], T]) -> T:
             error.replicated = True  # the main process reports it; the others only stop
         raise error
     return result
+
+
+def require_same_in_every_process(value: object, what: str) -> None:
+    """Refuses a job whose processes hold different `value`s (JSON values): started with another
+    command, or reading another corpus at the same path, on another machine. Unchecked, they train
+    copies of the model that drift apart (or wait for each other for ever), with no error."""
+    share = processes()
+    if not share.several:
+        return
+    everyone: list[object] = [None] * share.world_size
+    dist.all_gather_object(everyone, value)
+    other = next((rank for rank, theirs in enumerate(everyone) if theirs != everyone[0]), None)
+    if other is not None:
+        error = SettingError(f"process {other} of this job was started with other {what} than process 0: "
+                             f"{first_difference(everyone[0], everyone[other]).removeprefix(' = ')} ('now': process "
+                             f"{other}'s); start every process with the same command and data")  # fmt: skip
+        error.replicated = not share.is_main  # every process raises it; the main one reports it
+        raise error
 
 
 def gathered_in_order(mine: Sequence[T]) -> list[T]:

@@ -10,13 +10,16 @@ figures within 1e-5 relative of each other (measured: 2e-6); the test allows 1e-
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_resume import same_run, wait_for_step
@@ -111,6 +114,44 @@ def test_a_killed_process_ends_the_job_with_one_line_and_the_job_resumes(demo_co
     for name in ("whole", "broken"):
         main(["test", "--data_path", str(demo_corpus), "--output_dir", str(tmp_path), "--name", name, "--quiet"])
     same_run(tmp_path / "whole", tmp_path / "broken")  # dropout on: each process's generators were restored too
+
+
+def test_processes_started_with_other_settings_end_the_job_with_one_line(demo_corpus, tmp_path):
+    # As on two machines typed apart: the copies drifted apart (another rate) or waited for ever (another batch).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = []
+    for rank, lr in ((0, "0.001"), (1, "0.01")):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)}  # fmt: skip
+        started.append(subprocess.Popen([*ONE, *train_args(demo_corpus, tmp_path, "run", "--lr", lr)], cwd=ROOT, env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))  # fmt: skip
+    printed = [process.communicate(timeout=300)[1] for process in started]
+    assert [process.returncode for process in started] == [2, 2]
+    assert printed == ["error: process 1 of this job was started with other settings than process 0: settings.train.lr = "
+                       "0.001 (now 0.01) ('now': process 1's); start every process with the same command and data\n", ""]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_data_error_of_the_main_process_ends_the_job_with_its_line_and_no_traceback(demo_corpus, tmp_path):
+    # The main process builds the feature cache while the other waits: it got gloo's traceback.
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("train", "test"):
+        shutil.copyfile(demo_corpus / f"{split}.pkl", corpus / f"{split}.pkl")
+    dev = pd.read_pickle(demo_corpus / "dev.pkl")  # our own corpus file
+    dev.at[0, "audio"] = np.zeros_like(dev.at[0, "audio"])  # silent: no MFCC frame
+    dev.to_pickle(corpus / "dev.pkl")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AUDIOTEXT_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([*TWO, *train_args(corpus, tmp_path, "run")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    # torchrun's own report of the failed process follows (its ChildFailedError); ours are one line each.
+    assert done.returncode != 0 and "[rank" not in done.stderr and "RuntimeError" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and "dev.pkl: row 0" in errors[0], errors
+    assert errors[1].startswith("error: process 1 of 2: another process of this job stopped (") and errors[1].endswith(
+        "); it stopped before training"), errors  # fmt: skip
 
 
 def test_text_pretraining_and_fine_tuning_run_in_two_processes(demo_corpus, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,8 @@ import pytest
 from safetensors.torch import load_file
 
 from audiotext.cli import main
+from audiotext.config import RunConfig
+from audiotext.training.run_folder import claimed_run_folder
 from audiotext.training.state import TrainingStateError, load_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,6 +140,20 @@ def test_a_finished_run_is_replaced_only_with_overwrite_and_then_whole(demo_corp
     same_run(uninterrupted, run)
     assert sorted(os.listdir(tmp_path)) == ["results.csv", "run"]
 
+    # Stopped between the swap's two renames: the next training into the folder completes the swap.
+    shutil.copytree(run, tmp_path / ".run.overwrite")
+    run.rename(tmp_path / ".run.0123abcd.old")
+    code, printed = cli_error(*train_args(demo_corpus, tmp_path, "run"))
+    assert code == 1 and "holds a finished run: --overwrite replaces it" in printed
+    assert sorted(os.listdir(tmp_path)) == ["results.csv", "run"]
+    same_run(uninterrupted, run)
+
+    # A folder of other files has no run to resume: --resume was told to give --resume.
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("mine", encoding="utf-8")
+    code, printed = cli_error(*train_args(demo_corpus, tmp_path, "notes", "--resume"))
+    assert code == 1 and printed == f"error: {tmp_path / 'notes'} holds files but no run (no config.json): choose another --name, or empty it\n"
+
 
 @pytest.mark.slow
 def test_a_resume_refuses_a_dev_set_changed_since_the_run_stopped(demo_corpus, tmp_path, cli_error):
@@ -152,3 +169,29 @@ def test_a_resume_refuses_a_dev_set_changed_since_the_run_stopped(demo_corpus, t
     (corpus / "dev.pkl").write_bytes((demo_corpus / "test.pkl").read_bytes())  # another dev set
     code, printed = cli_error(*train_args(corpus, tmp_path, "run", "--resume"))
     assert code == 1 and "resume.safetensors: saved on other training or dev data" in printed, printed
+
+
+@pytest.mark.slow
+def test_a_resume_refuses_a_config_json_edited_since_the_run_stopped(demo_corpus, tmp_path, cli_error):
+    # The command line is checked against config.json: edited alike, the run went on at the old rate.
+    process = start(train_args(demo_corpus, tmp_path, "run", "--checkpoint_steps", "1"))
+    wait_for_step(process, tmp_path / "run" / "resume.safetensors", 1, 1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    config = tmp_path / "run" / "config.json"
+    edited = json.loads(config.read_text(encoding="utf-8"))
+    edited["train"]["lr"] = 0.01
+    config.write_text(json.dumps(edited), encoding="utf-8")
+    code, printed = cli_error(*train_args(demo_corpus, tmp_path, "run", "--resume", "--lr", "0.01"))
+    assert code == 1 and "resume.safetensors: saved by a run with train.lr = 0.001 (now 0.01)" in printed, printed
+
+
+def test_a_second_training_into_a_run_folder_being_written_is_refused(demo_corpus, tmp_path, cli_error):
+    # Both ran: one's config.json ended beside the other's weights, and `test` took the mix.
+    with claimed_run_folder(tmp_path / "run", RunConfig(name="run", data_path=str(demo_corpus))):
+        code, printed = cli_error(*train_args(demo_corpus, tmp_path, "run"))
+    assert code == 1 and printed == (f"error: {tmp_path / 'run'}: another training is writing this run now (process "
+                                     f"{os.getpid()}); wait for it to end, or choose another --name\n")  # fmt: skip
+    assert not (tmp_path / ".run.lock").exists()
+    main(train_args(demo_corpus, tmp_path, "run", "--num_epochs", "1"))  # free again once the first has ended
+    assert (tmp_path / "run" / "finished.json").is_file()

@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import math
 import random
-import re
 import signal
 import threading
 import time
@@ -29,12 +28,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from audiotext.errors import ProcessLost, SettingError, TrainingDiverged, TrainingInterrupted
-from audiotext.io import write_csv_rows
+from audiotext.errors import SettingError, TrainingDiverged, TrainingInterrupted
+from audiotext.io import first_difference, write_csv_rows
 from audiotext.runtime import (
     as_on_main,
     gathered_in_order,
+    is_lost_process,
     join_processes,
+    process_lost,
     seed_everything,
     select_device,
     summed,
@@ -225,6 +226,7 @@ class Engine:
         evaluate: Callable[[nn.Module], dict] | None = None,
         row_weights: Callable[[Batch], torch.Tensor] | None = None,
         data_digest: str = "",
+        run_settings: dict | None = None,
         on_best: Callable[[nn.Module], None] | None = None,
         on_epoch: Callable[[list[dict]], None] | None = None,
         epoch_log: Path | None = None,
@@ -238,8 +240,8 @@ class Engine:
         `row_weights(batch)` gives each row's (B,) weight in `loss` when it is not a plain mean over
         rows (a class-weighted loss, a loss over the masked tokens of each row), so that a batch split
         into chunks or across processes still gets the whole batch's gradient. `data_digest` names
-        what the batches are made of (`EncodedSplit.fingerprint`): a resume refuses a state saved
-        on other data.
+        what the batches are made of (`EncodedSplit.fingerprint`), `run_settings` (JSON) what else
+        the caller trains with (a run's config): a resume refuses a state saved with either other.
         `evaluate(model)` returns dev metrics with at least "loss" (and "macro_f1" when
         best_by says so); `on_best` runs whenever the dev metric improves, `on_epoch` after each
         epoch with the rows of every epoch so far (a resumed fit's earlier ones included); `epoch_log` is rewritten every epoch; `restore_best` loads the best
@@ -253,19 +255,20 @@ class Engine:
         """
         try:
             return self._fit(model, optimizer, batches, loss, row_weights, evaluate, on_best, on_epoch, epoch_log,
-                             restore_best, checkpoint, data_order, data_digest)  # fmt: skip
+                             restore_best, checkpoint, data_order, data_digest, run_settings)  # fmt: skip
         except RuntimeError as err:
-            if not (self.processes.several and _is_lost_process(err)):
+            if not (self.processes.several and is_lost_process(err)):
                 raise
-            saved = f"the last checkpoint, {checkpoint}, resumes the job (--resume)" if checkpoint else "nothing was saved"
-            raise ProcessLost(f"process {self.processes.rank} of {self.processes.world_size}: another process of this "
-                              f"job stopped ({_first_sentence(err)}); {saved}") from None  # fmt: skip
+            saved = (f"the last checkpoint, {checkpoint}, resumes the job (--resume)"
+                     if checkpoint is not None and checkpoint.is_file() else "nothing was saved yet")  # fmt: skip
+            raise process_lost(err, saved) from None
 
     def _fit(self, model, optimizer, batches, loss, row_weights, evaluate, on_best, on_epoch, epoch_log, restore_best,
-             checkpoint, data_order, data_digest) -> FitResult:  # fmt: skip
+             checkpoint, data_order, data_digest, run_settings) -> FitResult:  # fmt: skip
         s, main = self.settings, self.processes.is_main
         total_steps = s.epochs * len(batches)
-        data = {"batches_per_epoch": len(batches), "digest": data_digest}  # what a resumed state must have trained on
+        # What a resumed state must have trained on, and with.
+        data = {"batches_per_epoch": len(batches), "digest": data_digest, "run": run_settings}
         warmup = math.ceil(s.warmup_percent * total_steps)
         schedule = (
             WarmupThenPlateau(optimizer, warmup, patience=s.patience)
@@ -400,6 +403,11 @@ class Engine:
             changed = sorted(k for k, v in self._resumable_settings().items() if state["settings"].get(k) != v)
             raise TrainingStateError(f"{path}: saved with other training settings ({', '.join(changed)} differ)")
         saved = state.get("data", {})
+        if saved.get("run") != data["run"]:
+            # The run folder's config.json, edited since (the command line is checked against it), say.
+            changed = first_difference(saved.get("run"), data["run"]) if saved.get("run") else "no settings recorded (an earlier audiotext)"
+            raise TrainingStateError(f"{path}: saved by a run with {changed}: resume with the settings it was saved "
+                                     "with, or start it again")  # fmt: skip
         if saved.get("batches_per_epoch") != data["batches_per_epoch"]:
             raise TrainingStateError(f"{path}: saved with {saved.get('batches_per_epoch')} batches per epoch, the data "
                                      f"now gives {data['batches_per_epoch']}: the training data changed")  # fmt: skip
@@ -408,7 +416,10 @@ class Engine:
                                      "as many batches; or saved by an earlier audiotext, which recorded the training "
                                      "data only, or kept features without the cache as float32): resume on the data "
                                      "the run started with, or start it again")  # fmt: skip
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as err:  # a model of other shapes than the one that saved it
+            raise TrainingStateError(f"{path}: saved from another model ({str(err).splitlines()[0]} ...)") from None
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         if scaler is not None and state["scaler"]:
@@ -503,19 +514,3 @@ class Engine:
             if row["dev_accuracy"] is not None:
                 line += f"  acc {row['dev_accuracy']:.4f}  macro-F1 {row['dev_macro_f1']:.4f}"
         return line + f"  {row['seconds']:.1f}s" + ("  *best" if improved else "")
-
-
-def _is_lost_process(err: RuntimeError) -> bool:
-    """Whether torch.distributed failed because a peer went away (gloo and NCCL raise RuntimeErrors
-    that say so in words, not types)."""
-    text = str(err)
-    return isinstance(err, torch.distributed.DistError) or any(
-        mark in text for mark in ("Connection closed by peer", "Connection reset", "NCCL", "gloo", "Broken pipe")
-    )
-
-
-def _first_sentence(err: RuntimeError) -> str:
-    """"Read error [127.0.0.1]:55998: Connection reset by peer" of gloo's
-    "[.../pair.cc:537] Read error [127.0.0.1]:55998: Connection reset by peer. This is typically ..."."""
-    text = re.sub(r"^\[[^\]]*\]\s*", "", str(err).strip().splitlines()[0])
-    return text.split(". ")[0]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 from pathlib import Path
@@ -24,9 +25,9 @@ from audiotext.inference.predict import forward
 from audiotext.io import atomic_path
 from audiotext.models.checkpoint import EPOCH_LOG, RESUME_FILE, save_config, save_weights
 from audiotext.models.classifiers import Dims, OnStreams, build_model
-from audiotext.runtime import join_processes, on_main, wait_for_all
+from audiotext.runtime import join_processes, on_main, require_same_in_every_process, wait_for_all
 from audiotext.training.engine import Engine, EngineSettings
-from audiotext.training.run_folder import claim_run_folder, finish_run_folder
+from audiotext.training.run_folder import claimed_run_folder, finish_run_folder, without_resumable_changes
 
 
 def train(
@@ -51,7 +52,16 @@ def train(
     optimizer_class = _optimizer_class(cfg.train.optim)  # a bad name is refused before any feature is computed
     # Under torchrun every process trains; the main one alone claims and writes the run folder.
     main = join_processes(cfg.train.no_cuda).is_main
-    folder = on_main(lambda: claim_run_folder(run_dir, cfg, resume=resume, overwrite=overwrite))
+    settings = without_resumable_changes(cfg.to_dict())
+    require_same_in_every_process({"settings": settings, "resume": resume, "overwrite": overwrite}, "settings")
+    with contextlib.ExitStack() as writing:
+        # Held until the run is finished (or stops): a second training into the folder is refused.
+        folder = on_main(lambda: writing.enter_context(claimed_run_folder(run_dir, cfg, resume, overwrite)))
+        return _train_in(folder, cfg, settings, run_dir, main, optimizer_class, results_csv, cache, progress)
+
+
+def _train_in(folder: Path, cfg: RunConfig, settings: dict, run_dir: Path, main: bool, optimizer_class,
+              results_csv: Path | None, cache: FeatureCache | None, progress: bool) -> dict:  # fmt: skip
     engine = Engine(
         EngineSettings(
             name=cfg.name, epochs=cfg.train.num_epochs, seed=cfg.train.seed, clip=cfg.train.clip,
@@ -82,6 +92,9 @@ def train(
     dev_data = load_encoded(cfg, "dev", text_encoder, cache, progress and main)
     if cache is not None and main:
         wait_for_all()
+    data_digest = f"train {train_data.fingerprint()}, dev {dev_data.fingerprint()}"
+    # The same path may hold another corpus on another machine of the job.
+    require_same_in_every_process(data_digest, "training and dev data")
     model = build_model(cfg.model, dims)
     if train_data.audio is not None:
         model.audio_norm.set(*train_data.audio.mean_std())
@@ -106,7 +119,8 @@ def train(
         checkpoint=folder / RESUME_FILE,
         data_order=batch_order(train_loader),
         # dev too: the best epoch is chosen across every epoch's dev figures, which must be of one dev set.
-        data_digest=f"train {train_data.fingerprint()}, dev {dev_data.fingerprint()}",
+        data_digest=data_digest,
+        run_settings=settings,
     )
     best = fit.best
     summary = {

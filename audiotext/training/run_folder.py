@@ -12,10 +12,15 @@ whole at the end, keeps its resumable states in a folder beside it (`.NAME.train
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import glob
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 from audiotext.config import RunConfig
 from audiotext.features.ngrams import NGRAMS_FILE
@@ -50,6 +55,7 @@ def claim_run_folder(run_dir: Path, cfg: RunConfig, resume: bool = False, overwr
     if resume and overwrite:
         raise SettingError("--resume continues a run and --overwrite starts it again: give one of them")
     staging = staging_folder(run_dir)
+    _finish_swap(run_dir, staging)
     for folder in (staging, run_dir):
         if _never_started(folder):
             shutil.rmtree(folder)
@@ -69,8 +75,34 @@ def claim_run_folder(run_dir: Path, cfg: RunConfig, resume: bool = False, overwr
     elif holds_files(run_dir):
         if is_finished(run_dir):
             raise FileExistsError(f"{run_dir} holds a finished run: --overwrite replaces it, or choose another --name")
+        if not (run_dir / CONFIG_FILE).is_file():  # with --resume too: there is nothing to continue
+            raise FileExistsError(f"{run_dir} holds files but no run (no {CONFIG_FILE}): choose another --name, or empty it")
         raise FileExistsError(f"{run_dir} holds an unfinished run: --resume continues it, --overwrite starts it again")
     return run_dir
+
+
+@contextlib.contextmanager
+def claimed_run_folder(run_dir: Path, cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Iterator[Path]:
+    """`claim_run_folder`, held for the caller until it leaves the block: a second training into
+    `run_dir` meanwhile is refused (both would have run, one's config.json beside the other's
+    weights). The hold is an advisory lock on `.NAME.lock` beside the folder, which the system
+    releases when the process ends, however it ends."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = run_dir.parent / f".{run_dir.name}.lock"
+    with open(lock, "a+", encoding="utf-8") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held.seek(0)
+            raise FileExistsError(f"{run_dir}: another training is writing this run now (process {held.read().strip() or '?'}); "
+                                  "wait for it to end, or choose another --name") from None  # fmt: skip
+        held.truncate(0)
+        held.write(str(os.getpid()))
+        held.flush()
+        try:
+            yield claim_run_folder(run_dir, cfg, resume=resume, overwrite=overwrite)
+        finally:
+            lock.unlink(missing_ok=True)
 
 
 def state_folder(out_dir: Path) -> Path:
@@ -112,6 +144,16 @@ def finish_run_folder(folder: Path, run_dir: Path, summary: dict) -> None:
     run_dir.rename(old)
     folder.rename(run_dir)
     shutil.rmtree(old)
+
+
+def _finish_swap(run_dir: Path, staging: Path) -> None:
+    """Completes a replacement `finish_run_folder` was stopped in the middle of: the old run moved
+    aside, the finished new one not yet in its place (or in place, the old one not yet removed)."""
+    if not run_dir.exists() and is_finished(staging):
+        staging.rename(run_dir)
+    for old in run_dir.parent.glob(f".{glob.escape(run_dir.name)}.*.old"):
+        if run_dir.exists():
+            shutil.rmtree(old)
 
 
 def _never_started(folder: Path) -> bool:
