@@ -30,6 +30,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def readable_as_umask(path: Path) -> None:
+    """Gives `path` (a file, or every file under a folder) the mode the umask gives a new file (0644
+    under 0022): safetensors writes its files owner-only (0600), which another user or a service
+    account of a shared machine could not load, beside outputs anyone may read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
+        os.chmod(file, 0o666 & ~umask)
+
+
 def writable_file(path: str | os.PathLike, setting: str, reads: Iterable[Path] = (), reads_are: str = "") -> Path:
     """`path` when `atomic_path` can write it; SettingError naming `setting` for a folder, a path
     under a file, a folder this process may not write into, or one of the files the command `reads`

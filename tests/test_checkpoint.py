@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel
 
 from audiotext.config import REFERENCE_LABELS, ModelConfig, RunConfig
-from audiotext.features.encoders import load_text_encoder
+from audiotext.features.encoders import load_text_encoder, save_directory
 from audiotext.features.text import OUT_OF_FOLD_STATES, default_encoder_path, load_out_of_fold_states
 from audiotext.models.checkpoint import (
     CONFIG_FILE,
@@ -26,6 +26,7 @@ from audiotext.models.checkpoint import (
     FINISHED_FILE,
     HEAD_CONFIG,
     HEAD_WEIGHTS,
+    RESUME_FILE,
     WEIGHTS_FILE,
     CheckpointError,
     checked_state,
@@ -39,6 +40,7 @@ from audiotext.models.checkpoint import (
 )
 from audiotext.models.classifiers import Dims, build_model
 from audiotext.models.text_classifier import SequenceClassifier
+from audiotext.training.state import save_state
 
 DIMS = Dims(audio=13, text=16, classes=len(REFERENCE_LABELS))
 
@@ -83,6 +85,18 @@ def test_weights_are_as_readable_as_the_other_files_of_the_run(tmp_path, umask, 
     finally:
         os.umask(previous)
     assert (tmp_path / WEIGHTS_FILE).stat().st_mode & 0o777 == (tmp_path / CONFIG_FILE).stat().st_mode & 0o777 == mode
+
+
+def test_training_states_and_written_folders_are_as_readable_as_other_files(tmp_path):
+    # safetensors writes owner-only: another user (a service, another node's account) could not load them.
+    previous = os.umask(0o022)
+    try:
+        save_state(tmp_path / RESUME_FILE, {"model": {"w": torch.ones(2)}, "epoch": 1})
+        save_directory(tmp_path / "encoder", lambda folder: save_file({"w": torch.ones(2)}, folder / "model.safetensors"))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / RESUME_FILE).stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "encoder" / "model.safetensors").stat().st_mode & 0o777 == 0o644
 
 
 def test_an_unfinished_run_is_refused_unless_its_best_epoch_so_far_is_asked_for(tmp_path):

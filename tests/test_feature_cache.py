@@ -155,6 +155,13 @@ def test_a_damaged_entry_is_named_and_can_be_cleared(tmp_path):
     with pytest.raises(DataError, match=f"feature cache entry {entry} is damaged"):
         cache.entries()
     assert cache.clear() == 1 and not entry.exists()
+    # Without its entry.json it was computed again, then its rename failed: "[Errno 39] Directory not empty".
+    cache.packed("audio", "k" * 32, 2, lambda: [np.ones((5, 4)), np.ones((3, 4))], facts={}, what="test")
+    (entry / "entry.json").unlink()
+    computed = []
+    with pytest.raises(DataError, match=f"feature cache entry {entry} is damaged \\(no entry.json\\)"):
+        cache.packed("audio", "k" * 32, 2, lambda: computed.append(1) or [], facts={}, what="test")
+    assert not computed and cache.clear() == 0 and not entry.exists()  # cleared with what a build left
 
 
 def test_an_entry_records_what_it_holds(tmp_path):

@@ -133,7 +133,11 @@ class FeatureCache:
         """The entry `key` of `kind` memory-mapped; built first from `compute()` (n sequences, in
         order) when absent. `what` names the features in the message saying which happened."""
         path = self.root / kind / key
-        if not (path / ENTRY_FILE).is_file():
+        if path.exists() and not (path / ENTRY_FILE).is_file():
+            # An entry is renamed into place whole, entry.json in it: one without was changed since.
+            # Found after the build, it made the rename fail with a bare errno.
+            raise _damaged(path, f"no {ENTRY_FILE}")
+        if not path.exists():
             self._build(path, n, compute, {**facts, "kind": kind, "key": key})
             self._say(f"features: {what}: computed {n} and stored them in {path}")
         else:
@@ -208,7 +212,7 @@ class FeatureCache:
             tqdm.write(message)
 
 
-def _damaged(path: Path, err: Exception) -> DataError:
+def _damaged(path: Path, err: object) -> DataError:
     return DataError(f"feature cache entry {path} is damaged ({err}): remove it (or `audiotext features clear`) "
                      "and it is computed again")  # fmt: skip
 

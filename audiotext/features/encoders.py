@@ -32,7 +32,7 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertTokenizer, Pr
 from transformers.utils import logging as hf_logging
 
 from audiotext.errors import AudiotextError, DataError
-from audiotext.io import holds_files, nearest_existing
+from audiotext.io import holds_files, nearest_existing, readable_as_umask
 
 LEGACY_CONFIG = "bert_config.json"
 # Masked-LM pre-training rewrites its model folder after every epoch, with this record of its
@@ -312,6 +312,7 @@ def save_directory(out_dir: str | Path, write: Callable[[Path], None], marker: s
         tmp.mkdir()
         with quiet_transformers():
             write(tmp)
+        readable_as_umask(tmp)
         if out_dir.exists():
             out_dir.rename(old)
         tmp.rename(out_dir)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from audiotext.errors import DataError
 from audiotext.features.encoders import load_text_encoder, save_directory
 from audiotext.features.text import default_encoder_path, save_out_of_fold_states
 from audiotext.features.ngrams import NGRAMS_FILE, CharNgramEncoder
-from audiotext.io import atomic_path, file_digest, first_difference, folder_digest, write_csv_rows, write_json
+from audiotext.io import atomic_path, file_digest, first_difference, folder_digest, readable_as_umask, write_csv_rows, write_json
 from audiotext.models.classifiers import Dims, build_model
 from audiotext.models.text_classifier import SequenceClassifier
 
@@ -102,9 +101,7 @@ def save_weights(run_dir: str | Path, model: nn.Module, cfg: RunConfig, dims: Di
     facts = json.dumps({**weights_facts(cfg, dims), **run_facts(Path(run_dir), cfg)}, ensure_ascii=False)
     with atomic_path(Path(run_dir) / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={FACTS_KEY: facts})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates files owner-only; a run is as readable as its other files
+        readable_as_umask(tmp)
 
 
 def load_config(run_dir: str | Path) -> tuple[RunConfig, Dims]:

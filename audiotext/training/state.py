@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from audiotext.errors import DataError
-from audiotext.io import atomic_path
+from audiotext.io import atomic_path, readable_as_umask
 
 STATE_KEY = "state"
 
@@ -33,6 +33,7 @@ def save_state(path: str | Path, state: dict) -> None:
     encoded = _encode(state, _Tensors(tensors))
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={STATE_KEY: json.dumps(encoded)})
+        readable_as_umask(tmp)  # another machine's user of a shared file system resumes it
 
 
 def load_state(path: str | Path) -> dict:
