@@ -133,9 +133,12 @@ def test_a_finished_run_is_replaced_only_with_overwrite_and_then_whole(demo_corp
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert (run / "eval" / "old").is_dir() and len(pd.read_csv(run / "epochs.csv")) == 1
+    # What a kill mid-write leaves: removed by the next training to hold the folder.
+    (tmp_path / ".run.overwrite" / f".resume.{'0' * 32}.tmp.safetensors").write_bytes(b"cut short")
     main(train_args(demo_corpus, tmp_path, "run", "--resume"))
     assert not (run / "eval").exists() and not (tmp_path / ".run.overwrite").exists()
-    assert len(pd.read_csv(run / "epochs.csv")) == 3
+    assert len(pd.read_csv(run / "epochs.csv")) == 3 and not list(run.glob(".*"))
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 1  # the replaced run's row went with it
     main(["test", "--data_path", str(demo_corpus), "--output_dir", str(tmp_path), "--name", "run", "--quiet"])
     same_run(uninterrupted, run)
     assert sorted(os.listdir(tmp_path)) == ["results.csv", "run"]

@@ -175,11 +175,17 @@ def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
 
 
 def _append_result(path: Path, cfg: RunConfig, summary: dict) -> None:
-    """One row per run across runs: hyper-parameters and best dev figures."""
+    """One row per run across runs: hyper-parameters and best dev figures. A run replaced in its
+    folder (--overwrite) replaces its row: the old figures are of weights no longer there."""
     row = {**summary, "data_path": cfg.data_path}
     for section in ("audio", "text", "model", "train"):
         row.update(cfg.to_dict()[section])
     new = pd.DataFrame([row])
-    table = pd.concat([pd.read_csv(path), new], ignore_index=True) if path.exists() else new
+    table = new
+    if path.exists():
+        earlier = pd.read_csv(path)
+        kept = earlier[earlier["run_dir"] != summary["run_dir"]] if "run_dir" in earlier.columns else earlier
+        if len(kept):
+            table = pd.concat([kept, new], ignore_index=True)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)

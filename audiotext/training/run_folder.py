@@ -17,6 +17,7 @@ import fcntl
 import glob
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -99,6 +100,8 @@ def claimed_run_folder(run_dir: Path, cfg: RunConfig, resume: bool = False, over
         held.truncate(0)
         held.write(str(os.getpid()))
         held.flush()
+        for folder in (run_dir, staging_folder(run_dir)):
+            _remove_leftover_temporaries(folder)
         try:
             yield claim_run_folder(run_dir, cfg, resume=resume, overwrite=overwrite)
         finally:
@@ -144,6 +147,19 @@ def finish_run_folder(folder: Path, run_dir: Path, summary: dict) -> None:
     run_dir.rename(old)
     folder.rename(run_dir)
     shutil.rmtree(old)
+
+
+# `atomic_path`'s temporary files: ".NAME.<32 hex digits>.tmp.SUFFIX".
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.tmp(\..*)?")
+
+
+def _remove_leftover_temporaries(folder: Path) -> None:
+    """Removes what a killed process left half-written in `folder` (a checkpoint cut short, say):
+    held by this process, nothing else writes there now (`test` writes only under eval/)."""
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.is_file() and _TEMPORARY.fullmatch(path.name):
+                path.unlink()
 
 
 def _finish_swap(run_dir: Path, staging: Path) -> None:
