@@ -34,10 +34,21 @@ def readable_as_umask(path: Path) -> None:
     """Gives `path` (a file, or every file under a folder) the mode the umask gives a new file (0644
     under 0022): safetensors writes its files owner-only (0600), which another user or a service
     account of a shared machine could not load, beside outputs anyone may read."""
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = _umask()
     for file in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
         os.chmod(file, 0o666 & ~umask)
+
+
+def _umask() -> int:
+    """The process's umask, read where Linux states it: setting it to read it back (os.umask) would
+    leave a moment in which another thread's new files get mode 0666."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):  # not Linux, or a kernel before 4.7
+        umask = os.umask(0)
+        os.umask(umask)
+        return umask
 
 
 def writable_file(path: str | os.PathLike, setting: str, reads: Iterable[Path] = (), reads_are: str = "") -> Path:

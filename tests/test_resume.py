@@ -145,9 +145,12 @@ def test_a_finished_run_is_replaced_only_with_overwrite_and_then_whole(demo_corp
 
     # Stopped between the swap's two renames: the next training into the folder completes the swap.
     shutil.copytree(run, tmp_path / ".run.overwrite")
-    run.rename(tmp_path / ".run.0123abcd.old")
+    run.rename(tmp_path / f".run.{'0123abcd' * 4}.old")  # as finish_run_folder names it
+    other_runs = tmp_path / f".run.b.{'0' * 32}.old"  # run "run.b"'s, in the middle of its own swap
+    other_runs.mkdir()
     code, printed = cli_error(*train_args(demo_corpus, tmp_path, "run"))
     assert code == 1 and "holds a finished run: --overwrite replaces it" in printed
+    other_runs.rmdir()  # left alone
     assert sorted(os.listdir(tmp_path)) == ["results.csv", "run"]
     same_run(uninterrupted, run)
 
@@ -194,7 +197,7 @@ def test_a_second_training_into_a_run_folder_being_written_is_refused(demo_corpu
     with claimed_run_folder(tmp_path / "run", RunConfig(name="run", data_path=str(demo_corpus))):
         code, printed = cli_error(*train_args(demo_corpus, tmp_path, "run"))
     assert code == 1 and printed == (f"error: {tmp_path / 'run'}: another training is writing this run now (process "
-                                     f"{os.getpid()}); wait for it to end, or choose another --name\n")  # fmt: skip
+                                     f"{os.getpid()}); wait for it to end, or train into another folder\n")  # fmt: skip
     assert not (tmp_path / ".run.lock").exists()
     main(train_args(demo_corpus, tmp_path, "run", "--num_epochs", "1"))  # free again once the first has ended
     assert (tmp_path / "run" / "finished.json").is_file()

@@ -4,6 +4,7 @@ unusable checkpoints fail naming the problem."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -244,7 +245,18 @@ def test_a_folder_whose_tokenizer_cannot_read_its_own_words_is_refused(tmp_path)
                          intermediate_size=16, max_position_embeddings=32)).save_pretrained(korean)  # fmt: skip
     (korean / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
     # Without tokenizer_config.json: lower-casing and accent stripping (NFD) break 행 into jamo.
-    with pytest.raises(DataError, match=r"korean: its tokenizer reads 6 of 7 of its own words as \[UNK\] \(e\.g\. '행'"):
+    with pytest.raises(DataError, match=r"korean: its tokenizer reads 6 of 6 of its own hangul words as \[UNK\] \(e\.g\. '행'"):
         TextEncoder(korean, max_len=16)
     (korean / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False, "strip_accents": False}))
     assert TextEncoder(korean, max_len=16).tokenizer.tokenize("행복 hello") == ["행", "##복", "hello"]
+
+    # A multilingual vocabulary, Hangul a fifth of its words: counted over all words, most read well.
+    latin = ["".join(letters) for letters in itertools.product("abcde", repeat=3)][:100]
+    hangul = [chr(0xAC00 + 97 * i) for i in range(25)]
+    mixed = tmp_path / "mixed"
+    tokens = [*tokens[:5], *latin, *hangul]
+    BertModel(BertConfig(vocab_size=len(tokens), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=16, max_position_embeddings=32)).save_pretrained(mixed)  # fmt: skip
+    (mixed / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"mixed: its tokenizer reads 25 of 25 of its own hangul words as \[UNK\]"):
+        TextEncoder(mixed, max_len=16)

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from sklearn.model_selection import StratifiedKFold
 
 from audiotext.cli import main
@@ -352,11 +352,25 @@ def test_another_alphabet_than_fine_tuning_read_is_refused_where_it_would_miss_o
     split = dataclasses.replace(train, sentences=[crying, *train.sentences[1:]])
     assert normalize_text(crying, "korean") not in stored
     encoder = TextEncoder(jamo, max_len=32)
-    with pytest.raises(CorpusError, match=r"train.pkl: row 0: the text encoder .*jamo is cross-fitted on sentences as "
-                                          r"--text_alphabet any reads them; .* use --text_alphabet any with it"):  # fmt: skip
+    refusal = r"train.pkl: row 0: the text encoder .*{} holds the out-of-fold state of .* Use --text_alphabet any with it"
+    with pytest.raises(CorpusError, match=refusal.format("jamo")):
         encode_split(split, AudioConfig(), encoder, use_audio=False, progress=False, alphabet="korean")
     assert len(encode_split(split, AudioConfig(), encoder, use_audio=False, progress=False)) == len(train)
     assert encoder.n_encoded == 0  # every training sentence from its out-of-fold state
+
+    # Keyed by an earlier audiotext, which read a zero-width space as a space: this one drops it.
+    older = tmp_path / "older"
+    shutil.copytree(cross_fitted, older)
+    spaced = first[:inside] + "\u200b" + first[inside:]
+    old_key = normalize_text(spaced, rule=1)
+    assert old_key != normalize_text(spaced) and old_key not in stored
+    # Fine-tuned on the sentence as written with it, the encoder holds no state of it without.
+    states = {**{k: t for k, t in stored.items() if k != first}, old_key: TextEncoder(cross_fitted, max_len=32).encode([old_key])[0]}
+    save_file({str(i): t.contiguous() for i, t in enumerate(states.values())}, older / OUT_OF_FOLD_STATES,
+              metadata={"sentences": json.dumps(list(states), ensure_ascii=False)})  # as written before the rule was recorded
+    split = dataclasses.replace(train, sentences=[spaced, *train.sentences[1:]])
+    with pytest.raises(CorpusError, match=refusal.format("older")):
+        encode_split(split, AudioConfig(), TextEncoder(older, max_len=32), use_audio=False, progress=False)
 
 
 def test_onnx_refuses_a_training_sentence_of_a_cross_fitted_encoder_and_agrees_on_others(cross_fitted, demo_corpora, tmp_path):

@@ -37,10 +37,12 @@ class EncodedSplit(Dataset):
         text = None if self.text is None else self.text[self.text_index[i]]
         return audio, text, self.labels[i]
 
-    def fingerprint(self) -> str:
-        """A digest of everything a model trains on here: labels, features, each clip's sentence."""
+    def fingerprint(self, values: bool = True) -> str:
+        """A digest of everything a model trains on here: labels, features, each clip's sentence.
+        Without `values`, of all but the feature values (their lengths stay): what machines that
+        compute features on other CPUs, whose sums differ in the last bit, share."""
         streams = [part for stream in (self.audio, self.text) if stream is not None
-                   for part in (stream.offsets, stream.values)]  # fmt: skip
+                   for part in (stream.offsets, stream.values)[: 2 if values else 1]]  # fmt: skip
         return digest("encoded split", self.labels.numpy(), self.text_index, *streams)
 
     def lengths(self) -> np.ndarray:
@@ -105,8 +107,8 @@ def encode_split(
         except ValueError as err:
             raise CorpusError(str(err)) from None
     normalised = [normalize_text(s, alphabet) for s in split.sentences]
-    if alphabet != "any" and getattr(text_encoder, "out_of_fold", None):
-        _require_out_of_fold_alphabet(split, normalised, text_encoder)
+    if getattr(text_encoder, "out_of_fold", None):
+        _require_out_of_fold_keys(split, normalised, text_encoder)
     distinct, text_index = np.unique(np.asarray(normalised, dtype=object), return_inverse=True)
     text = None
     if text_encoder is not None:
@@ -120,17 +122,18 @@ def encode_split(
     return EncodedSplit(torch.as_tensor(split.labels), audio, text, text_index)
 
 
-def _require_out_of_fold_alphabet(split: Split, normalised: list[str], encoder: TextEncoder) -> None:
-    """A cross-fitted encoder's out-of-fold states are keyed by sentences as the 'any' alphabet
-    reads them (fine-tuning reads them so): a training sentence another alphabet reads otherwise
-    would miss its state and be encoded by the final encoder, which learnt its label."""
+def _require_out_of_fold_keys(split: Split, normalised: list[str], encoder: TextEncoder) -> None:
+    """A cross-fitted encoder's out-of-fold states are keyed by sentences as the 'any' alphabet of
+    its day's `normalize_text` read them: a training sentence read otherwise (another alphabet, a
+    later rule) would miss its state and be encoded by the final encoder, which learnt its label."""
     for i, sentence in enumerate(split.sentences):
-        as_fine_tuned = normalize_text(sentence)
+        as_fine_tuned = normalize_text(sentence, rule=encoder.out_of_fold_normalisation)
         if normalised[i] not in encoder.out_of_fold and as_fine_tuned in encoder.out_of_fold:
             raise CorpusError(
-                f"{split.where(i)}: the text encoder {encoder.path} is cross-fitted on sentences as --text_alphabet any "
-                f"reads them; {as_fine_tuned!r} would read as {normalised[i]!r}, which it holds no out-of-fold state of "
-                "(its features would come from the encoder that learnt its label): use --text_alphabet any with it"
+                f"{split.where(i)}: the text encoder {encoder.path} holds the out-of-fold state of {as_fine_tuned!r}, as "
+                f"its fine-tuning read this sentence, but here it reads {normalised[i]!r} (another --text_alphabet, or an "
+                "earlier audiotext's normalisation), which it holds none of: its features would come from the encoder "
+                "that learnt its label. Use --text_alphabet any with it, or fine-tune it again with this audiotext"
             )
 
 

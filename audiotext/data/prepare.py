@@ -302,9 +302,6 @@ def _prepare(
             reason = f"unknown label {clip.label!r} (known: {', '.join(labels)})"
         elif clip.key in first_of_key:
             reason = f"the same file and segment as {_named(first_of_key[clip.key])}"
-        elif (overlapped := _segments_of(kept_segments, clip).overlapping(clip)) is not None:
-            reason = (f"its segment ({_Segments.text(clip)}) overlaps that of {_named(overlapped)} "
-                      f"({_Segments.text(overlapped)}): two splits could share that audio")  # fmt: skip
         elif cached.exists() and sf.info(cached).samplerate == sample_rate:
             n_cached, reason = n_cached + 1, None
         else:
@@ -312,8 +309,13 @@ def _prepare(
             n_decoded += reason is None
         if reason is None:
             first_of_key[clip.key] = clip
+            # Checked once the segment is known to be readable: an empty or inverted one has that reason.
+            overlapped = _segments_of(kept_segments, clip).overlapping(clip)
             samples = samples_digest(sf.read(cached, dtype="int16")[0])  # whatever file or container it came in
-            if samples in first_of_samples:
+            if overlapped is not None:
+                reason = (f"its segment ({_Segments.text(clip)}) overlaps that of {_named(overlapped)} "
+                          f"({_Segments.text(overlapped)}): two splits could share that audio")  # fmt: skip
+            elif samples in first_of_samples:
                 reason = f"the same samples as {_named(first_of_samples[samples])}"
             else:
                 first_of_samples[samples] = clip

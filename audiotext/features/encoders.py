@@ -20,6 +20,7 @@ import contextlib
 import json
 import pickle
 import shutil
+import unicodedata
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -161,12 +162,14 @@ def _load_huggingface(path: Path, model_class) -> tuple[PreTrainedTokenizerBase,
     return tokenizer, model, report
 
 
-def _check_reads_its_vocabulary(tokenizer: PreTrainedTokenizerBase, path: Path, probes: int = 300) -> None:
-    """Refuses a tokenizer that turns most of its own words into [UNK]: loaded from a folder without
-    its tokenizer files, transformers builds one of special tokens only, and from a vocab.txt without
-    tokenizer_config.json a lower-casing, accent-stripping BERT tokenizer, which breaks Hangul
-    syllables into jamo a Korean vocabulary does not hold. Either way every sentence would encode
-    alike, and train, without an error."""
+def _check_reads_its_vocabulary(tokenizer: PreTrainedTokenizerBase, path: Path, per_script: int = 100) -> None:
+    """Refuses a tokenizer that turns most of its own words of a script into [UNK]: loaded from a
+    folder without its tokenizer files, transformers builds one of special tokens only, and from a
+    vocab.txt without tokenizer_config.json a lower-casing, accent-stripping BERT tokenizer, which
+    breaks Hangul syllables into jamo a Korean (or multilingual) vocabulary does not hold. Either
+    way the sentences of that script would encode alike, and train, without an error. Each script
+    (of a sample of about 3000 words) is probed apart: in a multilingual vocabulary Hangul is a
+    fifth of the words."""
     if tokenizer.unk_token_id is None:  # byte-level BPE: every text has tokens
         return
     special = set(tokenizer.all_special_tokens)
@@ -175,13 +178,18 @@ def _check_reads_its_vocabulary(tokenizer: PreTrainedTokenizerBase, path: Path, 
     if not words:
         raise DataError(f"text encoder {path}: its tokenizer holds no word, only {len(special)} special tokens "
                         "(tokenizer.json or vocab.txt and tokenizer_config.json missing?)")  # fmt: skip
-    sample = words[:: max(1, len(words) // probes)]
-    ids = tokenizer(sample, add_special_tokens=False)["input_ids"]
-    unknown = sum(tokenizer.unk_token_id in word for word in ids)
-    if unknown > len(sample) / 2:
-        raise DataError(f"text encoder {path}: its tokenizer reads {unknown} of {len(sample)} of its own words as "
-                        f"{tokenizer.unk_token} (e.g. {sample[0]!r} -> {tokenizer.tokenize(sample[0])}): its "
-                        "tokenizer_config.json (lower-casing, accent stripping) is missing or wrong")  # fmt: skip
+    scripts: dict[str, list[str]] = {}
+    for word in words[:: max(1, len(words) // 3000)]:
+        scripts.setdefault(unicodedata.name(word[0], "?").split()[0], []).append(word)
+    for script, sample in scripts.items():
+        sample = sample[:: max(1, len(sample) // per_script)]
+        unknown = [word for word, ids in zip(sample, tokenizer(sample, add_special_tokens=False)["input_ids"])
+                   if tokenizer.unk_token_id in ids]  # fmt: skip
+        if len(sample) >= min(20, len(words) // 2) and len(unknown) > len(sample) / 2:
+            raise DataError(f"text encoder {path}: its tokenizer reads {len(unknown)} of {len(sample)} of its own "
+                            f"{script.lower()} words as {tokenizer.unk_token} (e.g. {unknown[0]!r} -> "
+                            f"{tokenizer.tokenize(unknown[0])}): its tokenizer_config.json (lower-casing, accent "
+                            "stripping) is missing or wrong")  # fmt: skip
 
 
 def _load_legacy(path: Path, model_class) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, LoadReport]:

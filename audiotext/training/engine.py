@@ -259,8 +259,12 @@ class Engine:
         except RuntimeError as err:
             if not (self.processes.several and is_lost_process(err)):
                 raise
-            saved = (f"the last checkpoint, {checkpoint}, resumes the job (--resume)"
-                     if checkpoint is not None and checkpoint.is_file() else "nothing was saved yet")  # fmt: skip
+            if checkpoint is None:
+                saved = "nothing was saved"
+            elif checkpoint.is_file():
+                saved = f"the last checkpoint, {checkpoint}, resumes the job (--resume)"
+            else:  # killed before the first checkpoint (on this machine: the main process writes it)
+                saved = f"no checkpoint at {checkpoint} yet"
             raise process_lost(err, saved) from None
 
     def _fit(self, model, optimizer, batches, loss, row_weights, evaluate, on_best, on_epoch, epoch_log, restore_best,
@@ -403,11 +407,11 @@ class Engine:
             changed = sorted(k for k, v in self._resumable_settings().items() if state["settings"].get(k) != v)
             raise TrainingStateError(f"{path}: saved with other training settings ({', '.join(changed)} differ)")
         saved = state.get("data", {})
-        if saved.get("run") != data["run"]:
-            # The run folder's config.json, edited since (the command line is checked against it), say.
-            changed = first_difference(saved.get("run"), data["run"]) if saved.get("run") else "no settings recorded (an earlier audiotext)"
-            raise TrainingStateError(f"{path}: saved by a run with {changed}: resume with the settings it was saved "
-                                     "with, or start it again")  # fmt: skip
+        # The run folder's config.json, edited since (the command line is checked against it), say. A
+        # state saved before states recorded their settings is let through on that check alone.
+        if "run" in saved and saved["run"] != data["run"]:
+            raise TrainingStateError(f"{path}: saved by a run with {first_difference(saved['run'], data['run'])}: "
+                                     "resume with the settings it was saved with, or start it again")  # fmt: skip
         if saved.get("batches_per_epoch") != data["batches_per_epoch"]:
             raise TrainingStateError(f"{path}: saved with {saved.get('batches_per_epoch')} batches per epoch, the data "
                                      f"now gives {data['batches_per_epoch']}: the training data changed")  # fmt: skip

@@ -92,9 +92,9 @@ def _train_in(folder: Path, cfg: RunConfig, settings: dict, run_dir: Path, main:
     dev_data = load_encoded(cfg, "dev", text_encoder, cache, progress and main)
     if cache is not None and main:
         wait_for_all()
-    data_digest = f"train {train_data.fingerprint()}, dev {dev_data.fingerprint()}"
     # The same path may hold another corpus on another machine of the job.
-    require_same_in_every_process(data_digest, "training and dev data")
+    require_same_in_every_process([data.fingerprint(values=False) for data in (train_data, dev_data)],
+                                  "training and dev data")  # fmt: skip
     model = build_model(cfg.model, dims)
     if train_data.audio is not None:
         model.audio_norm.set(*train_data.audio.mean_std())
@@ -119,7 +119,7 @@ def _train_in(folder: Path, cfg: RunConfig, settings: dict, run_dir: Path, main:
         checkpoint=folder / RESUME_FILE,
         data_order=batch_order(train_loader),
         # dev too: the best epoch is chosen across every epoch's dev figures, which must be of one dev set.
-        data_digest=data_digest,
+        data_digest=f"train {train_data.fingerprint()}, dev {dev_data.fingerprint()}",
         run_settings=settings,
     )
     best = fit.best

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import glob
 import json
 import os
 import re
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -87,25 +87,46 @@ def claimed_run_folder(run_dir: Path, cfg: RunConfig, resume: bool = False, over
     """`claim_run_folder`, held for the caller until it leaves the block: a second training into
     `run_dir` meanwhile is refused (both would have run, one's config.json beside the other's
     weights). The hold is an advisory lock on `.NAME.lock` beside the folder, which the system
-    releases when the process ends, however it ends."""
+    releases when the process ends, however it ends; the file goes when the hold does."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     lock = run_dir.parent / f".{run_dir.name}.lock"
-    with open(lock, "a+", encoding="utf-8") as held:
-        try:
-            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            held.seek(0)
-            raise FileExistsError(f"{run_dir}: another training is writing this run now (process {held.read().strip() or '?'}); "
-                                  "wait for it to end, or choose another --name") from None  # fmt: skip
-        held.truncate(0)
-        held.write(str(os.getpid()))
-        held.flush()
+    with _locked(lock, run_dir):
         for folder in (run_dir, staging_folder(run_dir)):
             _remove_leftover_temporaries(folder)
         try:
             yield claim_run_folder(run_dir, cfg, resume=resume, overwrite=overwrite)
         finally:
             lock.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(lock: Path, run_dir: Path) -> Iterator[None]:
+    while True:
+        with open(lock, "a+", encoding="utf-8") as held:
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.seek(0)
+                raise FileExistsError(f"{run_dir}: another training is writing this run now (process "
+                                      f"{held.read().strip() or '?'}); wait for it to end, or train into another "
+                                      "folder") from None  # fmt: skip
+            except OSError as err:  # a file system without locks
+                warnings.warn(f"{run_dir}: cannot hold it while training ({err}): a second training into it "
+                              "would not be refused")  # fmt: skip
+                yield
+                return
+            # Its holder may have removed the file between our open and our lock: then we hold a
+            # lock on a file no one else can see, and must take the one at the path.
+            try:
+                current = os.stat(lock).st_ino == os.fstat(held.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                held.truncate(0)
+                held.write(str(os.getpid()))
+                held.flush()
+                yield
+                return
 
 
 def state_folder(out_dir: Path) -> Path:
@@ -167,8 +188,10 @@ def _finish_swap(run_dir: Path, staging: Path) -> None:
     aside, the finished new one not yet in its place (or in place, the old one not yet removed)."""
     if not run_dir.exists() and is_finished(staging):
         staging.rename(run_dir)
-    for old in run_dir.parent.glob(f".{glob.escape(run_dir.name)}.*.old"):
-        if run_dir.exists():
+    # Exactly `finish_run_folder`'s names: run "a" must not take run "a.b"'s ".a.b.<hex>.old".
+    moved_aside = re.compile(rf"\.{re.escape(run_dir.name)}\.[0-9a-f]{{32}}\.old")
+    for old in run_dir.parent.iterdir():
+        if run_dir.exists() and moved_aside.fullmatch(old.name):
             shutil.rmtree(old)
 
 
