@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from audiotext.cli import main
 from audiotext.config import RunConfig
 from audiotext.training.run_folder import claimed_run_folder
-from audiotext.training.state import TrainingStateError, load_state
+from audiotext.training.state import TrainingStateError, load_state, save_state
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--model", "audio", "--layers", "1", "--resample_rate", "8000", "--num_epochs", "3", "--quiet"]
@@ -190,6 +190,15 @@ def test_a_resume_refuses_a_config_json_edited_since_the_run_stopped(demo_corpus
     config.write_text(json.dumps(edited), encoding="utf-8")
     code, printed = cli_error(*train_args(demo_corpus, tmp_path, "run", "--resume", "--lr", "0.01"))
     assert code == 1 and "resume.safetensors: saved by a run with train.lr = 0.001 (now 0.01)" in printed, printed
+
+    # A state saved before states recorded their settings resumes on the config.json check alone.
+    state = load_state(tmp_path / "run" / "resume.safetensors")
+    del state["data"]["run"]
+    save_state(tmp_path / "run" / "resume.safetensors", state)
+    edited["train"]["lr"] = 0.001
+    config.write_text(json.dumps(edited), encoding="utf-8")
+    main(train_args(demo_corpus, tmp_path, "run", "--resume"))
+    assert (tmp_path / "run" / "finished.json").is_file()
 
 
 def test_a_second_training_into_a_run_folder_being_written_is_refused(demo_corpus, tmp_path, cli_error):
