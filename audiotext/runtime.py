@@ -22,7 +22,6 @@ import torch
 import torch.distributed as dist
 
 from audiotext.errors import ProcessLost, SettingError
-from audiotext.io import first_difference
 
 T = TypeVar("T")
 
@@ -159,22 +158,14 @@ def on_main(make: Callable[[], T]) -> T:
     return result
 
 
-def require_same_in_every_process(value: object, what: str) -> None:
-    """Refuses a job whose processes hold different `value`s (JSON values): started with another
-    command, or reading another corpus at the same path, on another machine. Unchecked, they train
-    copies of the model that drift apart (or wait for each other for ever), with no error."""
+def everyones(value: T) -> list[T]:
+    """`value` of every process, in rank order ([value] alone)."""
     share = processes()
     if not share.several:
-        return
-    everyone: list[object] = [None] * share.world_size
+        return [value]
+    everyone: list[T] = [value] * share.world_size
     dist.all_gather_object(everyone, value)
-    other = next((rank for rank, theirs in enumerate(everyone) if theirs != everyone[0]), None)
-    if other is not None:
-        error = SettingError(f"process {other} of this job was started with other {what} than process 0: "
-                             f"{first_difference(everyone[0], everyone[other]).removeprefix(' = ')} ('now': process "
-                             f"{other}'s); start every process with the same command and data")  # fmt: skip
-        error.replicated = not share.is_main  # every process raises it; the main one reports it
-        raise error
+    return everyone
 
 
 def gathered_in_order(mine: Sequence[T]) -> list[T]:

@@ -22,10 +22,10 @@ from audiotext.features.cache import FeatureCache
 from audiotext.features.ngrams import NGRAMS_FILE
 from audiotext.features.text import TextEncoder
 from audiotext.inference.predict import forward
-from audiotext.io import atomic_path
+from audiotext.io import atomic_path, first_difference
 from audiotext.models.checkpoint import EPOCH_LOG, RESUME_FILE, save_config, save_weights
 from audiotext.models.classifiers import Dims, OnStreams, build_model
-from audiotext.runtime import join_processes, on_main, require_same_in_every_process, wait_for_all
+from audiotext.runtime import everyones, join_processes, on_main, processes, wait_for_all
 from audiotext.training.engine import Engine, EngineSettings
 from audiotext.training.run_folder import claimed_run_folder, finish_run_folder, without_resumable_changes
 
@@ -53,7 +53,7 @@ def train(
     # Under torchrun every process trains; the main one alone claims and writes the run folder.
     main = join_processes(cfg.train.no_cuda).is_main
     settings = without_resumable_changes(cfg.to_dict())
-    require_same_in_every_process({"settings": settings, "resume": resume, "overwrite": overwrite}, "settings")
+    _require_same_in_every_process({"settings": settings, "resume": resume, "overwrite": overwrite}, "settings")
     with contextlib.ExitStack() as writing:
         # Held until the run is finished (or stops): a second training into the folder is refused.
         folder = on_main(lambda: writing.enter_context(claimed_run_folder(run_dir, cfg, resume, overwrite)))
@@ -93,7 +93,7 @@ def _train_in(folder: Path, cfg: RunConfig, settings: dict, run_dir: Path, main:
     if cache is not None and main:
         wait_for_all()
     # The same path may hold another corpus on another machine of the job.
-    require_same_in_every_process([data.fingerprint(values=False) for data in (train_data, dev_data)],
+    _require_same_in_every_process([data.fingerprint(values=False) for data in (train_data, dev_data)],
                                   "training and dev data")  # fmt: skip
     model = build_model(cfg.model, dims)
     if train_data.audio is not None:
@@ -140,6 +140,20 @@ def _train_in(folder: Path, cfg: RunConfig, settings: dict, run_dir: Path, main:
         if results_csv is not None:
             _append_result(Path(results_csv), cfg, summary)
     return summary
+
+
+def _require_same_in_every_process(value: object, what: str) -> None:
+    """Refuses a job whose processes hold different `value`s (JSON values): started with another
+    command, or reading another corpus at the same path, on another machine. Unchecked, they train
+    copies of the model that drift apart (or wait for each other for ever), with no error."""
+    everyone = everyones(value)
+    other = next((rank for rank, theirs in enumerate(everyone) if theirs != everyone[0]), None)
+    if other is not None:
+        error = SettingError(f"process {other} of this job was started with other {what} than process 0: "
+                             f"{first_difference(everyone[0], everyone[other]).removeprefix(' = ')} ('now': process "
+                             f"{other}'s); start every process with the same command and data")  # fmt: skip
+        error.replicated = not processes().is_main  # every process raises it; the main one reports it
+        raise error
 
 
 def _class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:

@@ -87,7 +87,8 @@ def claimed_run_folder(run_dir: Path, cfg: RunConfig, resume: bool = False, over
     """`claim_run_folder`, held for the caller until it leaves the block: a second training into
     `run_dir` meanwhile is refused (both would have run, one's config.json beside the other's
     weights). The hold is an advisory lock on `.NAME.lock` beside the folder, which the system
-    releases when the process ends, however it ends; the file goes when the hold does."""
+    releases when the process ends, however it ends (the file is removed when the block ends; left
+    by a killed process, it holds nothing)."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     lock = run_dir.parent / f".{run_dir.name}.lock"
     with _locked(lock, run_dir):
