@@ -305,26 +305,24 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_test(args: argparse.Namespace) -> None:
     from audiotext.evaluation.evaluate import evaluate
     from audiotext.evaluation.metrics import format_results_table
-    from audiotext.data.manifest import require_split
     from audiotext.evaluation.report import write_run_report
     from audiotext.inference.export import is_model_folder
+    from audiotext.inference.recognizer import check_batch_size
     from audiotext.models.checkpoint import load_config
 
     run_dir = Path(args.run_dir) if args.run_dir else run_dir_of(args)
     if is_model_folder(run_dir) and not args.eval_dir:  # its files are checked against its digests
         raise SettingError(f"--run_dir {run_dir} is a model folder (audiotext export), where nothing may be "
                            "added: give --eval_dir for the results")  # fmt: skip
+    if args.eval_dir and any(is_model_folder(folder) for folder in (Path(args.eval_dir), *Path(args.eval_dir).resolve().parents)):
+        raise SettingError(f"--eval_dir {args.eval_dir} lies in a model folder (audiotext export), where nothing may "
+                           "be added (it would no longer load): write the results elsewhere")  # fmt: skip
+    check_batch_size(args.batch_size, "--batch_size")
     cfg = load_config(run_dir)[0]
     for flag, implied in (("do_audio", "audio"), ("do_text", "text")):
         if getattr(args, flag) and cfg.model.modality != implied:
             raise SettingError(f"--{flag}: {run_dir} holds the {cfg.model.modality!r} model, not the {implied}-only one")
-    for split in args.split:  # every split is found before the first is tested and its results written
-        require_split(args.data_path or cfg.data_path, split)
-    named = [Path(split).stem for split in args.split]  # each one's results go to eval/<name>
-    if len(set(named)) < len(named):
-        twice = sorted({name for name in named if named.count(name) > 1})
-        raise SettingError(f"--split: {named.count(twice[0])} splits named {twice[0]!r} would be written to one "
-                           f"folder, the last over the others: test them one at a time, each with its own --eval_dir")  # fmt: skip
+    check_splits(args.data_path or cfg.data_path, args.split)
     rows, cache = [], feature_cache_of(args)
     for split in args.split:
         out_dir = Path(args.eval_dir) / Path(split).stem if args.eval_dir else None
@@ -334,6 +332,20 @@ def cmd_test(args: argparse.Namespace) -> None:
     if not is_model_folder(run_dir):
         write_run_report(run_dir)  # once, with every split tested
     print(format_results_table(rows, rows[0]["metrics"]["labels"]))
+
+
+def check_splits(data_path: str | Path, splits: list[str]) -> None:
+    """Finds every split before the first is tested and its results written, and refuses two that
+    would write one folder (eval/<name>), the last over the others."""
+    from audiotext.data.manifest import require_split
+
+    for split in splits:
+        require_split(data_path, split)
+    named = [Path(split).stem for split in splits]
+    if len(set(named)) < len(named):
+        twice = sorted({name for name in named if named.count(name) > 1})
+        raise SettingError(f"--split: {named.count(twice[0])} splits named {twice[0]!r} would be written to one "
+                           f"folder, the last over the others: test them one at a time, each with its own --eval_dir")  # fmt: skip
 
 
 def cmd_demo_corpus(args: argparse.Namespace) -> None:
@@ -455,6 +467,7 @@ def cmd_text_test(args: argparse.Namespace) -> None:
     from audiotext.evaluation.evaluate import evaluate_text_classifier
     from audiotext.evaluation.metrics import format_results_table
 
+    check_splits(args.data_path, args.split)
     rows = []
     for split in args.split:
         out_dir = Path(args.eval_dir or Path(args.model) / "eval") / Path(split).stem

@@ -362,6 +362,9 @@ def test_test_finds_every_split_first_and_leaves_model_folders_alone(trained_run
                               tmp_path / "other" / "test.pkl", "--quiet")  # fmt: skip
     assert code == 2 and "--split: 2 splits named 'test' would be written to one folder" in printed
     assert not (run / "eval").exists()
+    code, printed = cli_error("text", "test", "--model", tmp_path / "classifier", "--data_path", demo_corpus, "--split",
+                              "test", tmp_path / "other" / "test.pkl")  # fmt: skip
+    assert code == 2 and "--split: 2 splits named 'test' would be written to one folder" in printed  # text test too
     main(["test", "--run_dir", str(run), "--split", str(tmp_path / "other" / "test.pkl"), "--quiet"])
     tested = json.loads((run / "eval" / "test" / "metrics.json").read_text(encoding="utf-8"))
     assert Path(tested["data"]) == tmp_path / "other" / "test.pkl"  # the file tested, not the run's data

@@ -141,6 +141,36 @@ def test_feature_workers_change_nothing_but_where_features_are_computed(model_fo
     assert not multiprocessing.active_children()
 
 
+def test_a_model_card_and_report_show_only_the_runs_own_test_figures(trained_runs, model_folders, demo_corpus, tmp_path, cli_error):
+    # Another run tested into this one's eval/ (--eval_dir), or a run folder copied: its figures were shown as this run's.
+    run = shutil.copytree(trained_runs["linear"], tmp_path / "linear")
+    test = ["test", "--data_path", str(demo_corpus), "--quiet", "--no_feature_cache"]
+    main([*test, "--run_dir", str(trained_runs["audio"]), "--eval_dir", str(run / "eval")])
+    with pytest.warns(UserWarning, match=r"eval/test/metrics.json holds figures of other weights or labels than the run"):
+        card = (export_model(run, tmp_path / "model") / MODEL_CARD).read_text(encoding="utf-8")
+    assert "The run was not tested before export: no figures." in card and "- Audio:" in card
+
+    # The training split is marked as such; a split without some classes is warned about.
+    main([*test, "--run_dir", str(run), "--split", "train"])
+    card = (export_model(run, tmp_path / "model2") / MODEL_CARD).read_text(encoding="utf-8")
+    assert "### train (the training data, not held out) (" in card
+    frame = pd.read_pickle(demo_corpus / "test.pkl")  # our own corpus file
+    frame[frame["Emotion"] == frame["Emotion"].iloc[0]].to_pickle(tmp_path / "one.pkl")
+    with pytest.warns(UserWarning, match=r"one: no clip of .*: each counts as F1 0 in macro-F1, the mean over all 7"):
+        main([*test, "--run_dir", str(run), "--split", str(tmp_path / "one.pkl"), "--eval_dir", str(tmp_path / "one")])
+    text_card = (model_folders["text"] / MODEL_CARD).read_text(encoding="utf-8")
+    assert "- Audio:" not in text_card and "- Text:" in text_card  # a text-only model reads no audio
+
+    (run / "eval" / "train" / "metrics.json").write_text('{"n": 3}', encoding="utf-8")
+    code, printed = cli_error("export", run, "--out", tmp_path / "model3")
+    assert code == 1 and printed == f"error: {run / 'eval' / 'train' / 'metrics.json'}: not the figures of a test (no accuracy, macro_f1, weighted_f1, labels, confusion_matrix, per_class)\n"
+
+    code, printed = cli_error(*test, "--run_dir", model_folders["mult"], "--eval_dir", model_folders["mult"] / "eval")
+    assert code == 2 and "lies in a model folder (audiotext export), where nothing may be added" in printed
+    code, printed = cli_error(*test, "--run_dir", run, "--batch_size", "0")
+    assert code == 2 and printed == "error: --batch_size must be at least 1, got 0\n"
+
+
 def test_model_folder_stands_alone_and_describes_itself(model_folders, trained_runs, tmp_path):
     folder = model_folders["mult"]
     moved = shutil.copytree(folder, tmp_path / "elsewhere")

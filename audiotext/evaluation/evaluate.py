@@ -3,6 +3,7 @@ for a run folder (`evaluate`) and for a fine-tuned text classifier (`evaluate_te
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -18,10 +19,9 @@ from audiotext.features.cache import FeatureCache
 from audiotext.features.encoders import save_directory
 from audiotext.inference.predict import predict, predict_sentences, probability_columns
 from audiotext.io import write_json
-from audiotext.models.checkpoint import CONFIG_FILE, load_run, load_text_classifier
+from audiotext.models.checkpoint import CONFIG_FILE, METRICS_FILE, load_run, load_text_classifier, weights_digest
 from audiotext.runtime import select_device
 
-METRICS_FILE = "metrics.json"
 
 
 def evaluate(
@@ -57,12 +57,17 @@ def evaluate(
     predicted = logits.argmax(-1)
 
     split_name = Path(split).stem
+    absent = [label for i, label in enumerate(cfg.labels) if not (targets == i).any()]
+    if absent:  # macro-F1 is the mean over the model's classes, a class without a clip at F1 0
+        warnings.warn(f"{split_name}: no clip of {', '.join(absent)}: each counts as F1 0 in macro-F1, the mean "
+                      f"over all {len(cfg.labels)} classes")  # fmt: skip
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "eval" / split_name
     return write_evaluation(
         out_dir, targets.tolist(), predicted.tolist(), cfg.labels, title=f"{cfg.name} · {split_name}",
-        probabilities=logits.softmax(-1), run_dir=str(run_dir), split=split_name, modality=cfg.model.modality,
+        probabilities=logits.softmax(-1), run_dir=str(Path(run_dir).resolve()), split=split_name,
+        modality=cfg.model.modality, weights=weights_digest(Path(run_dir)), best_so_far=best_so_far,
         # What was tested, which need not be what the run trained on: a split file of its own, or the data's split.
-        data=str(split) if is_manifest(split) or str(split).endswith(".pkl") else str(cfg.data_path),
+        data=str(Path(split if is_manifest(split) or str(split).endswith(".pkl") else cfg.data_path).resolve()),
     )  # fmt: skip
 
 
@@ -121,5 +126,5 @@ def evaluate_text_classifier(
     return write_evaluation(
         out_dir, split.labels.tolist(), predicted.tolist(), labels, title=f"{Path(model_dir).name} · {split.name}",
         extra_columns={"sentence": split.sentences}, probabilities=logits.softmax(-1),
-        model_dir=str(model_dir), split=split.name, modality="text (fine-tuned)",
+        model_dir=str(Path(model_dir).resolve()), split=split.name, modality="text (fine-tuned)", data=str(split.path.resolve()),
     )  # fmt: skip

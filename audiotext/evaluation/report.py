@@ -11,7 +11,6 @@ import base64
 import csv
 import html
 import io
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +18,7 @@ from fontTools import subset
 
 from audiotext.evaluation.plots import confusion_pair_png, learning_curves_png, per_class_f1_png
 from audiotext.io import atomic_path
-from audiotext.models.checkpoint import EPOCH_LOG, load_config
+from audiotext.models.checkpoint import EPOCH_LOG, load_config, tested_as, tested_splits
 from audiotext.resources import korean_web_font
 
 REPORT_FILE = "report.html"
@@ -100,15 +99,13 @@ def write_run_report(run_dir: str | Path) -> Path:
     ]
     if (run_dir / EPOCH_LOG).is_file():
         sections += ["<h2>Learning curves</h2>", image(learning_curves_png(read_epoch_log(run_dir / EPOCH_LOG), cfg.name), "learning curves")]
-    evaluations = {
-        path.parent.name: json.loads(path.read_text(encoding="utf-8"))
-        for path in sorted((run_dir / "eval").glob("*/metrics.json"))
-    }
+    evaluations = tested_splits(run_dir, cfg)
     if evaluations:
         sections += [
             "<h2>Test figures</h2>",
             table(["split", "of", "n", "accuracy", "macro-F1", "weighted-F1"],
-                  [[split, m.get("data", "?"), m["n"], *(f"{100 * m[k]:.2f}" for k in ("accuracy", "macro_f1", "weighted_f1"))]
+                  [[tested_as(split, m, cfg), m.get("data", "?"), m["n"],
+                    *(f"{100 * m[k]:.2f}" for k in ("accuracy", "macro_f1", "weighted_f1"))]
                    for split, m in evaluations.items()]),  # fmt: skip
             image(per_class_f1_png({split: {label: m["per_class"][label]["f1"] for label in cfg.labels}
                                     for split, m in evaluations.items()}, cfg.labels, "F1 per class"), "per-class F1"),  # fmt: skip

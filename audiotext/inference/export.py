@@ -37,7 +37,7 @@ from audiotext.features.text import default_encoder_path
 from audiotext.io import file_digest, write_json
 from audiotext.inference.onnx_graph import ONNX_FILE, export_onnx
 from audiotext.models.checkpoint import (
-    CONFIG_FILE, FINISHED_FILE, CheckpointError, load_config, load_run, save_config, save_weights,
+    CONFIG_FILE, FINISHED_FILE, CheckpointError, load_config, load_run, save_config, save_weights, tested_as, tested_splits,
 )  # fmt: skip
 
 FOLDER_INFO = "audiotext.json"
@@ -172,10 +172,11 @@ def model_card(run_dir: Path, cfg: RunConfig) -> str:
         "",
         "## Inputs",
         "",
-        f"- Audio: any file PyAV decodes, or samples with their rate; mono or mixed down; resampled to "
-        f"{cfg.audio.resample_rate} Hz; {audio} per frame, the first {cfg.audio.max_len_for_audio} frames "
-        f"({cfg.audio.max_len_for_audio * cfg.audio.n_fft_size // 2 / cfg.audio.resample_rate:.1f} s).",
     ]
+    if cfg.model.modality != "text":  # a text-only model reads no audio feature
+        lines.append(f"- Audio: any file PyAV decodes, or samples with their rate; mono or mixed down; resampled to "
+                     f"{cfg.audio.resample_rate} Hz; {audio} per frame, the first {cfg.audio.max_len_for_audio} frames "
+                     f"({cfg.audio.max_len_for_audio * cfg.audio.n_fft_size // 2 / cfg.audio.resample_rate:.1f} s).")  # fmt: skip
     if cfg.model.modality != "audio":
         lines.append(f"- Text: what is said, read as {text}; with the `asr` extra a clip without a "
                      "transcript is transcribed offline by Vosk.")  # fmt: skip
@@ -190,13 +191,12 @@ def model_card(run_dir: Path, cfg: RunConfig) -> str:
         "## Test figures",
         "",
     ]  # fmt: skip
-    tested = sorted((run_dir / "eval").glob("*/metrics.json"))
+    tested = tested_splits(run_dir, cfg)
     if not tested:
         lines.append("The run was not tested before export: no figures.")
-    for path in tested:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
+    for split, metrics in tested.items():
         lines += [
-            f"### {path.parent.name} ({metrics['n']} clips of `{metrics.get('data', 'the data it was tested on')}`)",
+            f"### {tested_as(split, metrics, cfg)} ({metrics['n']} clips of `{metrics.get('data', 'the data it was tested on')}`)",
             "",
             f"accuracy {100 * metrics['accuracy']:.2f} · macro-F1 {100 * metrics['macro_f1']:.2f} · "
             f"weighted-F1 {100 * metrics['weighted_f1']:.2f}",

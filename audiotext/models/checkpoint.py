@@ -92,6 +92,47 @@ def encoder_folder(run_dir: Path, encoder: str) -> Path:
     return Path(encoder)
 
 
+METRICS_FILE = "metrics.json"  # what `audiotext test` writes in eval/<split>/ of a run
+_METRICS_KEYS = ("n", "accuracy", "macro_f1", "weighted_f1", "labels", "confusion_matrix", "per_class")
+
+
+def weights_digest(run_dir: Path) -> str:
+    """Hex digest of the run's weights file: what `audiotext test` tested, recorded in metrics.json."""
+    return file_digest(run_dir / WEIGHTS_FILE).hex()
+
+
+def tested_splits(run_dir: Path, cfg: RunConfig) -> dict[str, dict]:
+    """{split: metrics} of the run's eval/<split>/metrics.json, each checked: figures of other weights
+    (a run folder copied, or another run tested into this one's eval/ with --eval_dir) or of other
+    labels are left out with a warning, never shown as this run's."""
+    tested, mine = {}, weights_digest(run_dir) if (run_dir / WEIGHTS_FILE).is_file() else None
+    for path in sorted((run_dir / "eval").glob(f"*/{METRICS_FILE}")):
+        try:
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: not readable as the figures of a test ({err})") from None
+        missing = [key for key in _METRICS_KEYS if not isinstance(metrics, dict) or key not in metrics]
+        if missing:
+            raise DataError(f"{path}: not the figures of a test (no {', '.join(missing)})")
+        # Tested before metrics.json recorded the weights: taken on its labels alone.
+        if metrics.get("weights", mine) != mine or metrics["labels"] != list(cfg.labels):
+            warnings.warn(f"{path} holds figures of other weights or labels than the run {run_dir}'s: left out")
+            continue
+        tested[path.parent.name] = metrics
+    return tested
+
+
+def tested_as(split: str, metrics: dict, cfg: RunConfig) -> str:
+    """How a report names a tested split: its name, marked where its figures are no test's (the
+    run's own training split; an unfinished run's best epoch so far)."""
+    marks = []
+    if split == "train" and Path(metrics.get("data", "")).resolve() == Path(cfg.data_path).resolve():
+        marks.append("the training data, not held out")
+    if metrics.get("best_so_far"):
+        marks.append("an unfinished run's best epoch so far")
+    return split + (f" ({'; '.join(marks)})" if marks else "")
+
+
 def save_config(run_dir: str | Path, cfg: RunConfig, dims: Dims) -> None:
     write_json(Path(run_dir) / CONFIG_FILE, {**cfg.to_dict(), "dims": dataclasses.asdict(dims)})
 
