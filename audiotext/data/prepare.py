@@ -28,8 +28,8 @@ from __future__ import annotations
 import bisect
 import csv
 import hashlib
-import math
 import json
+import math
 import os
 import re
 import shutil
@@ -366,8 +366,7 @@ class _Segments:
     overlaps one of them is a look at its two neighbours (a long recording can hold thousands)."""
 
     def __init__(self) -> None:
-        self.starts: list[float] = []
-        self.spans: list[tuple[float, float, object]] = []  # (start, end, clip), seconds
+        self.spans: list[tuple[float, float, object]] = []  # (start, end, clip), seconds, by start
 
     @staticmethod
     def span(clip) -> tuple[float, float]:
@@ -382,7 +381,7 @@ class _Segments:
     def overlapping(self, clip):
         """A kept clip whose segment shares time with `clip`'s (touching ends share none), or None."""
         start, end = self.span(clip)
-        i = bisect.bisect_right(self.starts, start)
+        i = bisect.bisect_right(self.spans, start, key=lambda span: span[0])
         if i and self.spans[i - 1][1] > start:
             return self.spans[i - 1][2]
         if i < len(self.spans) and self.spans[i][0] < end:
@@ -390,10 +389,7 @@ class _Segments:
         return None
 
     def add(self, clip) -> None:
-        start, end = self.span(clip)
-        i = bisect.bisect_right(self.starts, start)
-        self.starts.insert(i, start)
-        self.spans.insert(i, (start, end, clip))
+        bisect.insort_right(self.spans, (*self.span(clip), clip), key=lambda span: span[0])
 
 
 def _segments_of(kept: dict[str, _Segments], clip) -> _Segments:
