@@ -81,8 +81,13 @@ def test_a_run_killed_at_a_random_step_resumes_to_the_uninterrupted_run(demo_cor
     process.wait()
     print(f"killed at or after epoch {epoch}, step {step} of {per_epoch} (aimed at overall step {target})")
     assert not (tmp_path / "run" / "finished.json").exists()
+    # The epoch under way had trained for a while (read as 1000 s) before the kill: its logged time counts it.
+    state = tmp_path / "run" / "resume.safetensors"
+    saved = load_state(state)
+    save_state(state, saved | {"seconds": 1000.0})
 
     main(train_args(demo_corpus, tmp_path, "run", "--resume"))
+    assert pd.read_csv(tmp_path / "run" / "epochs.csv")["seconds"][saved["epoch"] - 1] > 1000
     main(["test", "--data_path", str(demo_corpus), "--output_dir", str(tmp_path), "--name", "run", "--quiet"])
     same_run(uninterrupted, tmp_path / "run")
     assert not (tmp_path / "run" / "resume.safetensors").exists()

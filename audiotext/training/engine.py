@@ -113,6 +113,7 @@ class _Progress:
     average: dict[str, torch.Tensor]  # the moving average of the floating-point weights (ema); {} when off
     data_order: torch.Tensor | None = None  # the batch-order generator's state when the epoch began
     rng: dict | None = None  # the global generators' states at the checkpoint
+    seconds: float = 0.0  # how long the epoch in progress had trained when the checkpoint was saved
 
 
 def _rng_states() -> dict:
@@ -298,7 +299,7 @@ class Engine:
             for epoch in range(progress.epoch, s.epochs + 1):
                 if self._stops_early(result, epoch - 1):
                     break
-                started = time.perf_counter()
+                started = time.perf_counter() - progress.seconds  # a resumed epoch counts its time before the break
                 model.train()
                 if data_order is not None and not resumed:
                     progress.data_order = data_order.get_state()
@@ -329,6 +330,7 @@ class Engine:
                         bar.set_postfix(loss=f"{np.mean(progress.losses[-s.logging_steps:]):.4f}")
                     due = s.checkpoint_steps and progress.step % s.checkpoint_steps == 0 and progress.step < len(batches)
                     if checkpoint is not None and (due or stop):
+                        progress.seconds = time.perf_counter() - started
                         self._save(checkpoint, progress, model, optimizer, schedule, scaler, epoch, data)
                     if stop:
                         raise self._interrupted(_where(checkpoint, epoch, progress.step, len(batches)))
@@ -362,7 +364,7 @@ class Engine:
                         on_epoch(result.rows)
                     if s.progress:
                         tqdm.write(self._log_line(row, improved))
-                progress.step, progress.losses = 0, []
+                progress.step, progress.losses, progress.seconds = 0, [], 0.0
                 if data_order is not None:
                     progress.data_order = data_order.get_state()  # the next epoch's order starts here
                 if checkpoint is not None:
@@ -398,7 +400,7 @@ class Engine:
             "model": model.state_dict(), "best_state": progress.best_state, "average": progress.average,
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "scaler": scaler.state_dict() if scaler is not None else {},
-            "data_order": progress.data_order, "rng": rng,
+            "data_order": progress.data_order, "rng": rng, "seconds": progress.seconds,
         })  # fmt: skip
 
     def _resume(self, path: Path, model, optimizer, schedule, scaler, data_order, data: dict) -> _Progress:
@@ -441,7 +443,7 @@ class Engine:
         return _Progress(epoch=state["epoch"], step=state["step"], losses=state["losses"],
                          result=FitResult(best=state["best"], rows=state["rows"]), best_state=state["best_state"],
                          average={k: v.to(self.device) for k, v in state["average"].items()}, data_order=state["data_order"],
-                         rng=state["rng"][share.rank % saved_by])  # fmt: skip
+                         rng=state["rng"][share.rank % saved_by], seconds=state.get("seconds", 0.0))  # fmt: skip
 
     def _resumable_settings(self) -> dict:
         """The settings a resumed fit must share with the one that saved the state (not how it reports)."""
