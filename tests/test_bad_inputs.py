@@ -112,6 +112,16 @@ def test_a_rerun_of_prepare_decodes_a_file_changed_since_again(clips, tmp_path):
     assert np.array_equal(sf.read(tmp_path / "out" / first, dtype="int16")[0], clips[5])  # not the old clip
 
 
+def test_a_rerun_of_prepare_decodes_a_damaged_cached_clip_again(clips, tmp_path):
+    manifest = write_manifest(tmp_path, clips)
+    first = run_prepare(manifest, tmp_path / "out")["audio"][0]
+    (tmp_path / "out" / first).write_bytes(b"not a flac")  # a disk error, a copy that stopped (a traceback before)
+    prepared = run_prepare(manifest, tmp_path / "out")
+    source = int(re.match(r"audio/c(\d+)-", first)[1])
+    assert np.array_equal(sf.read(tmp_path / "out" / first, dtype="int16")[0], clips[source])
+    assert len(prepared) == len(clips)
+
+
 def test_a_label_typo_is_refused_and_a_decomposed_label_is_the_same_class(clips, tmp_path, cli_error):
     typo = {"audio": "c0.wav", "text": "x", "label": "행보", "speaker": "s0", "start": "0", "end": "0.5"}
     code, printed = prepare(cli_error, write_manifest(tmp_path, clips, [typo]), tmp_path / "out")

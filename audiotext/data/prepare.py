@@ -302,7 +302,7 @@ def _prepare(
             reason = f"unknown label {clip.label!r} (known: {', '.join(labels)})"
         elif clip.key in first_of_key:
             reason = f"the same file and segment as {_named(first_of_key[clip.key])}"
-        elif cached.exists() and sf.info(cached).samplerate == sample_rate:
+        elif _cached_rate(cached) == sample_rate:
             n_cached, reason = n_cached + 1, None
         else:
             reason = _extract(clip, cached, sample_rate)
@@ -398,6 +398,15 @@ def _segments_of(kept: dict[str, _Segments], clip) -> _Segments:
 
 def _named(clip) -> str:
     return f"row {clip.row} ({clip.audio_path})" if clip.row else clip.audio_path
+
+
+def _cached_rate(cached: Path) -> int | None:
+    """The sample rate of a clip in the cache; None when it is not there or cannot be read (damaged
+    since: it is decoded again, as a missing one is)."""
+    try:
+        return sf.info(cached).samplerate
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return None
 
 
 def _extract(clip, cached: Path, sample_rate: int) -> str | None:
