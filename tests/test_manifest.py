@@ -129,6 +129,21 @@ def test_errors_name_manifest_row_and_column(tmp_path):
         load_manifest_split(_csv(tmp_path / "m6.csv", ["ok.wav,t,a"], header="audio,text,label"), "train", None, RATE)
 
 
+def test_a_column_named_twice_is_refused(tmp_path):
+    # pandas read the first of two label columns (the second became label.1), JSON the last key.
+    twice = _csv(tmp_path / "twice.csv", ["ok.wav,t,old,new,x"], header="audio,text,label,label,notes")
+    with pytest.raises(ManifestError, match=r"twice.csv: column\(s\) 'label' appear more than once in its header"):
+        load_manifest_split(twice, None, None, RATE)
+    (tmp_path / "twice.jsonl").write_text('{"audio": "ok.wav", "text": "t", "label": "old", "label": "new"}\n')
+    with pytest.raises(ManifestError, match=r"twice.jsonl: column\(s\) 'label' appear more than once in row 1"):
+        load_manifest_split(tmp_path / "twice.jsonl", None, None, RATE)
+    (tmp_path / "array.jsonl").write_text("[]\n")
+    with pytest.raises(ManifestError, match=r"array.jsonl: row 1 is not a JSON object"):
+        load_manifest_split(tmp_path / "array.jsonl", None, None, RATE)
+    notes = _csv(tmp_path / "notes.csv", ["ok.wav,t,a,x,y"], header="audio,text,label,notes,notes")  # a column not read
+    assert load_manifest_split(notes, None, None, RATE, with_audio=False).sentences == ["t"]
+
+
 @pytest.mark.parametrize("name, codec, frame_sync", [("a.flac", "flac", b"\xff\xf8"), ("a.mp3", "libmp3lame", b"\xff\xfb")])
 def test_a_file_cut_where_a_frame_starts_is_held_to_the_length_its_header_states(tmp_path, name, codec, frame_sync):
     write_media(tmp_path / name, _samples(1.0, 0, 44100), 44100, codec)

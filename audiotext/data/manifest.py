@@ -72,6 +72,9 @@ def read_manifest(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) 
             frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
             if not isinstance(frame.index, pd.RangeIndex):  # pandas takes a first column the header lacks as the index
                 raise ManifestError(f"{path}: the rows hold more fields than the header names ({', '.join(frame.columns)})")
+            # pandas renames a repeated column ("label", "label.1") and the first would be read unsaid.
+            header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False, encoding="utf-8")
+            _require_columns_once(list(header.iloc[0]), path, "in its header")
             rows = np.arange(1, len(frame) + 1)
         else:
             raise ManifestError(f"{path}: unknown manifest format {path.suffix!r} (expected .csv, .tsv or .jsonl)")
@@ -134,14 +137,24 @@ def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[int]]:
         if not line.strip():  # a blank line (a trailing one, say) holds no clip
             continue
         try:
-            row = json.loads(line)
+            pairs = json.loads(line, object_pairs_hook=tuple)  # an object's keys as written: a repeated one too
         except json.JSONDecodeError as err:
             raise ManifestError(f"{path}: row {number} is not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
+        if not isinstance(pairs, tuple):  # an array is a list
             raise ManifestError(f"{path}: row {number} is not a JSON object")
-        rows.append(row)
+        _require_columns_once([key for key, _ in pairs], path, f"in row {number}")
+        rows.append(dict(pairs))
         numbers.append(number)
     return pd.DataFrame(rows, dtype=object), numbers
+
+
+def _require_columns_once(names: list[str], path: Path, where: str) -> None:
+    """Refuses a column the manifest is read by named twice (two `label` columns, an old and a
+    corrected one): one of them would be read and the other ignored, unsaid."""
+    repeated = sorted({name for name in names if name in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) and names.count(name) > 1})
+    if repeated:
+        raise ManifestError(f"{path}: column(s) {', '.join(map(repr, repeated))} appear more than once {where}: "
+                            "keep one of each")  # fmt: skip
 
 
 def _seconds(value: object, path: Path, row: int, column: str) -> float:
