@@ -129,6 +129,14 @@ def test_errors_name_manifest_row_and_column(tmp_path):
         load_manifest_split(_csv(tmp_path / "m6.csv", ["ok.wav,t,a"], header="audio,text,label"), "train", None, RATE)
 
 
+def test_a_json_number_is_one_speaker_however_it_is_written(tmp_path):
+    # 1 and 1.0 are one JSON number (pandas writes an integer column that holds a NaN as 1.0): they
+    # were two speakers, and a speaker split could put one person in train and test.
+    lines = [{"audio": "a.wav", "text": "t", "label": "x", "speaker": speaker} for speaker in (1, 1.0, 2.0, 2)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert load_manifest_split(tmp_path / "m.jsonl", None, None, RATE, with_audio=False).speakers == [1, 1, 2, 2]
+
+
 def test_a_column_named_twice_is_refused(tmp_path):
     # pandas read the first of two label columns (the second became label.1), JSON the last key.
     twice = _csv(tmp_path / "twice.csv", ["ok.wav,t,old,new,x"], header="audio,text,label,label,notes")

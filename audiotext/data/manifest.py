@@ -99,8 +99,7 @@ def read_manifest(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) 
         _check_one_line_fields(frame, path)
     frame.insert(0, "row", rows)
     for column in REQUIRED_COLUMNS + tuple(c for c in ("speaker", "split") if c in frame.columns):
-        # None and NaN: a key absent from some JSON lines.
-        frame[column] = frame[column].map(lambda v: "" if v is None or v != v else str(v).strip())
+        frame[column] = frame[column].map(_field_text)
     # A label typed decomposed (NFD, as macOS file names are) is the same class as the composed one.
     frame["label"] = frame["label"].map(lambda label: unicodedata.normalize("NFC", label))
     for column in ("start", "end"):
@@ -114,6 +113,17 @@ def read_manifest(path: str | Path, required: Sequence[str] = REQUIRED_COLUMNS) 
             raise ManifestError(f"{path}: row {row}, column 'audio' is empty")
     frame["audio_path"] = [str(path.parent / audio) for audio in frame["audio"]]  # an absolute one wins
     return frame
+
+
+def _field_text(value: object) -> str:
+    """A field as text: None and NaN (a key absent from some JSON lines) are empty, and a JSON number
+    is written as JSON means it: speaker 1.0 (as pandas writes an integer column holding a NaN) is
+    speaker 1, not a name of its own that splits one speaker in two."""
+    if value is None or value != value:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
 
 
 def _check_one_line_fields(frame: pd.DataFrame, path: Path) -> None:
