@@ -122,6 +122,19 @@ def test_a_rerun_of_prepare_decodes_a_damaged_cached_clip_again(clips, tmp_path)
     assert len(prepared) == len(clips)
 
 
+def test_split_names_that_differ_only_in_case_are_refused(clips, tmp_path, cli_error):
+    from audiotext.data.manifest import ManifestError, load_manifest_split
+
+    table = pd.read_csv(write_manifest(tmp_path, clips))
+    table["split"] = ["train"] * 8 + ["dev", "test", "Test", "test"]  # Test.pkl was written beside test.pkl
+    table.to_csv(tmp_path / "cased.csv", index=False)
+    code, printed = prepare(cli_error, tmp_path / "cased.csv", tmp_path / "out", "--split-by", "manifest")
+    assert code == 1 and "cased.csv: row 11, column 'split' is 'Test', but row 10's is 'test'" in printed
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ManifestError, match="differ only in case"):  # a manifest trained on: its Test rows were left out
+        load_manifest_split(tmp_path / "cased.csv", "test", None, RATE, with_audio=False)
+
+
 def test_a_label_typo_is_refused_and_a_decomposed_label_is_the_same_class(clips, tmp_path, cli_error):
     typo = {"audio": "c0.wav", "text": "x", "label": "행보", "speaker": "s0", "start": "0", "end": "0.5"}
     code, printed = prepare(cli_error, write_manifest(tmp_path, clips, [typo]), tmp_path / "out")

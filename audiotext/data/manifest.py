@@ -219,11 +219,24 @@ def split_rows(frame: pd.DataFrame, path: Path, split: str, setting: str = "spli
     and the manifest's splits when there are none: a mistyped split would be an empty one."""
     if "split" not in frame.columns:
         raise ManifestError(f"{path}: asked for split {split!r} but the manifest has no 'split' column")
+    require_distinct_splits(frame, path)
     rows = frame[frame["split"] == split]
     if rows.empty:
         splits = ", ".join(map(repr, sorted(set(frame["split"]))))
         raise ManifestError(f"{path}: no rows with {setting} {split!r}; the manifest's splits are {splits}")
     return rows
+
+
+def require_distinct_splits(frame: pd.DataFrame, path: Path) -> None:
+    """Refuses split names that differ only in case ("test" and "Test"): the rows of one would be
+    left out of the split the other names, unsaid, and where file names ignore case (macOS, Windows)
+    one split's pickle would replace the other's."""
+    first_of = {}
+    for row, name in zip(frame["row"], frame["split"]):
+        seen = first_of.setdefault(name.casefold(), (row, name))
+        if seen[1] != name:
+            raise ManifestError(f"{path}: row {row}, column 'split' is {name!r}, but row {seen[0]}'s is {seen[1]!r}: "
+                                "split names that differ only in case would be two splits; write them alike")  # fmt: skip
 
 
 def load_manifest_split(

@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from audiotext.config import REFERENCE_LABELS, AudioConfig, checked_labels
 from audiotext.data.corpus import write_reference_pickle
-from audiotext.data.manifest import LABELS_FILE, MIN_LABEL_CLIPS, read_manifest, speaker_ids
+from audiotext.data.manifest import LABELS_FILE, MIN_LABEL_CLIPS, read_manifest, require_distinct_splits, speaker_ids
 from audiotext.data.media import load_audio
 from audiotext.data.splits import assign_splits, check_leakage, check_split_request, split_counts
 from audiotext.errors import AudiotextError, DataError
@@ -212,6 +212,7 @@ def prepare_manifest(
         blank = clips["row"][clips["split"] == ""].tolist()
         if blank:
             raise PrepareError(f"{manifest}: row {blank[0]}, column 'split' is empty (split_by=None keeps its splits)")
+        require_distinct_splits(clips, manifest)
         # A split becomes the file NAME.pkl in out_dir: "../x" would be written outside it.
         for row, name in zip(clips["row"], clips["split"]):
             if name.startswith(".") or re.search(r"[/\\\x00]", name):
