@@ -161,6 +161,7 @@ def test_a_truncated_wav_and_a_segment_past_the_end_are_rejected_with_the_reason
     manifest = write_manifest(tmp_path, clips, [
         {"audio": "cut.wav", "text": "잘림", "label": REFERENCE_LABELS[0], "speaker": "s0", "start": "", "end": ""},
         {"audio": "c5.wav", "text": "넘침", "label": REFERENCE_LABELS[2], "speaker": "s1", "start": "0.5", "end": "60"},
+        {"audio": "c6.wav", "text": "늦음", "label": REFERENCE_LABELS[3], "speaker": "s0", "start": "20", "end": ""},
     ])  # fmt: skip
     whole = (tmp_path / "c1.wav").read_bytes()
     (tmp_path / "cut.wav").write_bytes(whole[: len(whole) // 2])
@@ -168,6 +169,7 @@ def test_a_truncated_wav_and_a_segment_past_the_end_are_rejected_with_the_reason
     reasons = rejects(tmp_path / "out")
     assert reasons[13].startswith("truncated: its header promises")
     assert reasons[14].startswith("segment end 60.0 s is past the end of the file")
+    assert reasons[15].endswith("no audio decoded from 20.0 s to the end")
 
 
 def test_prepare_resumes_the_same_job_and_refuses_another(clips, tmp_path, cli_error):
@@ -180,6 +182,11 @@ def test_prepare_resumes_the_same_job_and_refuses_another(clips, tmp_path, cli_e
     (tmp_path / "other" / "notes.txt").write_text("mine")
     code, printed = prepare(cli_error, manifest, tmp_path / "other")
     assert code == 1 and "holds other files" in printed and sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]
+    (tmp_path / "out" / "prepare.json").write_text("{edited", encoding="utf-8")
+    code, printed = prepare(cli_error, manifest, tmp_path / "out")
+    assert code == 1 and "prepare.json: not the record of a prepare job (Expecting property name" in printed
+    code, printed = prepare(cli_error, manifest, tmp_path / "other" / "notes.txt")
+    assert code == 1 and "notes.txt is a file, not a folder" in printed
 
 
 def test_a_failed_prepare_leaves_its_folder_to_the_next_job(clips, tmp_path, cli_error):

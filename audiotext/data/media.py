@@ -61,7 +61,7 @@ def load_audio(
     if wav is not None:
         samples, rate = wav
         if len(samples) == 0:
-            raise MediaError(f"{path}: no audio decoded" + (f" between {start} and {end} s" if start or end else ""))
+            raise MediaError(f"{path}: no audio decoded{_segment_words(start, end)}")
         return samples, rate
     try:
         container = av.open(str(path))
@@ -83,8 +83,15 @@ def load_audio(
         except MediaError as err:
             raise MediaError(f"{path}: {err}") from None
         if not chunks:
-            raise MediaError(f"{path}: no audio decoded" + (f" between {start} and {end} s" if start or end else ""))
+            raise MediaError(f"{path}: no audio decoded{_segment_words(start, end)}")
     return np.concatenate(chunks), rate
+
+
+def _segment_words(start: float | None, end: float | None) -> str:
+    """Where a segment lies, as an error message says it (nothing for the whole file)."""
+    if end is None:
+        return f" from {start} s to the end" if start else ""
+    return f" between {start or 0} and {end} s"
 
 
 def _read_wav(path: Path, start: float | None, end: float | None, whole_segment: bool) -> tuple[np.ndarray, int] | None:

@@ -249,8 +249,10 @@ def _claim_folder(out_dir: Path, job: dict) -> None:
     """Records `job` in `out_dir`, which must be empty, hold the same job (then it resumes), or hold
     a job that failed or stopped before its end (then it is cleared: the manifest fixed after a
     strict run's rejects is another job, and a folder only this tool wrote in holds nothing else)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PrepareError(f"{out_dir} is a file, not a folder: prepare into a new or empty folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        recorded = json.loads((out_dir / JOB_FILE).read_text(encoding="utf-8")) if (out_dir / JOB_FILE).is_file() else None
+        recorded = _recorded_job(out_dir / JOB_FILE)
         if recorded is not None and recorded != job and not (out_dir / SPLITS_FILE).is_file():
             shutil.rmtree(out_dir)
         elif recorded != job:
@@ -258,6 +260,19 @@ def _claim_folder(out_dir: Path, job: dict) -> None:
                 k for k in job if recorded.get(k) != job[k]) + " differ)"  # fmt: skip
             raise PrepareError(f"{out_dir} holds {changed}: prepare into an empty folder, or rerun the same job to resume it")
     write_json(out_dir / JOB_FILE, job)
+
+
+def _recorded_job(path: Path) -> dict | None:
+    """The job `path` records (None when there is none); an edited one that is no JSON object names the file."""
+    if not path.is_file():
+        return None
+    try:
+        job = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PrepareError(f"{path}: not the record of a prepare job ({err}): remove the folder, or prepare into another") from None
+    if not isinstance(job, dict):
+        raise PrepareError(f"{path}: not the record of a prepare job (no JSON object): remove the folder, or prepare into another")
+    return job
 
 
 def _clip_key(audio_path: str, start: float, end: float) -> str:
