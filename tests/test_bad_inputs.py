@@ -661,6 +661,18 @@ def test_a_clip_where_nothing_is_heard_is_transcribed_once_and_refused(trained_r
     assert deaf.calls == 1 and not (tmp_path / "p.csv").exists()
 
 
+def test_a_file_name_that_starts_like_an_ffmpeg_protocol_is_that_file(recognizer, clips, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sf.write("concat:c.flac", clips[0], RATE)
+    sf.write("c.flac", clips[1], RATE)
+    expected = {s["label"]: s["score"] for s in recognizer.predict({"raw": clips[0], "sampling_rate": RATE}, text="문장")}
+    # FFmpeg read the name as its concat protocol's URL: the other file, c.flac, was predicted.
+    found = {s["label"]: s["score"] for s in recognizer.predict("concat:c.flac", text="문장")}
+    assert found == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(DataError, match=r"^file:c.flac: unreadable path \(No such file"):  # a FileNotFoundError
+        recognizer.predict("file:c.flac", text="문장")
+
+
 def test_debug_shows_the_traceback_instead_of_the_line(demo_corpus, tmp_path):
     from audiotext.cli import main
     from audiotext.errors import SettingError

@@ -64,7 +64,9 @@ def load_audio(
             raise MediaError(f"{path}: no audio decoded{_segment_words(start, end)}")
         return samples, rate
     try:
-        container = av.open(str(path))
+        # FFmpeg reads a name that starts with a protocol as a URL (`pipe:0.flac` read standard input,
+        # `concat:a|b` two files): an absolute path is always a file's.
+        container = av.open(str(path.absolute()))
     except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
         raise MediaError(f"{path}: unreadable path ({err.strerror or type(err).__name__})") from None
     except av.FFmpegError as err:
