@@ -661,6 +661,20 @@ def test_a_clip_where_nothing_is_heard_is_transcribed_once_and_refused(trained_r
     assert deaf.calls == 1 and not (tmp_path / "p.csv").exists()
 
 
+def test_a_generator_or_an_array_of_paths_is_a_list_of_clips(recognizer, clips, tmp_path):
+    paths = [str(tmp_path / f"c{i}.wav") for i in range(2)]
+    for clip, path in zip(clips, paths):
+        sf.write(path, clip, RATE, subtype="PCM_16")
+    expected = recognizer.predict(paths, text=["문장"] * 2)
+    # Both were taken for one clip's samples: an AttributeError of the list of transcripts.
+    assert recognizer.predict((path for path in paths), text=["문장"] * 2) == expected
+    assert recognizer.predict(np.array(paths), text=["문장"] * 2) == expected
+    with pytest.raises(DataError, match="^clip 0: "):  # a 0-d array of objects: a TypeError of iterating it
+        recognizer.predict(np.array(paths[0], dtype=object), text="문장")
+    with pytest.raises(DataError, match=r"^clip 0: a dict clip gives its own 'sampling_rate' \(and 'raw' or 'array'\)"):
+        recognizer.predict({"path": paths[0], "sampling_rate": RATE}, text="문장")  # the shape () of None
+
+
 def test_a_file_name_that_starts_like_an_ffmpeg_protocol_is_that_file(recognizer, clips, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     sf.write("concat:c.flac", clips[0], RATE)

@@ -238,11 +238,15 @@ class EmotionRecognizer:
 
 
 def is_many_clips(audio: Any) -> bool:
-    """Whether `predict` was given several clips: a list or tuple, or an array or pandas Series of
-    objects (paths, arrays); an array of numbers is one clip's samples."""
-    if isinstance(audio, (list, tuple)):
+    """Whether `predict` was given several clips: a list, tuple or generator, or an array or pandas
+    Series of objects or strings (arrays, paths); an array of numbers is one clip's samples."""
+    if isinstance(audio, (list, tuple, Iterator)):
         return True
-    return hasattr(audio, "dtype") and not isinstance(audio, torch.Tensor) and np.asarray(audio).dtype == object
+    if not hasattr(audio, "dtype") or isinstance(audio, torch.Tensor):
+        return False
+    # A 0-d array holds one clip; np.array(paths) holds strings, not objects.
+    array = np.asarray(audio)
+    return array.ndim > 0 and array.dtype.kind in "OU"
 
 
 def check_batch_size(batch_size: int, setting: str = "batch_size") -> None:
@@ -264,7 +268,8 @@ def read_clip(audio: AudioInput, sampling_rate: int | None = None, where: str = 
             raise DataError(f"{audio}: a file's rate is read from the file; give sampling_rate only with samples")
         return load_audio(audio)
     if isinstance(audio, dict):
-        if sampling_rate is not None or "sampling_rate" not in audio:
+        # {"path": ..., "sampling_rate": ...} without samples read as the shape () of None before.
+        if sampling_rate is not None or "sampling_rate" not in audio or not audio.keys() & {"raw", "array"}:
             raise DataError(f"{where}: a dict clip gives its own 'sampling_rate' (and 'raw' or 'array')")
         sampling_rate, audio = audio["sampling_rate"], audio.get("raw", audio.get("array"))
     if isinstance(audio, torch.Tensor):
