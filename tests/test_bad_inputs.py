@@ -661,6 +661,17 @@ def test_a_clip_where_nothing_is_heard_is_transcribed_once_and_refused(trained_r
     assert deaf.calls == 1 and not (tmp_path / "p.csv").exists()
 
 
+def test_a_transcript_that_is_no_string_is_refused_and_a_pandas_nan_is_none(trained_runs, clips):
+    listening = EmotionRecognizer.from_pretrained(trained_runs["mult"], device="cpu", transcriber=Says("정말 좋아요"))
+    clip = {"raw": clips[0], "sampling_rate": RATE}
+    for text in (5, "문장".encode()):  # an AttributeError of `.strip()` before
+        with pytest.raises(DataError, match=f"^clip 0: a transcript is a string .*, got {type(text).__name__} "):
+            listening.predict(clip, text=text)
+    # A column with an empty cell holds NaN there: that clip is transcribed, as a manifest's is.
+    expected = listening.predict([clip, clip], text=["문장", None])
+    assert listening.predict([clip, clip], text=pd.Series(["문장", np.nan])) == expected
+
+
 def test_a_generator_or_an_array_of_paths_is_a_list_of_clips(recognizer, clips, tmp_path):
     paths = [str(tmp_path / f"c{i}.wav") for i in range(2)]
     for clip, path in zip(clips, paths):

@@ -203,6 +203,7 @@ class EmotionRecognizer:
         to check it."""
         jobs, sentences = [], []
         for clip, text, name in batch:
+            text = given_transcript(text, name)
             job = (clip, sampling_rate, name, read)
             transcribed = self.needs_transcript(text)
             if transcribed or not self.reads_audio:
@@ -253,6 +254,16 @@ def check_batch_size(batch_size: int, setting: str = "batch_size") -> None:
     """Refuses a batch size below 1 (named as `setting`): 0 would predict no clip, without a word."""
     if batch_size < 1:
         raise SettingError(f"{setting} must be at least 1, got {batch_size}")
+
+
+def given_transcript(text: Any, name: str) -> str | None:
+    """A clip's transcript as given: a string, or None (pandas' NaN of an empty cell too) for one to
+    transcribe; anything else is refused naming the clip (its `.strip()` raised an AttributeError)."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return None
+    if not isinstance(text, str):
+        raise DataError(f"{name}: a transcript is a string (or None to transcribe the clip), got {type(text).__name__} {text!r}")
+    return text
 
 
 def read_clip(audio: AudioInput, sampling_rate: int | None = None, where: str = "clip") -> tuple[np.ndarray, int]:
