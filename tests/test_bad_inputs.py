@@ -661,6 +661,17 @@ def test_a_clip_where_nothing_is_heard_is_transcribed_once_and_refused(trained_r
     assert deaf.calls == 1 and not (tmp_path / "p.csv").exists()
 
 
+def test_a_count_that_is_no_whole_number_is_refused(recognizer, clips):
+    clip = {"raw": clips[0], "sampling_rate": RATE}
+    for top_k in (2.5, True):  # a TypeError of the slice; True gave one class
+        with pytest.raises(SettingError, match=f"^top_k must be a whole number, got {top_k}$"):
+            recognizer.predict(clip, text="문장", top_k=top_k)
+    for size in (2.0, None):  # a ValueError of islice; a TypeError of None < 1
+        with pytest.raises(SettingError, match=f"^batch_size must be a whole number, got {size}$"):
+            recognizer.predict([clip], text=["문장"], batch_size=size)
+    assert len(recognizer.predict(clip, text="문장", top_k=np.int64(2))) == 2
+
+
 def test_a_transcript_that_is_no_string_is_refused_and_a_pandas_nan_is_none(trained_runs, clips):
     listening = EmotionRecognizer.from_pretrained(trained_runs["mult"], device="cpu", transcriber=Says("정말 좋아요"))
     clip = {"raw": clips[0], "sampling_rate": RATE}

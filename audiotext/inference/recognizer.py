@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 import os
 from collections import deque
 from pathlib import Path
@@ -146,6 +147,8 @@ class EmotionRecognizer:
         return ranked[0] if single else ranked
 
     def ranked(self, probabilities: np.ndarray, top_k: int | None = None) -> list[dict]:
+        if top_k is not None:
+            check_whole_number(top_k, "top_k")
         if top_k is not None and top_k < 1:  # [:0] would give no class, [:-1] all but the last
             raise SettingError(f"top_k must be at least 1 (or None for every class), got {top_k}")
         order = np.argsort(-probabilities, kind="stable")[:top_k]
@@ -252,8 +255,16 @@ def is_many_clips(audio: Any) -> bool:
 
 def check_batch_size(batch_size: int, setting: str = "batch_size") -> None:
     """Refuses a batch size below 1 (named as `setting`): 0 would predict no clip, without a word."""
+    check_whole_number(batch_size, setting)
     if batch_size < 1:
         raise SettingError(f"{setting} must be at least 1, got {batch_size}")
+
+
+def check_whole_number(value: Any, setting: str) -> None:
+    """Refuses a count that is no integer (2.5, None, True): a slice or islice raised its own
+    TypeError or ValueError, and True counted as 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise SettingError(f"{setting} must be a whole number, got {value!r}")
 
 
 def given_transcript(text: Any, name: str) -> str | None:
