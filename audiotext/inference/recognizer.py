@@ -55,6 +55,11 @@ class EmotionRecognizer:
                  transcriber: Transcriber | None = None, backend: str = "torch", feature_workers: int = 0) -> None:  # fmt: skip
         if backend not in BACKENDS:
             raise SettingError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "onnx" and not is_model_folder(source):
+            # Only a model folder's files are checked against their digests: a model.onnx put in a
+            # run folder by hand (another model's) answered for this run's weights.
+            raise DataError(f"{source}: the ONNX backend runs the graph of a model folder, not a run folder: "
+                            f"write one with audiotext export {source} --out DIR --onnx")  # fmt: skip
         self.cfg, self.model, self.source, self.device = cfg, model.eval(), source, device
         self.text_encoder = text_encoder_for(cfg, device, source)
         self.onnx = OnnxClassifier(source / ONNX_FILE, cfg, self.text_encoder) if backend == "onnx" else None
