@@ -590,6 +590,8 @@ def test_odd_arguments_and_file_names_are_refused_in_our_words_or_read(recognize
     for rate in (float("nan"), "48k"):  # a bare ValueError of int() before
         with pytest.raises(DataError, match="clip 0: an array of samples needs its sampling_rate"):
             recognizer.predict(clips[0], text="문장", sampling_rate=rate)
+    with pytest.raises(DataError, match="clip 0: a sample rate of 48 Hz holds no speech: .* \\(a rate given in kHz\\?\\)"):
+        recognizer.predict(clips[0], text="문장", sampling_rate=48)  # it was resampled into a 15-minute hum, and predicted
     as_bfloat16 = torch.from_numpy(clips[0] / np.float32(32768)).to(torch.bfloat16)  # NumPy has no such dtype
     expected = recognizer.predict(as_bfloat16.float().numpy(), text="문장", sampling_rate=RATE)
     assert recognizer.predict(as_bfloat16, text="문장", sampling_rate=RATE) == expected

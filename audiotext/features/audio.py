@@ -79,6 +79,11 @@ def int16_samples(samples: np.ndarray) -> np.ndarray:
     return np.clip(np.round(float_samples(samples).astype(np.float64) * 32767), -32768, 32767).astype(np.int16)
 
 
+# Speech needs a band of a few kHz: a clip said to be at a lower rate is one given in kHz (16 for
+# 16000) or a misread header, which resampling would turn into a long hum and a confident answer.
+LOWEST_CLIP_RATE = 1000
+
+
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """float32 copy of a mono clip at `target_sr`; integer samples are scaled to [-1, 1]."""
     if orig_sr <= 0 or target_sr <= 0:
@@ -90,6 +95,9 @@ def resample_keeping_dtype(clip: np.ndarray, rate: int, target_rate: int) -> np.
     """soxr's high-quality resampling in the clip's own dtype (int16 in, int16 out): how the clips
     of a corpus are read at its rate, before their features. A dtype soxr does not take (int8,
     int64, float16) is resampled as float32 samples in [-1, 1]."""
+    if rate < LOWEST_CLIP_RATE:
+        raise DataError(f"a sample rate of {rate} Hz holds no speech: clips are at least {LOWEST_CLIP_RATE} Hz "
+                        "(a rate given in kHz?)")  # fmt: skip
     if rate == target_rate:
         return clip
     if clip.dtype not in (np.int16, np.int32, np.float32, np.float64):
