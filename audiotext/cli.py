@@ -16,7 +16,7 @@ from pathlib import Path
 
 from audiotext.config import (
     REFERENCE_LABELS, TEXT_ALPHABETS, AudioConfig, ModelConfig, RunConfig, ServiceLimits, TextConfig, TrainConfig,
-    modality_of, plain_name,
+    modality_of, plain_name, unread_flags,
 )  # fmt: skip
 from audiotext.data.manifest import MIN_LABEL_CLIPS, data_labels, is_manifest, read_label_set
 from audiotext.errors import AudiotextError, SettingError, TrainingInterrupted
@@ -32,6 +32,7 @@ _MULT_SPELLINGS = ("Transformer", "MULT", "MulT")
 _NOT_APPLICABLE = {
     "bert_config_path": "the encoder's config is read from its directory (--bert_model_path)",
     "bert_args_path": "the encoder is frozen; its training arguments are not needed",
+    "attn_dropout_v": "there is no visual stream",
 }
 
 
@@ -163,7 +164,7 @@ def feature_cache_of(args: argparse.Namespace):
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     for flag, reason in _NOT_APPLICABLE.items():
         value = getattr(args, flag)
-        if value not in (None, -1):
+        if value not in (None, -1, 0.0):  # the defaults
             warnings.warn(f"--{flag} is accepted for compatibility but has no effect: {reason}", stacklevel=2)
     if args.do_audio and args.do_text:
         raise SettingError("--do_audio and --do_text exclude each other")
@@ -180,7 +181,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                 raise SettingError(f"--{flag} and --model {args.model} exclude each other")
             model = implied
     modality = modality_of(model)
-    return RunConfig(
+    cfg = RunConfig(
         name=args.name,
         data_path=args.data_path,
         labels=labels,
@@ -240,6 +241,25 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             num_workers=args.num_workers,
         ),
     )
+    _refuse_idle_flags(cfg)
+    return cfg
+
+
+def _refuse_idle_flags(cfg: RunConfig) -> None:
+    """Refuses a flag the user set that would change nothing: a run recording it in config.json
+    would say it trained with a setting it never used."""
+    unread = unread_flags(cfg)
+    if unread:
+        raise SettingError(f"{'; '.join(unread)} (a setting the model never reads changes nothing: drop it)")
+    train = cfg.train
+    if train.batch_chunk > train.batch_size:
+        raise SettingError(f"--batch_chunk {train.batch_chunk} is more than --batch_size {train.batch_size}: a chunk "
+                           "holds at least one clip")  # fmt: skip
+    if train.early_stop and train.early_stop > train.num_epochs - 2:
+        # It stops once the best epoch lies early_stop epochs back, checked before each epoch: the
+        # last is checked after num_epochs - 1, and the best is the first at the earliest.
+        raise SettingError(f"--early_stop {train.early_stop} never stops a run of --num_epochs {train.num_epochs}: "
+                           f"give at most {train.num_epochs - 2}, or more epochs")  # fmt: skip
 
 
 def run_dir_of(args: argparse.Namespace) -> Path:

@@ -217,3 +217,44 @@ def checked_labels(labels: list[str] | tuple[str, ...], setting: str = "labels")
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     _require(not repeated, setting, labels, f"{', '.join(repeated)} is listed twice")
     return labels
+
+
+# The flags a kind of model may never read (see unread_flags), with where RunConfig keeps them.
+_AUDIO_FLAGS = {"audio_features": ("audio", "features"), **{flag: ("audio", flag) for flag in (
+    "sample_rate", "resample_rate", "n_fft_size", "n_mfcc", "max_len_for_audio")}}  # fmt: skip
+_ENCODER_FLAGS = {"bert_model_path": ("text", "encoder"), "max_len_for_text": ("text", "max_len_for_text"),
+                  "hidden_size_for_bert": ("text", "hidden_size")}  # fmt: skip
+_TEXT_FLAGS = {**_ENCODER_FLAGS, "text_features": ("text", "features"), "text_alphabet": ("text", "alphabet"),
+               "transcript_noise": ("train", "transcript_noise")}  # fmt: skip
+_LAYER_FLAGS = {"no_attn_mask": ("model", "attn_mask"), **{flag: ("model", flag) for flag in (
+    "d_model", "layers", "num_heads", "attn_dropout", "relu_dropout", "embed_dropout", "res_dropout", "merge_how")}}  # fmt: skip
+_FLAG_PLACES = {**_AUDIO_FLAGS, **_TEXT_FLAGS, **_LAYER_FLAGS, "attn_dropout_a": ("model", "attn_dropout_a")}
+
+
+def unread_flags(cfg: RunConfig) -> list[str]:
+    """`--flag=value: why` for each flag set away from its default that `cfg`'s model never reads
+    (see audiotext.models.classifiers and audiotext.data.loading): it would change config.json and
+    nothing else, a result the user did not ask for."""
+    modality = cfg.model.modality
+    name = "mult" if modality == "cross" else modality
+    unread: dict[str, str] = {}
+    if modality != "cross":
+        unread["attn_dropout_a"] = "only mult has audio-to-text attention"
+    if modality == "audio":
+        unread |= dict.fromkeys(_TEXT_FLAGS, "the audio model reads no text")
+        unread["d_model"] = "the audio model is as wide as its audio features (--n_mfcc, --audio_features)"
+    elif modality == "linear" or cfg.text.features == "ngrams":
+        unread |= dict.fromkeys(_ENCODER_FLAGS, f"the {name} model reads character n-grams, not a text encoder")
+    if modality == "linear":
+        unread["text_features"] = "the linear model always reads character n-grams"
+    if modality in ("text", "linear"):
+        unread |= dict.fromkeys(_LAYER_FLAGS, f"the {name} model has no Transformer layers")
+    if modality == "text":
+        unread |= dict.fromkeys(_AUDIO_FLAGS, "the text model reads no audio")
+    default, refused = RunConfig(), []
+    for flag, why in unread.items():
+        section, setting = _FLAG_PLACES[flag]
+        now = getattr(getattr(cfg, section), setting)
+        if now != getattr(getattr(default, section), setting):
+            refused.append(f"--{flag}{'' if isinstance(now, bool) else f'={now}'}: {why}")
+    return refused

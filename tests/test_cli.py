@@ -173,3 +173,32 @@ def test_model_selection_and_early_stopping_flags_reach_the_configuration():
     assert (cfg.model.modality, cfg.train.select_by, cfg.train.early_stop, cfg.model.merge_how) == ("lmf", "macro_f1", 4, "stats")
     with pytest.raises(SettingError, match="exclude each other"):
         config_from_args(build_parser().parse_args(["train", "--model", "tfn", "--do_audio"]))
+
+
+@pytest.mark.parametrize("flags, refused", [
+    (["--do_audio", "--d_model=40", "--transcript_noise=0.3"], ["--transcript_noise=0.3: the audio model reads no text",
+                                                                "--d_model=40: the audio model is as wide as"]),
+    (["--model=text", "--n_mfcc=20", "--layers=1", "--no_attn_mask"], ["--n_mfcc=20: the text model reads no audio",
+                                                                      "--layers=1: the text model has no Transformer",
+                                                                      "--no_attn_mask: the text model"]),
+    (["--model=linear", "--merge_how=stats", "--text_features=ngrams"], ["--merge_how=stats: the linear model has no",
+                                                                        "--text_features=ngrams: the linear model always"]),
+    (["--model=mult", "--text_features=ngrams", "--max_len_for_text=20"], ["--max_len_for_text=20: the mult model reads "
+                                                                           "character n-grams"]),
+    (["--model=early", "--attn_dropout_a=0.2"], ["--attn_dropout_a=0.2: only mult has audio-to-text attention"]),
+    (["--do_audio", "--batch_size=4", "--batch_chunk=8"], ["--batch_chunk 8 is more than --batch_size 4"]),
+    (["--do_audio", "--num_epochs=10", "--early_stop=9"], ["--early_stop 9 never stops a run of --num_epochs 10: give at most 8"]),
+])  # fmt: skip
+def test_a_flag_that_would_change_nothing_is_refused(flags, refused):
+    """Each was recorded in config.json and results.csv, and changed nothing the model computed."""
+    from audiotext.cli import config_from_args
+
+    with pytest.raises(SettingError) as error:
+        config_from_args(build_parser().parse_args(["train", *flags]))
+    assert all(part in str(error.value) for part in refused), str(error.value)
+    # At their defaults, or for a model that reads them, they are taken.
+    for flags in (["--do_audio", "--d_model=30", "--layers=1"], ["--model=text", "--max_len_for_text=20"],
+                  ["--model=mult", "--d_model=40", "--attn_dropout_a=0.2"], ["--do_audio", "--early_stop=8", "--num_epochs=10"]):  # fmt: skip
+        config_from_args(build_parser().parse_args(["train", *flags]))
+    with pytest.warns(UserWarning, match="--attn_dropout_v is accepted for compatibility but has no effect"):
+        config_from_args(build_parser().parse_args(["train", "--do_audio", "--attn_dropout_v=0.3"]))  # it said nothing
