@@ -323,7 +323,7 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_test(args: argparse.Namespace) -> None:
-    from audiotext.evaluation.evaluate import evaluate
+    from audiotext.evaluation.evaluate import evaluation
     from audiotext.evaluation.metrics import format_results_table
     from audiotext.evaluation.report import write_run_report
     from audiotext.inference.export import is_model_folder
@@ -343,12 +343,14 @@ def cmd_test(args: argparse.Namespace) -> None:
         if getattr(args, flag) and cfg.model.modality != implied:
             raise SettingError(f"--{flag}: {run_dir} holds the {cfg.model.modality!r} model, not the {implied}-only one")
     check_splits(args.data_path or cfg.data_path, args.split)
-    rows, cache = [], feature_cache_of(args)
-    for split in args.split:
-        out_dir = Path(args.eval_dir) / Path(split).stem if args.eval_dir else None
-        metrics = evaluate(run_dir, split, args.data_path, out_dir, batch_size=args.batch_size, no_cuda=args.no_cuda,
-                           cache=cache, progress=not args.quiet, best_so_far=args.best_so_far)  # fmt: skip
-        rows.append({"model": run_dir.name, "test_set": metrics["split"], "metrics": metrics})
+    cache = feature_cache_of(args)
+    # Every split is tested before the first one's results are written: a later split's bad label
+    # or clip left the earlier ones' eval/ folders and no report.
+    writes = [evaluation(run_dir, split, args.data_path, Path(args.eval_dir) / Path(split).stem if args.eval_dir else None,
+                         batch_size=args.batch_size, no_cuda=args.no_cuda, cache=cache, progress=not args.quiet,
+                         best_so_far=args.best_so_far) for split in args.split]  # fmt: skip
+    rows = [{"model": run_dir.name, "test_set": metrics["split"], "metrics": metrics}
+            for metrics in (write() for write in writes)]  # fmt: skip
     if not is_model_folder(run_dir):
         write_run_report(run_dir)  # once, with every split tested
     print(format_results_table(rows, rows[0]["metrics"]["labels"]))
@@ -484,15 +486,16 @@ def cmd_text_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_text_test(args: argparse.Namespace) -> None:
-    from audiotext.evaluation.evaluate import evaluate_text_classifier
+    from audiotext.evaluation.evaluate import text_classifier_evaluation
     from audiotext.evaluation.metrics import format_results_table
 
     check_splits(args.data_path, args.split)
-    rows = []
-    for split in args.split:
-        out_dir = Path(args.eval_dir or Path(args.model) / "eval") / Path(split).stem
-        metrics = evaluate_text_classifier(args.model, args.data_path, split, out_dir, no_cuda=args.no_cuda)
-        rows.append({"model": Path(args.model).name, "test_set": metrics["split"], "metrics": metrics})
+    eval_dir = Path(args.eval_dir or Path(args.model) / "eval")
+    # Every split is tested before the first one's results are written, as in `test`.
+    writes = [text_classifier_evaluation(args.model, args.data_path, split, eval_dir / Path(split).stem,
+                                         no_cuda=args.no_cuda) for split in args.split]  # fmt: skip
+    rows = [{"model": Path(args.model).name, "test_set": metrics["split"], "metrics": metrics}
+            for metrics in (write() for write in writes)]  # fmt: skip
     print(format_results_table(rows, list(rows[0]["metrics"]["per_class"])))
 
 

@@ -392,6 +392,14 @@ def test_test_finds_every_split_first_and_leaves_model_folders_alone(trained_run
                               tmp_path / "other" / "test.pkl", "--quiet")  # fmt: skip
     assert code == 2 and "--split: 2 splits named 'test' would be written to one folder" in printed
     assert not (run / "eval").exists()
+    # A later split with a label the model does not know: the first split's eval/ was written before it failed.
+    unknown = pd.read_pickle(demo_corpus / "dev.pkl")
+    unknown.loc[0, "Emotion"] = "기쁨"
+    unknown.to_pickle(tmp_path / "other" / "unknown.pkl")
+    code, printed = cli_error("test", "--run_dir", run, "--data_path", demo_corpus, "--split", "test",
+                              tmp_path / "other" / "unknown.pkl", "--quiet")  # fmt: skip
+    assert code == 1 and "unknown label '기쁨'" in printed and printed.count("\n") == 1
+    assert not (run / "eval").exists()
     code, printed = cli_error("text", "test", "--model", tmp_path / "classifier", "--data_path", demo_corpus, "--split",
                               "test", tmp_path / "other" / "test.pkl")  # fmt: skip
     assert code == 2 and "--split: 2 splits named 'test' would be written to one folder" in printed  # text test too

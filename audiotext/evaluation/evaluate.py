@@ -4,6 +4,8 @@ for a run folder (`evaluate`) and for a fine-tuned text classifier (`evaluate_te
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +26,13 @@ from audiotext.runtime import select_device
 
 
 
-def evaluate(
+def evaluate(run_dir: str | Path, split: str = "test", *args, **kwargs) -> dict:
+    """Tests the run on `split` (a name in the data folder, or a .pkl path), writes its outputs and
+    returns the metrics; see `evaluation` for the arguments."""
+    return evaluation(run_dir, split, *args, **kwargs)()
+
+
+def evaluation(
     run_dir: str | Path,
     split: str = "test",
     data_path: str | Path | None = None,
@@ -34,8 +42,9 @@ def evaluate(
     cache: FeatureCache | None = None,
     progress: bool = True,
     best_so_far: bool = False,
-) -> dict:
-    """Tests the run on `split` (a name in the data folder, or a .pkl path); returns the metrics.
+) -> Callable[[], dict]:
+    """Tests the run on `split` and returns what writes the outputs and returns the metrics: a
+    command testing several splits tests them all (files, labels, clips) before it writes any.
 
     `data_path` defaults to the run's own when that is a manifest; a folder of pickles must be
     named by the caller, since unpickling runs code and a run folder may come from anyone.
@@ -62,7 +71,8 @@ def evaluate(
         warnings.warn(f"{split_name}: no clip of {', '.join(absent)}: each counts as F1 0 in macro-F1, the mean "
                       f"over all {len(cfg.labels)} classes")  # fmt: skip
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "eval" / split_name
-    return write_evaluation(
+    return partial(
+        write_evaluation,
         out_dir, targets.tolist(), predicted.tolist(), cfg.labels, title=f"{cfg.name} · {split_name}",
         probabilities=logits.softmax(-1), run_dir=str(Path(run_dir).resolve()), split=split_name,
         modality=cfg.model.modality, weights=weights_digest(Path(run_dir)), best_so_far=best_so_far,
@@ -106,16 +116,21 @@ def write_evaluation(
     return metrics
 
 
-def evaluate_text_classifier(
+def evaluate_text_classifier(model_dir: str | Path, data_path: str | Path, split: str, *args, **kwargs) -> dict:
+    """Scores a fine-tuned classifier on every clip of a split (see `load_any_split`; test_stt's
+    sentences are ASR transcripts); writes metrics.json, predictions.csv and confusion_matrix.png."""
+    return text_classifier_evaluation(model_dir, data_path, split, *args, **kwargs)()
+
+
+def text_classifier_evaluation(
     model_dir: str | Path,
     data_path: str | Path,
     split: str,
     out_dir: str | Path,
     batch_size: int = 64,
     no_cuda: bool = False,
-) -> dict:
-    """Scores a fine-tuned classifier on every clip of a split (see `load_any_split`; test_stt's
-    sentences are ASR transcripts); writes metrics.json, predictions.csv and confusion_matrix.png."""
+) -> Callable[[], dict]:
+    """`evaluate_text_classifier` but for the writing, which the function returned does (see `evaluation`)."""
     device = select_device(no_cuda)
     tokenizer, model, info = load_text_classifier(model_dir, device)
     labels = info["labels"]
@@ -123,8 +138,8 @@ def evaluate_text_classifier(
     logits = predict_sentences(tokenizer, model, split.sentences, info["max_len"], batch_size, device)
     predicted = logits.argmax(-1)
 
-    return write_evaluation(
-        out_dir, split.labels.tolist(), predicted.tolist(), labels, title=f"{Path(model_dir).name} · {split.name}",
+    return partial(
+        write_evaluation, out_dir, split.labels.tolist(), predicted.tolist(), labels, title=f"{Path(model_dir).name} · {split.name}",
         extra_columns={"sentence": split.sentences}, probabilities=logits.softmax(-1),
         model_dir=str(Path(model_dir).resolve()), split=split.name, modality="text (fine-tuned)", data=str(split.path.resolve()),
     )  # fmt: skip
