@@ -612,6 +612,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     if args.pretrain_vocab and args.pretrain_epochs == 0:
         raise SettingError("--pretrain_vocab trains a new BERT by masked-LM pre-training: give --pretrain_epochs > 0")
+    _refuse_unread_compare_flags(args, set(FUSING_MODELS))
     labels = args.labels.split(",") if args.labels else data_labels(args.data) or list(REFERENCE_LABELS)
     pretrain = None
     if args.pretrain_epochs:
@@ -643,6 +644,34 @@ def cmd_compare(args: argparse.Namespace) -> None:
                             resume=args.resume, overwrite=args.overwrite)  # fmt: skip
     print(result["tables"])
     print(f"\nreport: {Path(args.out) / 'report.html'}")
+
+
+def _refuse_unread_compare_flags(args: argparse.Namespace, fusing: set[str]) -> None:
+    """Refuses a flag set away from its default that neither a listed model nor the text encoder's
+    training reads: compare.json would record it, and it would change nothing."""
+    models = {"mult" if m in _MULT_SPELLINGS else m for m in args.models}
+    # The encoder is read by a model of its token states, and by the fine-tuned classifier (a row of its own).
+    encoder_read = bool(args.finetune_epochs) or (args.text_features == "encoder" and bool(models - {"audio", "linear"}))
+    listed = f"--models {' '.join(sorted(models))}"
+    rules = [  # (flag, read, why not)
+        ("split_by", bool(args.folds), "it says what never crosses folds: give --folds"),
+        ("cross_fit", bool(args.finetune_epochs), "it folds the fine-tuning: give --finetune_epochs"),
+        ("finetune_lr", bool(args.finetune_epochs), "give --finetune_epochs"),
+        ("pretrain_lr", bool(args.pretrain_epochs), "give --pretrain_epochs"),
+        *((flag, encoder_read, f"with {listed} and --text_features {args.text_features} no model reads a text "
+                               f"encoder's states, and none is fine-tuned (--finetune_epochs)")
+          for flag in ("encoder", "pretrain_epochs", "max_len_for_text")),
+        *((flag, bool(models & fusing), f"{listed} holds no fusing model ({', '.join(sorted(fusing))})")
+          for flag in ("wide", "utterance_stats", "modality_dropout")),
+        ("merge_how", bool(models - {"linear", "text"}), f"{listed} pools nothing over time"),
+        ("transcript_noise", bool(models - {"audio"}), f"{listed} reads no text"),
+        ("text_features", bool(models - {"audio", "linear"}), f"{listed}: linear always reads n-grams, audio no text"),
+        ("early_stop", bool(models - {"linear"}), "the linear model stops after 10 epochs without a better dev macro-F1"),
+    ]  # fmt: skip
+    unread = [f"--{flag.replace('_', '-') if flag == 'split_by' else flag}: {why}" for flag, read, why in rules
+              if not read and getattr(args, flag) != args.parser_defaults[flag]]  # fmt: skip
+    if unread:
+        raise SettingError(f"{'; '.join(unread)} (a setting nothing here reads changes nothing: drop it)")
 
 
 def add_compare_parser(commands) -> None:
@@ -691,7 +720,8 @@ def add_compare_parser(commands) -> None:
     add("--no_cuda", action="store_true")
     add("--quiet", action="store_true")
     add_cache_arguments(compare)
-    compare.set_defaults(func=cmd_compare)
+    # What a flag left at its default holds: one set to something else that nothing reads is refused.
+    compare.set_defaults(func=cmd_compare, parser_defaults={action.dest: action.default for action in compare._actions})
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:

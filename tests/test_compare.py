@@ -210,3 +210,18 @@ def test_a_recognised_clip_is_resampled_with_the_sentence_its_test_clip_reads(de
     spoken = spoken_sentences(corpus, heard, REFERENCE_LABELS, 48000)
     assert spoken[:60] == said[:60] != heard.sentences[:60]
     assert spoken[60:] == heard.sentences[60:]  # clips the test set no longer holds: what was heard
+
+
+@pytest.mark.parametrize("flags, refused", [
+    (["--split-by", "sentence"], "--split-by: it says what never crosses folds: give --folds"),
+    (["--cross_fit", "2"], "--cross_fit: it folds the fine-tuning: give --finetune_epochs"),
+    (["--pretrain_epochs", "2"], "--pretrain_epochs: with --models audio early late linear lmf mult text tfn and "
+                                 "--text_features ngrams no model reads a text encoder's states"),
+    (["--models", "linear", "audio", "--wide"], "--wide: --models audio linear holds no fusing model"),
+    (["--models", "audio", "--transcript_noise", "0.1"], "--transcript_noise: --models audio reads no text"),
+    (["--models", "linear", "--early_stop", "3"], "--early_stop: the linear model stops after 10 epochs"),
+])  # fmt: skip
+def test_a_flag_no_listed_model_reads_is_refused(cli_error, flags, refused):
+    # Each was recorded in compare.json and changed nothing (a pre-training ran, its encoder read by none).
+    code, printed = cli_error("compare", "--data", "nowhere", *flags)
+    assert code == 2 and refused in printed and printed.count("\n") == 1, printed
