@@ -275,7 +275,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     writable_file(Path(args.output_dir) / "results.csv", "--output_dir")
     results_csv = writable_file(args.results_csv or Path(args.output_dir) / "results.csv", "--results_csv")
     summary = train(cfg, run_dir_of(args), results_csv=results_csv, cache=feature_cache_of(args),
-                    progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)  # fmt: skip
+                    progress=not args.quiet, resume=args.resume, overwrite=args.overwrite, data_name=args.data_name)  # fmt: skip
     print(
         f"best dev epoch {summary['best_epoch']}: loss {summary['dev_loss']:.4f}  "
         f"accuracy {summary['dev_accuracy']:.4f}  macro-F1 {summary['dev_macro_f1']:.4f}  → {summary['run_dir']}"

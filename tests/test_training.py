@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from audiotext.config import AudioConfig, ModelConfig, RunConfig, TrainConfig
+from audiotext.config import AudioConfig, ModelConfig, RunConfig, TextConfig, TrainConfig
 from audiotext.data.dataset import collate
 from audiotext.data.loading import load_encoded, make_loader, text_encoder_for
 from audiotext.data.manifest import load_any_split
@@ -179,3 +179,13 @@ def test_fusion_flags_train_end_to_end(demo_corpus, tmp_path, model):
     assert saved["dims"]["audio"] == 46 and saved["dims"]["text_vector"] and (tmp_path / model / "char_ngrams.json").is_file()
     metrics = evaluate(tmp_path / model, "test", demo_corpus, progress=False)
     assert metrics["n"] == 70 and metrics["accuracy"] > CHANCE
+
+
+def test_a_results_row_keeps_the_audio_and_text_features_apart_and_the_data_name(tmp_path):
+    from audiotext.training.loop import _append_result
+
+    cfg = RunConfig(audio=AudioConfig(features="mfcc+prosody"), text=TextConfig(features="encoder"))
+    _append_result(tmp_path / "results.csv", cfg, {"run_dir": "runs/a"}, data_name="vat")
+    row = pd.read_csv(tmp_path / "results.csv").iloc[0]
+    # One column "features" held the text's, the audio's lost; --data_name was recorded nowhere.
+    assert (row["audio_features"], row["text_features"], row["data_name"]) == ("mfcc+prosody", "encoder", "vat")

@@ -38,6 +38,7 @@ def train(
     progress: bool = True,
     resume: bool = False,
     overwrite: bool = False,
+    data_name: str | None = None,
 ) -> dict:
     """Trains the model cfg describes; returns the best dev metrics and where the run was saved.
 
@@ -45,6 +46,7 @@ def train(
     An existing run in `run_dir` is continued with `resume` or replaced with `overwrite` (see
     `claim_run_folder`), never mixed with this one. The run is resumable from its last checkpoint
     (every epoch, and every `cfg.train.checkpoint_steps` steps) until finished.json marks it done.
+    The run's row in `results_csv` records `data_name` (the reference's --data_name) when given.
     """
     run_dir = Path(run_dir)
     # Stored absolute, so the run tests from any folder.
@@ -57,11 +59,11 @@ def train(
     with contextlib.ExitStack() as writing:
         # Held until the run is finished (or stops): a second training into the folder is refused.
         folder = on_main(lambda: writing.enter_context(claimed_run_folder(run_dir, cfg, resume, overwrite)))
-        return _train_in(folder, cfg, settings, run_dir, main, optimizer_class, results_csv, cache, progress)
+        return _train_in(folder, cfg, settings, run_dir, main, optimizer_class, results_csv, cache, progress, data_name)
 
 
 def _train_in(folder: Path, cfg: RunConfig, settings: dict, run_dir: Path, main: bool, optimizer_class,
-              results_csv: Path | None, cache: FeatureCache | None, progress: bool) -> dict:  # fmt: skip
+              results_csv: Path | None, cache: FeatureCache | None, progress: bool, data_name: str | None) -> dict:  # fmt: skip
     engine = Engine(
         EngineSettings(
             name=cfg.name, epochs=cfg.train.num_epochs, seed=cfg.train.seed, clip=cfg.train.clip,
@@ -138,7 +140,7 @@ def _train_in(folder: Path, cfg: RunConfig, settings: dict, run_dir: Path, main:
         write_run_report(folder)
         finish_run_folder(folder, run_dir, summary)
         if results_csv is not None:
-            _append_result(Path(results_csv), cfg, summary)
+            _append_result(Path(results_csv), cfg, summary, data_name)
     return summary
 
 
@@ -188,12 +190,13 @@ def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     return optimizer_class
 
 
-def _append_result(path: Path, cfg: RunConfig, summary: dict) -> None:
+def _append_result(path: Path, cfg: RunConfig, summary: dict, data_name: str | None = None) -> None:
     """One row per run across runs: hyper-parameters and best dev figures. A run replaced in its
     folder (--overwrite) replaces its row: the old figures are of weights no longer there."""
-    row = {**summary, "data_path": cfg.data_path}
+    row = {**summary, **({"data_name": data_name} if data_name is not None else {}), "data_path": cfg.data_path}
     for section in ("audio", "text", "model", "train"):
-        row.update(cfg.to_dict()[section])
+        # The audio and text settings both have `features`: named as their flags, or the text's hid the audio's.
+        row.update({f"{section}_{k}" if k == "features" else k: v for k, v in cfg.to_dict()[section].items()})
     new = pd.DataFrame([row])
     table = new
     if path.exists():
