@@ -41,6 +41,17 @@ def test_trains_on_distinct_sentences(demo_corpus, finetuned):
     assert metrics["pooling"] == "pooler"  # the MiniLM checkpoint ships pooler weights
 
 
+def test_text_test_tests_every_split_before_writing_one(demo_corpus, finetuned, tmp_path, cli_error):
+    model_dir, _ = finetuned
+    unknown = pd.read_pickle(demo_corpus / "dev.pkl")
+    unknown.loc[0, "Emotion"] = "기쁨"
+    unknown.to_pickle(tmp_path / "unknown.pkl")
+    code, printed = cli_error("text", "test", "--model", model_dir, "--data_path", demo_corpus, "--split", "test",
+                              tmp_path / "unknown.pkl", "--eval_dir", tmp_path / "eval")  # fmt: skip
+    assert code == 1 and "unknown label '기쁨'" in printed
+    assert not (tmp_path / "eval").exists()  # the first split's results were written before the second failed
+
+
 @pytest.mark.parametrize("split", ["test", "test_stt"])
 def test_beats_chance_and_writes_the_evaluation_outputs(demo_corpus, finetuned, tmp_path, split):
     model_dir, _ = finetuned
