@@ -658,8 +658,8 @@ def _refuse_unread_compare_flags(args: argparse.Namespace, fusing: set[str]) -> 
         ("cross_fit", bool(args.finetune_epochs), "it folds the fine-tuning: give --finetune_epochs"),
         ("finetune_lr", bool(args.finetune_epochs), "give --finetune_epochs"),
         ("pretrain_lr", bool(args.pretrain_epochs), "give --pretrain_epochs"),
-        *((flag, encoder_read, f"with {listed} and --text_features {args.text_features} no model reads a text "
-                               f"encoder's states, and none is fine-tuned (--finetune_epochs)")
+        *((flag, encoder_read, (f"with {listed} and --text_features {args.text_features} no model reads a text "
+                                f"encoder's states, and none is fine-tuned (--finetune_epochs)"))
           for flag in ("encoder", "pretrain_epochs", "max_len_for_text")),
         *((flag, bool(models & fusing), f"{listed} holds no fusing model ({', '.join(sorted(fusing))})")
           for flag in ("wide", "utterance_stats", "modality_dropout")),

@@ -183,8 +183,7 @@ def test_model_selection_and_early_stopping_flags_reach_the_configuration():
                                                                       "--no_attn_mask: the text model"]),
     (["--model=linear", "--merge_how=stats", "--text_features=ngrams"], ["--merge_how=stats: the linear model has no",
                                                                         "--text_features=ngrams: the linear model always"]),
-    (["--model=mult", "--text_features=ngrams", "--max_len_for_text=20"], ["--max_len_for_text=20: the mult model reads "
-                                                                           "character n-grams"]),
+    (["--model=mult", "--text_features=ngrams", "--max_len_for_text=20"], ["--max_len_for_text=20: the mult model"]),
     (["--model=early", "--attn_dropout_a=0.2"], ["--attn_dropout_a=0.2: only mult has audio-to-text attention"]),
     (["--do_audio", "--batch_size=4", "--batch_chunk=8"], ["--batch_chunk 8 is more than --batch_size 4"]),
     (["--do_audio", "--num_epochs=10", "--early_stop=9"], ["--early_stop 9 never stops a run of --num_epochs 10: give at most 8"]),
@@ -197,8 +196,8 @@ def test_a_flag_that_would_change_nothing_is_refused(flags, refused):
         config_from_args(build_parser().parse_args(["train", *flags]))
     assert all(part in str(error.value) for part in refused), str(error.value)
     # At their defaults, or for a model that reads them, they are taken.
-    for flags in (["--do_audio", "--d_model=30", "--layers=1"], ["--model=text", "--max_len_for_text=20"],
+    for taken in (["--do_audio", "--d_model=30", "--layers=1"], ["--model=text", "--max_len_for_text=20"],
                   ["--model=mult", "--d_model=40", "--attn_dropout_a=0.2"], ["--do_audio", "--early_stop=8", "--num_epochs=10"]):  # fmt: skip
-        config_from_args(build_parser().parse_args(["train", *flags]))
+        config_from_args(build_parser().parse_args(["train", *taken]))
     with pytest.warns(UserWarning, match="--attn_dropout_v is accepted for compatibility but has no effect"):
         config_from_args(build_parser().parse_args(["train", "--do_audio", "--attn_dropout_v=0.3"]))  # it said nothing
