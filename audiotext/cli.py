@@ -241,25 +241,26 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             num_workers=args.num_workers,
         ),
     )
-    _refuse_idle_flags(cfg)
+    _warn_of_idle_flags(cfg)
     return cfg
 
 
-def _refuse_idle_flags(cfg: RunConfig) -> None:
-    """Refuses a flag the user set that would change nothing: a run recording it in config.json
-    would say it trained with a setting it never used."""
-    unread = unread_flags(cfg)
-    if unread:
-        raise SettingError(f"{'; '.join(unread)} (a setting the model never reads changes nothing: drop it)")
+def _warn_of_idle_flags(cfg: RunConfig) -> None:
+    """Warns of each flag the user set that changes nothing: config.json records it, and the run
+    would seem to have used it. A warning, not a refusal: the reference's own command lines give
+    such flags (its train_audio.sh gave the audio model --d_model and --attn_dropout_a)."""
+    idle = [f"{flag} (a setting the model never reads changes nothing)" for flag in unread_flags(cfg)]
     train = cfg.train
     if train.batch_chunk > train.batch_size:
-        raise SettingError(f"--batch_chunk {train.batch_chunk} is more than --batch_size {train.batch_size}: a chunk "
-                           "holds at least one clip")  # fmt: skip
+        idle.append(f"--batch_chunk {train.batch_chunk} is more than --batch_size {train.batch_size}: a chunk holds "
+                    f"at least one clip, so the batches are not split")  # fmt: skip
     if train.early_stop and train.early_stop > train.num_epochs - 2:
         # It stops once the best epoch lies early_stop epochs back, checked before each epoch: the
         # last is checked after num_epochs - 1, and the best is the first at the earliest.
-        raise SettingError(f"--early_stop {train.early_stop} never stops a run of --num_epochs {train.num_epochs}: "
-                           f"give at most {train.num_epochs - 2}, or more epochs")  # fmt: skip
+        idle.append(f"--early_stop {train.early_stop} never stops a run of --num_epochs {train.num_epochs}: "
+                    f"give at most {train.num_epochs - 2}, or more epochs")  # fmt: skip
+    for message in idle:
+        warnings.warn(message, stacklevel=3)
 
 
 def run_dir_of(args: argparse.Namespace) -> Path:
