@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from sklearn.metrics import f1_score
 
 from audiotext.evaluation.metrics import classification_metrics
 from audiotext.evaluation.statistics import METRICS, estimate, holm, paired_test, resample_weights, scores
@@ -34,6 +35,23 @@ def test_weighted_metrics_equal_scikit_learns_on_the_clips_repeated():
         reference = classification_metrics(y_true[repeated].tolist(), y_pred[repeated].tolist(), LABELS)
         for metric in METRICS:
             assert scores(y_true, y_pred, len(LABELS), metric, counts) == pytest.approx(reference[metric], abs=1e-12)
+
+
+def test_a_class_a_resample_did_not_draw_is_left_out_of_its_macro_mean():
+    # 5 classes of 2 sentences (3 voices each): most resamples miss a class. A perfect model scores
+    # F1 1 on every class drawn; the class not drawn, counted as 0, put its interval under 0.8.
+    y_true = (np.arange(10) % 5).repeat(3)
+    weights = resample_weights(np.arange(10).repeat(3), 500)
+    perfect = estimate(y_true, y_true[None], 5, "macro_f1", weights)
+    assert perfect.mean == perfect.low == perfect.high == 1.0
+    # A class that no clip has still counts as 0, as in the figure itself.
+    assert estimate(y_true, y_true[None], 6, "macro_f1", weights).high == pytest.approx(5 / 6)
+    # Resample by resample, scikit-learn's macro-F1 over the classes drawn.
+    for counts in weights[:20]:
+        repeated = np.repeat(np.arange(30), counts)
+        noisy = (y_true + (np.arange(30) % 4 == 0)) % 5
+        reference = f1_score(y_true[repeated], noisy[repeated], average="macro", labels=np.unique(y_true[repeated]))
+        assert scores(y_true, noisy, 5, "macro_f1", counts) == pytest.approx(reference, abs=1e-12)
 
 
 def test_a_resample_draws_whole_groups_and_a_grouped_interval_is_wider():
