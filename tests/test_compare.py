@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from fontTools.ttLib import TTFont
@@ -20,7 +21,7 @@ from audiotext.config import REFERENCE_LABELS
 from audiotext.data.manifest import load_any_split
 from audiotext.errors import SettingError
 from audiotext.evaluation.metrics import classification_metrics
-from audiotext.recipes.compare import ALL_MODELS, EMA, MODALITY_DROPOUT, CompareSettings, _claim, model_config, spoken_sentences
+from audiotext.recipes.compare import ALL_MODELS, EMA, MODALITY_DROPOUT, CompareSettings, _claim, _summarise, model_config, spoken_sentences
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,6 +90,15 @@ def test_compare_tests_on_test_and_test_stt_and_writes_run_reports(demo_corpora,
     summary = pd.read_csv(out / "comparison.csv").query("test_set == 'test' and metric == 'macro_f1'").set_index("model")
     assert summary.loc["linear (ensemble of 2)", "mean"] == pytest.approx(expected, abs=1e-9)
     assert summary.loc["linear (ensemble of 2)", "runs"] == 1
+
+
+def test_a_model_of_one_run_has_no_spread_over_seeds_in_comparison_csv():
+    y_true = np.arange(14) % 7
+    models = {"a": np.stack([y_true, (y_true + 1) % 7]), "a (ensemble of 2)": y_true[None]}
+    rows, _, _ = _summarise("test", y_true, y_true, models, list(REFERENCE_LABELS), ("a", 0.5))
+    std = {(row["model"], row["metric"]): row["std"] for row in rows}
+    assert std[("a", "accuracy")] == pytest.approx(np.std([1, 0], ddof=1))
+    assert std[("a (ensemble of 2)", "accuracy")] is None  # it was 0.0: as if the seeds agreed
 
 
 def test_a_killed_comparison_resumes_keeping_finished_runs_and_ends_as_an_unbroken_one(demo_corpora, tmp_path):

@@ -427,7 +427,9 @@ def _summarise(test_set: str, y_true: np.ndarray, groups: np.ndarray, models: di
         "<h3>Confusion matrices (summed over seeds)</h3>", confusions,
     ])  # fmt: skip
     rows = [
-        {"test_set": test_set, "model": m, "runs": len(models[m]), "metric": k, "mean": e.mean, "std": e.std,
+        # One run has no spread over seeds: an empty std, not 0 (which says the seeds agreed).
+        {"test_set": test_set, "model": m, "runs": len(models[m]), "metric": k, "mean": e.mean,
+         "std": e.std if len(models[m]) > 1 else None,
          "ci_low": e.low, "ci_high": e.high,
          # The paired test is of macro-F1 only.
          "paired_difference": tests[m].difference if m in tests and k == "macro_f1" else None,
