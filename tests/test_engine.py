@@ -57,6 +57,19 @@ def test_a_batch_in_chunks_takes_the_same_step_as_whole(weighted):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_a_batch_whose_rows_weigh_nothing_takes_no_step_and_counts_in_no_loss():
+    # A masked-LM batch in which no token was picked: its loss is 0/0 (it was a ZeroDivisionError).
+    settings = EngineSettings(name="t", epochs=2, seed=0, warmup_percent=0.0, progress=False)
+    weighs_nothing = data()[2]["x"]
+    skipped, result = fit(settings, row_weights=lambda batch: torch.full((8,), float(not torch.equal(batch["x"], weighs_nothing))))
+    engine, without = Engine(settings), nn.Linear(6, 2)
+    expected = engine.fit(without, torch.optim.SGD(without.parameters(), lr=0.1), data()[:2] + data()[3:], loss)
+    assert torch.equal(skipped.weight, without.weight)
+    assert [row["train_loss"] for row in result.rows] == [row["train_loss"] for row in expected.rows]
+    with pytest.raises(ValueError, match="no batch of epoch 1 had anything to train on"):
+        fit(settings, row_weights=lambda batch: torch.zeros(len(batch["labels"])))
+
+
 @pytest.mark.parametrize("best_by, best_epoch", [("loss", 2), ("macro_f1", 3)])
 def test_the_best_epoch_by_the_named_metric_is_kept_and_restored(tmp_path, best_by, best_epoch):
     dev = iter([{"loss": 0.9, "macro_f1": 0.2}, {"loss": 0.5, "macro_f1": 0.3}, {"loss": 0.7, "macro_f1": 0.6},

@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from audiotext.errors import SettingError, TrainingDiverged, TrainingInterrupted
+from audiotext.errors import DataError, SettingError, TrainingDiverged, TrainingInterrupted
 from audiotext.io import first_difference, write_csv_rows
 from audiotext.runtime import (
     as_on_main,
@@ -320,13 +320,14 @@ class Engine:
                 resumed = False
                 for batch in steps:
                     step_loss, stop = self._agree(self._step(trained, optimizer, batch, loss, row_weights, scaler), interrupted())
-                    progress.losses.append(step_loss)
-                    schedule.step_batch()
-                    if progress.average:
-                        _update_average(progress.average, model, s.ema)
+                    if step_loss is not None:  # a batch that weighed nothing took no step: as if it were not there
+                        progress.losses.append(step_loss)
+                        schedule.step_batch()
+                        if progress.average:
+                            _update_average(progress.average, model, s.ema)
                     progress.step += 1
                     bar.update()
-                    if len(progress.losses) % s.logging_steps == 0:
+                    if step_loss is not None and len(progress.losses) % s.logging_steps == 0:
                         bar.set_postfix(loss=f"{np.mean(progress.losses[-s.logging_steps:]):.4f}")
                     due = s.checkpoint_steps and progress.step % s.checkpoint_steps == 0 and progress.step < len(batches)
                     if checkpoint is not None and (due or stop):
@@ -335,6 +336,10 @@ class Engine:
                     if stop:
                         raise self._interrupted(_where(checkpoint, epoch, progress.step, len(batches)))
                 bar.close()
+                if not progress.losses:  # a masked-LM corpus so small that no batch of the epoch had a token picked
+                    raise DataError(f"{s.name}: no batch of epoch {epoch} had anything to train on (every row weighed "
+                                    "0; masked-LM pre-training: no token was picked for masking): give more or longer "
+                                    "sentences, or a higher --mlm_probability")  # fmt: skip
                 row: dict = {"epoch": epoch, "train_loss": float(np.mean(progress.losses))}
                 if not math.isfinite(row["train_loss"]):  # weights gone to NaN would be kept, and marked finished
                     raise TrainingDiverged(f"{s.name}: training diverged in epoch {epoch} (train loss "
@@ -458,18 +463,24 @@ class Engine:
         return torch.autocast("cuda", dtype=self.amp_dtype)
 
     def _step(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, loss, row_weights,
-              scaler) -> float:  # fmt: skip
+              scaler) -> float | None:  # fmt: skip
         """One optimizer step on this process's rows of the batch (all of them in one process); with
         batch_chunk > 1 they go through in chunks to save memory. Returns this process's part of
-        the batch's mean loss (the whole of it in one process)."""
+        the batch's mean loss (the whole of it in one process); None, with no step, when no row of
+        the batch weighs anything."""
         optimizer.zero_grad(set_to_none=True)
         n = len(next(v for v in batch.values() if v is not None))
         counts = torch.ones(n) if row_weights is None else row_weights(batch).double().cpu()  # (n,)
         share = self.processes
         mine = torch.arange(n)[share.rank :: share.world_size]
+        # The rows' total weight, summed over the processes' shares: each process draws its own
+        # masks for a masked-LM batch, so only the sum of theirs is the weight of what all train on.
+        total_weight = float(summed(counts[mine].sum().reshape(1).to(self.device)))
+        if not total_weight:  # nothing to learn from (a masked-LM batch in which no token was picked): no step
+            return None
         # DDP averages the processes' gradients; weighting each row by world_size / (the batch's
         # total weight) makes that the batch's mean loss.
-        weight = share.world_size / float(counts.sum())
+        weight = share.world_size / total_weight
         if len(mine) == 0:  # a batch with fewer rows than processes: this one still joins the all-reduce
             mine, weight = torch.arange(1), 0.0
         chunks = mine.chunk(min(self.settings.batch_chunk, len(mine)))
@@ -486,7 +497,8 @@ class Engine:
                     value = loss(model, part)
                 scaled = value.float() * weight * chunk_weight
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            total += value.item() * weight * chunk_weight / share.world_size
+            if chunk_weight:  # a chunk of rows that weigh nothing has a loss of 0/0
+                total += value.item() * weight * chunk_weight / share.world_size
         if scaler is not None:
             scaler.unscale_(optimizer)
         if self.settings.clip > 0:
@@ -498,13 +510,14 @@ class Engine:
             optimizer.step()
         return total
 
-    def _agree(self, loss_part: float, stop: bool) -> tuple[float, bool]:
+    def _agree(self, loss_part: float | None, stop: bool) -> tuple[float | None, bool]:
         """The batch's mean loss from each process's part, and whether any process was told to stop,
-        so that all log the same loss and stop at the same step."""
+        so that all log the same loss and stop at the same step. A batch no process took a step on
+        (every process agrees on that) has no loss."""
         if not self.processes.several:
             return loss_part, stop
-        loss, stops = summed(torch.tensor([loss_part, float(stop)], dtype=torch.float64, device=self.device)).tolist()
-        return loss, stops > 0
+        loss, stops = summed(torch.tensor([loss_part or 0.0, float(stop)], dtype=torch.float64, device=self.device)).tolist()
+        return (None if loss_part is None else loss), stops > 0
 
     def _improves(self, dev: dict, best: dict) -> bool:
         if not best:
