@@ -207,6 +207,31 @@ def test_a_fit_broken_at_any_step_resumes_to_the_same_weights_and_figures(tmp_pa
     assert strip(result.rows) == strip(expected.rows) and result.best == expected.best
 
 
+def test_a_resume_saves_the_best_epochs_weights_again_over_those_a_kill_left_of_a_later_epoch(tmp_path):
+    # Killed after on_best saved epoch 3 but before epoch 3's state was saved, and resumed where epoch
+    # 3 trains otherwise (another number of processes or device) and is no better than epoch 2.
+    checkpoint, saved, weights = tmp_path / "resume.safetensors", {}, {}
+
+    def run(dev_losses, killed_in_epoch=None):
+        dev = iter(dev_losses)
+        engine, model = Engine(EngineSettings(name="t", epochs=3, seed=0, progress=False)), nn.Linear(6, 2)
+
+        def on_best(m):
+            saved["weights"] = m.weight.detach().clone()
+            if len(weights) + 1 == killed_in_epoch:
+                raise Broken
+
+        engine.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), data(), loss, evaluate=lambda m: {"loss": next(dev)},
+                   on_best=on_best, on_epoch=lambda rows: weights.update({len(rows): model.weight.detach().clone()}),
+                   restore_best=True, checkpoint=checkpoint)  # fmt: skip
+        return model
+
+    with pytest.raises(Broken):
+        run([0.9, 0.5, 0.4], killed_in_epoch=3)
+    model = run([0.6])
+    assert torch.equal(saved["weights"], weights[2]) and torch.equal(model.weight, weights[2])
+
+
 def test_a_resume_refuses_a_state_from_other_settings_or_data(tmp_path):
     checkpoint = tmp_path / "resume.safetensors"
     with pytest.raises(Broken):

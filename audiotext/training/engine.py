@@ -246,7 +246,8 @@ class Engine:
         `evaluate(model)` returns dev metrics with at least "loss" (and "macro_f1" when
         best_by says so); `on_best` runs whenever the dev metric improves, `on_epoch` after each
         epoch with the rows of every epoch so far (a resumed fit's earlier ones included); `epoch_log` is rewritten every epoch; `restore_best` loads the best
-        epoch's weights back at the end (kept as a CPU copy meanwhile).
+        epoch's weights back at the end (kept as a CPU copy meanwhile, and in the checkpoint: a
+        resumed fit hands them to `on_best` again).
 
         With `checkpoint`, the whole training state is written there after every epoch (and every
         `checkpoint_steps` steps), and training continues from it when the file exists: the same
@@ -295,6 +296,12 @@ class Engine:
             # Each process draws its own dropout masks; the model was made alike in all (and DDP copies rank 0's).
             seed_everything(int(np.random.SeedSequence([s.seed, self.processes.rank]).generate_state(1)[0]))
         result = progress.result
+        if resumed and restore_best and progress.best_state and on_best is not None and main:
+            # Killed after `on_best` saved a better epoch but before that epoch's state was, the run
+            # left that epoch's weights, which a resume that trains it otherwise (another number of
+            # processes, another device) may not find better: the best epoch would name other weights.
+            with _weights(model, progress.best_state):
+                on_best(model)
         with _deferred_interrupt(enabled=checkpoint is not None, second_stops=not self.processes.several) as interrupted:
             for epoch in range(progress.epoch, s.epochs + 1):
                 if self._stops_early(result, epoch - 1):

@@ -117,6 +117,9 @@ def _train_in(folder: Path, cfg: RunConfig, settings: dict, run_dir: Path, main:
         row_weights=None if weights is None else lambda batch: weights[batch["labels"]],  # batches are still on the CPU
         evaluate=lambda m: evaluate_loss_and_metrics(m, dev_loader, engine.device, cfg.labels),
         on_best=lambda m: save_weights(folder, m, cfg, dims),
+        # Kept in the checkpoint, so that a resume saves the best epoch's weights again over a later
+        # epoch's that a kill left saved before its state was.
+        restore_best=True,
         epoch_log=folder / EPOCH_LOG,
         checkpoint=folder / RESUME_FILE,
         data_order=batch_order(train_loader),
