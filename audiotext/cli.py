@@ -15,8 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from audiotext.config import (
-    REFERENCE_LABELS, TEXT_ALPHABETS, AudioConfig, ModelConfig, RunConfig, ServiceLimits, TextConfig, TrainConfig,
-    modality_of, plain_name, unread_flags,
+    LOWEST_CLIP_RATE, REFERENCE_LABELS, TEXT_ALPHABETS, AudioConfig, ModelConfig, RunConfig, ServiceLimits, TextConfig,
+    TrainConfig, modality_of, plain_name, unread_flags,
 )  # fmt: skip
 from audiotext.data.manifest import MIN_LABEL_CLIPS, data_labels, is_manifest, read_label_set
 from audiotext.errors import AudiotextError, SettingError, TrainingInterrupted
@@ -726,8 +726,8 @@ def add_compare_parser(commands) -> None:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
-    if not 1000 <= args.sample_rate <= 384000:
-        raise SettingError(f"--sample_rate {args.sample_rate}: a rate of stored clips is 1000 to 384000 Hz")
+    if not LOWEST_CLIP_RATE <= args.sample_rate <= 384000:
+        raise SettingError(f"--sample_rate {args.sample_rate}: a rate of stored clips is {LOWEST_CLIP_RATE} to 384000 Hz")
     labels = args.labels.split(",") if args.labels else data_labels(args.data) or list(REFERENCE_LABELS)
     folder = Path(args.data).parent if is_manifest(args.data) else Path(args.data)
     # The corpus's own files hold the true transcripts: a recogniser's would replace them unseen.

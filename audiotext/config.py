@@ -53,6 +53,14 @@ def plain_name(name: str, setting: str = "name") -> str:
     return name
 
 
+# Speech needs a band of a few kHz: a clip said to be at a lower rate is one given in kHz (16 for
+# 16000) or a misread header, which resampling would turn into a long hum and a confident answer.
+LOWEST_CLIP_RATE = 1000
+# A clip of one window gives 3 frames (centred, hop n_fft // 2), and the fusing models' kernel-3
+# projection reads 3: fewer kept frames crashed training.
+FEWEST_FRAMES = 3
+
+
 @dataclass
 class AudioConfig:
     sample_rate: int = 48000  # rate of the stored clips
@@ -64,8 +72,12 @@ class AudioConfig:
     features: str = "mfcc"  # "mfcc", or "mfcc+prosody": F0, voicing, energy and their deltas beside them
 
     def __post_init__(self) -> None:
-        for setting in ("sample_rate", "resample_rate", "n_mels", "max_len_for_audio"):
-            _require(getattr(self, setting) >= 1, setting, getattr(self, setting), "must be at least 1")
+        for setting in ("sample_rate", "resample_rate"):
+            _require(getattr(self, setting) >= LOWEST_CLIP_RATE, setting, getattr(self, setting),
+                     f"must be at least {LOWEST_CLIP_RATE} Hz (a rate given in kHz?)")  # fmt: skip
+        _require(self.n_mels >= 1, "n_mels", self.n_mels, "must be at least 1")
+        _require(self.max_len_for_audio >= FEWEST_FRAMES, "max_len_for_audio", self.max_len_for_audio,
+                 f"must be at least {FEWEST_FRAMES} frames (one window's)")  # fmt: skip
         _require(self.n_fft_size >= 2, "n_fft_size", self.n_fft_size, "must be at least 2 (the hop is half of it)")
         _require(1 <= self.n_mfcc <= self.n_mels, "n_mfcc", self.n_mfcc, f"must be in 1..n_mels ({self.n_mels})")
         _require_choice("audio_features", self.features, AUDIO_FEATURES)

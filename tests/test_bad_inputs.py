@@ -329,7 +329,8 @@ def test_wrong_columns_are_named(clips, tmp_path, cli_error):
 
 @pytest.mark.parametrize(
     "flags, message",
-    [(["--max_len_for_audio", "0"], "max_len_for_audio = 0: must be at least 1"),
+    [(["--max_len_for_audio", "2"], "max_len_for_audio = 2: must be at least 3 frames"),  # a traceback in training
+     (["--resample_rate", "16"], "resample_rate = 16: must be at least 1000 Hz (a rate given in kHz?)"),
      (["--n_mfcc", "0"], "n_mfcc = 0: must be in 1..n_mels (128)"),
      (["--optim", "Adamm"], "optim = 'Adamm': not a torch.optim optimizer"),
      (["--name", "../../x"], "name = '../../x': must be a plain folder name"),

@@ -81,7 +81,7 @@ def test_audio_settings_are_valid_or_refused_as_a_setting(n_mfcc, n_mels, rate, 
     except AudiotextError as err:
         assert " = " in str(err)  # names the setting and its value
         return
-    assert 1 <= n_mfcc <= n_mels and rate >= 1 and max_len >= 1
+    assert 1 <= n_mfcc <= n_mels and rate >= 1000 and max_len >= 3
 
 
 @settings(max_examples=200, deadline=None)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from audiotext.config import AudioConfig
+from audiotext.config import LOWEST_CLIP_RATE, AudioConfig
 from audiotext.errors import DataError
 
 
@@ -77,11 +77,6 @@ def int16_samples(samples: np.ndarray) -> np.ndarray:
     if samples.dtype == np.int16:
         return samples
     return np.clip(np.round(float_samples(samples).astype(np.float64) * 32767), -32768, 32767).astype(np.int16)
-
-
-# Speech needs a band of a few kHz: a clip said to be at a lower rate is one given in kHz (16 for
-# 16000) or a misread header, which resampling would turn into a long hum and a confident answer.
-LOWEST_CLIP_RATE = 1000
 
 
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
