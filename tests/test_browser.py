@@ -1,6 +1,7 @@
 """The page of `audiotext serve`, driven in Debian's chromium (headless, through playwright) against
 the real command serving a model folder: a demo clip in, the predicted emotion and its bars out."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -57,11 +58,22 @@ def answers(url: str) -> bool:
         return False
 
 
-def test_the_page_shows_the_prediction_of_a_demo_clip(served, demo_corpus, tmp_path):
+@contextlib.contextmanager
+def browser_page():
+    """A page of headless chromium, closed afterwards."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 820, "height": 720})
+        finally:
+            browser.close()
+
+
+def test_the_page_shows_the_prediction_of_a_demo_clip(served, demo_corpus, tmp_path):
     address, uploads, started_with = served
     row = pd.read_pickle(demo_corpus / "test.pkl").iloc[3]
     clip = tmp_path / "clip.wav"
@@ -72,46 +84,47 @@ def test_the_page_shows_the_prediction_of_a_demo_clip(served, demo_corpus, tmp_p
                           data={"text": row["Sentence"]}, timeout=120).json()  # fmt: skip
     labels = httpx.get(f"{address}/labels").json()
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 820, "height": 720})
-            page.goto(f"{address}/")
-            page.wait_for_function("document.getElementById('model').textContent.includes('cross')")
-            page.set_input_files("#audio", str(clip))
-            page.fill("#text", row["Sentence"])
-            page.click("#submit")
-            page.wait_for_selector("#bars .bar")
-            assert page.text_content("#label") == expected["label"]
-            assert row["Sentence"] in page.text_content("#transcript")
-            bars = page.locator("#bars .bar")
-            assert [bars.nth(i).get_attribute("data-label") for i in range(bars.count())] == [
-                s["label"] for s in expected["scores"]]  # fmt: skip
-            assert bars.count() == 7
-            best = expected["scores"][0]["score"]
-            assert bars.nth(0).locator(".pct").text_content() == f"{100 * best:.1f}%"
-            # Hangul is drawn with the font the server sends, not with boxes, on a machine without one.
-            assert page.evaluate("""document.fonts.ready.then(() => [...document.fonts].some(
-                (f) => f.family.includes('audiotext Korean') && f.status === 'loaded'))""")
-            assert not page.is_visible("#error")
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+    with browser_page() as page:
+        page.goto(f"{address}/")
+        page.wait_for_function("document.getElementById('model').textContent.includes('cross')")
+        page.set_input_files("#audio", str(clip))
+        page.fill("#text", row["Sentence"])
+        page.click("#submit")
+        page.wait_for_selector("#bars .bar")
+        assert page.text_content("#label") == expected["label"]
+        assert row["Sentence"] in page.text_content("#transcript")
+        bars = page.locator("#bars .bar")
+        assert [bars.nth(i).get_attribute("data-label") for i in range(bars.count())] == [
+            s["label"] for s in expected["scores"]]  # fmt: skip
+        assert bars.count() == 7
+        best = expected["scores"][0]["score"]
+        assert bars.nth(0).locator(".pct").text_content() == f"{100 * best:.1f}%"
+        # Hangul is drawn with the font the server sends, not with boxes, on a machine without one.
+        assert page.evaluate("""document.fonts.ready.then(() => [...document.fonts].some(
+            (f) => f.family.includes('audiotext Korean') && f.status === 'loaded'))""")
+        assert not page.is_visible("#error")
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
 
-            page.set_input_files("#audio", str(not_audio))
-            page.click("#submit")
-            page.wait_for_selector("#error", state="visible")
-            assert "notes.wav: not a readable media file" in page.text_content("#error")
-            assert not page.is_visible("#result")
+        page.set_input_files("#audio", str(not_audio))
+        page.click("#submit")
+        page.wait_for_selector("#error", state="visible")
+        assert "notes.wav: not a readable media file" in page.text_content("#error")
+        assert not page.is_visible("#result")
 
-            page.click("#record")
-            page.wait_for_timeout(1500)
-            page.click("#record")
-            page.wait_for_function("document.getElementById('recorded').textContent.startsWith('recorded')")
-            page.click("#submit")  # the recording (WebM/Opus) goes up instead of the chosen file
-            page.wait_for_selector("#result", state="visible")
-            assert page.text_content("#label") in labels and bars.count() == 7
-            assert not page.is_visible("#error")
-        finally:
-            browser.close()
+        page.click("#record")
+        page.wait_for_timeout(1500)
+        page.click("#record")
+        page.wait_for_function("document.getElementById('recorded').textContent.startsWith('recorded')")
+        page.click("#submit")  # the recording (WebM/Opus) goes up instead of the chosen file
+        page.wait_for_selector("#result", state="visible")
+        assert page.text_content("#label") in labels and bars.count() == 7
+        assert not page.is_visible("#error")
+
+        # A request that gets no answer (the server stopped) is said in words, not "Failed to fetch".
+        page.route("**/predict", lambda route: route.abort())
+        page.click("#submit")
+        page.wait_for_selector("#error", state="visible")
+        assert page.text_content("#error").startswith("The server did not answer: is audiotext serve still running?")
     assert SCREENSHOT.stat().st_size > 10_000
     assert set(uploads.iterdir()) == started_with  # every upload's temporary directory is gone
