@@ -121,9 +121,11 @@ def test_the_page_shows_the_prediction_of_a_demo_clip(served, demo_corpus, tmp_p
         assert page.text_content("#label") in labels and bars.count() == 7
         assert not page.is_visible("#error")
 
-        # A request that gets no answer (the server stopped) is said in words, not "Failed to fetch".
+        # A request that gets no answer (the server stopped) is said in words, not "Failed to fetch";
+        # the last result is hidden as soon as a new request goes: meanwhile it read as the new one's.
         page.route("**/predict", lambda route: route.abort())
-        page.click("#submit")
+        assert page.evaluate("""() => { document.getElementById('submit').click();
+            return getComputedStyle(document.getElementById('result')).display; }""") == "none"
         page.wait_for_selector("#error", state="visible")
         assert page.text_content("#error").startswith("The server did not answer: is audiotext serve still running?")
     assert SCREENSHOT.stat().st_size > 10_000
