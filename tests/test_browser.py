@@ -128,5 +128,12 @@ def test_the_page_shows_the_prediction_of_a_demo_clip(served, demo_corpus, tmp_p
             return getComputedStyle(document.getElementById('result')).display; }""") == "none"
         page.wait_for_selector("#error", state="visible")
         assert page.text_content("#error").startswith("The server did not answer: is audiotext serve still running?")
+
+        # A fractional limit is shown as it was given.
+        health = httpx.get(f"{address}/health").json()
+        page.route("**/health", lambda route: route.fulfill(json={**health, "max_upload_bytes": int(0.3 * 2**20)}))
+        page.reload()
+        page.wait_for_function("document.getElementById('limits').textContent.includes('MB')")
+        assert f"up to {health['max_seconds']:g} s and 0.3 MB." in page.text_content("#limits")
     assert SCREENSHOT.stat().st_size > 10_000
     assert set(uploads.iterdir()) == started_with  # every upload's temporary directory is gone
