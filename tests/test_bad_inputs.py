@@ -692,6 +692,8 @@ def test_a_transcript_that_is_no_string_is_refused_and_a_pandas_nan_is_none(trai
     # A column with an empty cell holds NaN there: that clip is transcribed, as a manifest's is.
     expected = listening.predict([clip, clip], text=["문장", None])
     assert listening.predict([clip, clip], text=pd.Series(["문장", np.nan])) == expected
+    # In a column of pandas' string dtype the empty cell is NA (it was refused as 'got NAType <NA>').
+    assert listening.predict([clip, clip], text=pd.Series(["문장", None], dtype="string")) == expected
 
 
 def test_a_generator_or_an_array_of_paths_is_a_list_of_clips(recognizer, clips, tmp_path):

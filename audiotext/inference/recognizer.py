@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
+import pandas as pd
 import torch
 
 from audiotext.config import RunConfig
@@ -273,13 +274,14 @@ def check_whole_number(value: Any, setting: str) -> None:
 
 
 def given_transcript(text: Any, name: str) -> str | None:
-    """A clip's transcript as given: a string, or None (pandas' NaN of an empty cell too) for one to
-    transcribe; anything else is refused naming the clip (its `.strip()` raised an AttributeError)."""
-    if text is None or (isinstance(text, float) and math.isnan(text)):
+    """A clip's transcript as given: a string, or None (pandas' NaN or NA of an empty cell too) for
+    one to transcribe; anything else is refused naming the clip (its `.strip()` raised an AttributeError)."""
+    if isinstance(text, str):
+        return text
+    # pandas marks an empty cell NaN, or NA in a column of its string dtype (`dtype="string"`).
+    if text is None or (pd.api.types.is_scalar(text) and pd.isna(text)):
         return None
-    if not isinstance(text, str):
-        raise DataError(f"{name}: a transcript is a string (or None to transcribe the clip), got {type(text).__name__} {text!r}")
-    return text
+    raise DataError(f"{name}: a transcript is a string (or None to transcribe the clip), got {type(text).__name__} {text!r}")
 
 
 def read_clip(audio: AudioInput, sampling_rate: int | None = None, where: str = "clip") -> tuple[np.ndarray, int]:
