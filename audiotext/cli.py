@@ -254,11 +254,14 @@ def _warn_of_idle_flags(cfg: RunConfig) -> None:
     if train.batch_chunk > train.batch_size:
         idle.append(f"--batch_chunk {train.batch_chunk} is more than --batch_size {train.batch_size}: a chunk holds "
                     f"at least one clip, so the batches are not split")  # fmt: skip
-    if train.early_stop and train.early_stop > train.num_epochs - 2:
+    most = train.num_epochs - 2
+    if train.early_stop and train.early_stop > most:
         # It stops once the best epoch lies early_stop epochs back, checked before each epoch: the
         # last is checked after num_epochs - 1, and the best is the first at the earliest.
-        idle.append(f"--early_stop {train.early_stop} never stops a run of --num_epochs {train.num_epochs}: "
-                    f"give at most {train.num_epochs - 2}, or more epochs")  # fmt: skip
+        # With two epochs or one there is no patience to give ("at most 0" would turn it off).
+        fix = f"give at most {most}, or more epochs" if most >= 1 else \
+            f"drop it, or give --num_epochs {train.early_stop + 2} or more"  # fmt: skip
+        idle.append(f"--early_stop {train.early_stop} never stops a run of --num_epochs {train.num_epochs}: {fix}")
     for message in idle:
         warnings.warn(message, stacklevel=3)
 

@@ -188,6 +188,8 @@ def test_model_selection_and_early_stopping_flags_reach_the_configuration():
     (["--model=early", "--attn_dropout_a=0.2"], ["--attn_dropout_a=0.2: only mult has audio-to-text attention"]),
     (["--do_audio", "--batch_size=4", "--batch_chunk=8"], ["--batch_chunk 8 is more than --batch_size 4"]),
     (["--do_audio", "--num_epochs=10", "--early_stop=9"], ["--early_stop 9 never stops a run of --num_epochs 10: give at most 8"]),
+    # Two epochs or one leave no patience to give (it said 'give at most 0' or '-1').
+    (["--do_audio", "--num_epochs=1", "--early_stop=1"], ["--num_epochs 1: drop it, or give --num_epochs 3 or more"]),
 ])  # fmt: skip
 def test_a_flag_that_would_change_nothing_is_warned_of(flags, refused):
     """Each was recorded in config.json and results.csv, and changed nothing the model computed,
