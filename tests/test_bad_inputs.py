@@ -4,6 +4,7 @@ for a setting, 1 for data), or works as documented. Nothing half-written is left
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -708,6 +709,11 @@ def test_a_generator_or_an_array_of_paths_is_a_list_of_clips(recognizer, clips, 
         recognizer.predict(np.array(paths[0], dtype=object), text="문장")
     with pytest.raises(DataError, match=r"^clip 0: a dict clip gives its own 'sampling_rate' \(and 'raw' or 'array'\)"):
         recognizer.predict({"path": paths[0], "sampling_rate": RATE}, text="문장")  # the shape () of None
+    # An open file is an iterator too, of its bytes' lines: '1111 clips but one transcript'.
+    with open(paths[0], "rb") as f, pytest.raises(DataError, match="^clip 0: an open file is no clip: give its path"):
+        recognizer.predict(f, text="문장")
+    with pytest.raises(DataError, match="^clip 0: an open file is no clip"):
+        recognizer.predict([io.BytesIO(Path(paths[0]).read_bytes())], text=["문장"])
 
 
 def test_a_file_name_that_starts_like_an_ffmpeg_protocol_is_that_file(recognizer, clips, tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ as the feature cache stores them), so a test clip gets the probabilities `audiot
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import numbers
@@ -250,8 +251,8 @@ class EmotionRecognizer:
 def is_many_clips(audio: Any) -> bool:
     """Whether `predict` was given several clips: a list, tuple or generator, or an array or pandas
     Series of objects or strings (arrays, paths); an array of numbers is one clip's samples."""
-    if isinstance(audio, (list, tuple, Iterator)):
-        return True
+    if isinstance(audio, (list, tuple)) or (isinstance(audio, Iterator) and not isinstance(audio, io.IOBase)):
+        return True  # an open file iterates over lines of its bytes: one clip, which `read_clip` refuses
     if not hasattr(audio, "dtype") or isinstance(audio, torch.Tensor):
         return False
     # A 0-d array holds one clip; np.array(paths) holds strings, not objects.
@@ -296,6 +297,8 @@ def read_clip(audio: AudioInput, sampling_rate: int | None = None, where: str = 
         if sampling_rate is not None:
             raise DataError(f"{audio}: a file's rate is read from the file; give sampling_rate only with samples")
         return load_audio(audio)
+    if isinstance(audio, io.IOBase):  # its lines were taken for clips ("1111 clips but one transcript")
+        raise DataError(f"{where}: an open file is no clip: give its path, or its samples with their sampling_rate")
     if isinstance(audio, dict):
         # {"path": ..., "sampling_rate": ...} without samples read as the shape () of None before.
         if sampling_rate is not None or "sampling_rate" not in audio or not audio.keys() & {"raw", "array"}:
