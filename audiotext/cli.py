@@ -665,6 +665,8 @@ def _refuse_unread_compare_flags(args: argparse.Namespace, fusing: set[str]) -> 
         *((flag, encoder_read, (f"with {listed} and --text_features {args.text_features} no model reads a text "
                                 f"encoder's states, and none is fine-tuned (--finetune_epochs)"))
           for flag in ("encoder", "pretrain_epochs", "max_len_for_text")),
+        # A new vocabulary pre-trains a BERT from scratch: --encoder is never loaded (see `pretrain`).
+        ("encoder", not (encoder_read and args.pretrain_vocab), "--pretrain_vocab pre-trains a new BERT from scratch"),
         *((flag, bool(models & fusing), f"{listed} holds no fusing model ({', '.join(sorted(fusing))})")
           for flag in ("wide", "utterance_stats", "modality_dropout")),
         ("merge_how", bool(models - {"linear", "text"}), f"{listed} pools nothing over time"),
