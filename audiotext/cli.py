@@ -669,7 +669,8 @@ def _refuse_unread_compare_flags(args: argparse.Namespace, fusing: set[str]) -> 
         ("encoder", not (encoder_read and args.pretrain_vocab), "--pretrain_vocab pre-trains a new BERT from scratch"),
         *((flag, bool(models & fusing), f"{listed} holds no fusing model ({', '.join(sorted(fusing))})")
           for flag in ("wide", "utterance_stats", "modality_dropout")),
-        ("merge_how", bool(models - {"linear", "text"}), f"{listed} pools nothing over time"),
+        ("merge_how", bool(models - {"linear", "text"}),
+         f"{listed}: the linear model pools statistics and the text model averages, whatever it says"),
         ("transcript_noise", bool(models - {"audio"}), f"{listed} reads no text"),
         ("text_features", bool(models - {"audio", "linear"}), f"{listed}: linear always reads n-grams, audio no text"),
         ("early_stop", bool(models - {"linear"}), "the linear model stops after 10 epochs without a better dev macro-F1"),

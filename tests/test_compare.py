@@ -229,6 +229,8 @@ def test_a_recognised_clip_is_resampled_with_the_sentence_its_test_clip_reads(de
     (["--models", "linear", "audio", "--wide"], "--wide: --models audio linear holds no fusing model"),
     (["--models", "audio", "--transcript_noise", "0.1"], "--transcript_noise: --models audio reads no text"),
     (["--models", "linear", "--early_stop", "3"], "--early_stop: the linear model stops after 10 epochs"),
+    # The text model averages its token states: it said 'pools nothing over time'.
+    (["--models", "text", "--merge_how", "last"], "--merge_how: --models text: the linear model pools statistics"),
     # compare.json recorded the encoder's digest, and the pre-training never loaded it.
     (["--text_features", "encoder", "--encoder", ".", "--pretrain_epochs", "2", "--pretrain_vocab", "500"],
      "--encoder: --pretrain_vocab pre-trains a new BERT from scratch"),
