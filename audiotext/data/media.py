@@ -188,11 +188,7 @@ def _decode(
             first = round(start * rate) if start else 0
             last = round(end * rate) if end is not None else None
         if frame.pts is not None:
-            stamped = round((frame.pts - origin) * frame.time_base * rate)
-            # A coarse time base (Matroska's milliseconds) rounds a frame's start by up to half a
-            # tick: samples are counted on from the previous frame unless its stamp is a tick away.
-            if position is None or abs(stamped - position) > frame.time_base * rate:
-                position = stamped
+            position = round((frame.pts - origin) * frame.time_base * rate)
         elif position is None:
             position = 0
         for converted in resampler.resample(frame):
