@@ -597,6 +597,8 @@ def test_odd_arguments_and_file_names_are_refused_in_our_words_or_read(recognize
     clip = {"raw": clips[0], "sampling_rate": RATE}
     with pytest.raises(SettingError, match="top_k must be at least 1"):  # 0 gave no class, -1 all but one
         recognizer.predict(clip, text="문장", top_k=0)
+    with pytest.raises(SettingError, match="top_k must be at least 1"):  # before any clip is read: not 'no such file'
+        recognizer.predict(["no-such.wav"] * 3, text=[None] * 3, top_k=0)
     for rate in (float("nan"), "48k"):  # a bare ValueError of int() before
         with pytest.raises(DataError, match="clip 0: an array of samples needs its sampling_rate"):
             recognizer.predict(clips[0], text="문장", sampling_rate=rate)

@@ -147,6 +147,7 @@ class EmotionRecognizer:
     ) -> list[dict] | list[list[dict]]:
         """[{"label", "score"}] of every class (or the `top_k` best), best first; a list of such
         lists for a list of clips (and of transcripts, None where the clip is to be transcribed)."""
+        check_top_k(top_k)  # before the clips are read and predicted, not after
         single = not is_many_clips(audio)
         clips = [audio] if single else audio
         texts = [text] if single else text
@@ -154,10 +155,7 @@ class EmotionRecognizer:
         return ranked[0] if single else ranked
 
     def ranked(self, probabilities: np.ndarray, top_k: int | None = None) -> list[dict]:
-        if top_k is not None:
-            check_whole_number(top_k, "top_k")
-        if top_k is not None and top_k < 1:  # [:0] would give no class, [:-1] all but the last
-            raise SettingError(f"top_k must be at least 1 (or None for every class), got {top_k}")
+        check_top_k(top_k)
         order = np.argsort(-probabilities, kind="stable")[:top_k]
         return [{"label": self.cfg.labels[i], "score": float(probabilities[i])} for i in order]
 
@@ -265,6 +263,14 @@ def check_batch_size(batch_size: int, setting: str = "batch_size") -> None:
     check_whole_number(batch_size, setting)
     if batch_size < 1:
         raise SettingError(f"{setting} must be at least 1, got {batch_size}")
+
+
+def check_top_k(top_k: int | None) -> None:
+    """Refuses a `top_k` that is no whole number of at least 1 (None: every class)."""
+    if top_k is not None:
+        check_whole_number(top_k, "top_k")
+        if top_k < 1:  # [:0] would give no class, [:-1] all but the last
+            raise SettingError(f"top_k must be at least 1 (or None for every class), got {top_k}")
 
 
 def check_whole_number(value: Any, setting: str) -> None:

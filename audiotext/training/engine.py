@@ -482,7 +482,10 @@ class Engine:
         mine = torch.arange(n)[share.rank :: share.world_size]
         # The rows' total weight, summed over the processes' shares: each process draws its own
         # masks for a masked-LM batch, so only the sum of theirs is the weight of what all train on.
-        total_weight = float(summed(counts[mine].sum().reshape(1).to(self.device)))
+        # Rows that all weigh 1 need no all-reduce for it.
+        total_weight = float(counts.sum())
+        if row_weights is not None and share.several:
+            total_weight = float(summed(counts[mine].sum().reshape(1).to(self.device)))
         if not total_weight:  # nothing to learn from (a masked-LM batch in which no token was picked): no step
             return None
         # DDP averages the processes' gradients; weighting each row by world_size / (the batch's
