@@ -469,7 +469,9 @@ def trained_copy(trained_runs, tmp_path: Path) -> Path:
      ("attn_mask", "trained with model.attn_mask = true (now false) in config.json"),  # the same shapes
      ("num_heads", "trained with model.num_heads = 5 (now 4) in config.json"),
      ("extra_tensor", "tensor 'extra' (1 in all) is not part of the 'audio' model"),
-     ("no_dims", "no 'dims' (model widths)")],
+     ("no_dims", "no 'dims' (model widths)"),
+     ("max_len_for_audio", "config.json: max_len_for_audio = 2: must be at least 3 frames"),  # exit 2, no file named
+     ],
 )  # fmt: skip
 def test_a_spoilt_run_is_refused_by_test_naming_the_file(trained_runs, demo_corpus, tmp_path, cli_error, spoil, message):
     run = trained_copy(trained_runs, tmp_path)
@@ -492,6 +494,8 @@ def test_a_spoilt_run_is_refused_by_test_naming_the_file(trained_runs, demo_corp
             stored["audio"]["sample_rate"] = 16000
         elif spoil == "no_dims":
             del stored["dims"]
+        elif spoil == "max_len_for_audio":  # what an earlier audiotext accepted
+            stored["audio"]["max_len_for_audio"] = 2
         else:
             stored["model"][spoil] = {"layers": 2, "merge_how": "stats", "attn_mask": False, "num_heads": 4}[spoil]
         config.write_text(json.dumps(stored, ensure_ascii=False), encoding="utf-8")

@@ -27,7 +27,7 @@ from transformers import PreTrainedTokenizerBase
 
 from audiotext.config import RunConfig
 from audiotext.data.loading import reads_ngrams
-from audiotext.errors import DataError
+from audiotext.errors import DataError, SettingError
 from audiotext.features.encoders import load_text_encoder, save_directory
 from audiotext.features.text import default_encoder_path, save_out_of_fold_states
 from audiotext.features.ngrams import NGRAMS_FILE, CharNgramEncoder
@@ -157,6 +157,8 @@ def load_config(run_dir: str | Path) -> tuple[RunConfig, Dims]:
         cfg = RunConfig.from_dict(stored)
     except TypeError as err:  # a setting this version does not know, or one it needs that is missing
         raise ValueError(f"{path}: {err}; was it written by another version of audiotext?") from None
+    except SettingError as err:  # edited by hand, or a value an earlier audiotext accepted (max_len_for_audio 2)
+        raise ValueError(f"{path}: {err}; this audiotext cannot load such a run: train it again") from None
     # A model folder keeps its text encoder inside itself, named relative to the folder.
     if cfg.text.encoder and (inside := encoder_folder(Path(run_dir), cfg.text.encoder)) != Path(cfg.text.encoder):
         cfg.text.encoder = str(inside)
